@@ -1,0 +1,101 @@
+//! Builds the actix-web `App` and runs the server: [`start`] opens what the
+//! server needs (storage, actors), [`run`] serves an already-bound listener
+//! until the shutdown future resolves, then shuts down in order.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::{Actor, Addr};
+use actix_web::middleware::{from_fn, ErrorHandlers, NormalizePath, TrailingSlash};
+use actix_web::{web, App, HttpServer};
+use palaver_actors::messages::Shutdown;
+use palaver_actors::Supervisor;
+use palaver_storage::Store;
+
+use crate::config::Config;
+use crate::http::{self, ApiError};
+
+/// What every handler can reach. Cloned per worker; every field is a handle.
+#[derive(Clone)]
+pub struct AppState {
+    /// The effective configuration (read-only after start).
+    pub config: Arc<Config>,
+    /// The database.
+    pub store: Store,
+    /// The root actor; owns the other actors' lifecycle.
+    pub supervisor: Addr<Supervisor>,
+    /// When the server started (for `/health`'s uptime).
+    pub started: Instant,
+}
+
+impl AppState {
+    /// Starts the actors over an open store. Must run inside an actix system.
+    pub fn start(config: Config, store: Store) -> AppState {
+        let supervisor = Supervisor::new(store.clone()).start();
+        AppState {
+            config: Arc::new(config),
+            store,
+            supervisor,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Registers every resource. Paths are declared without a trailing slash;
+/// `NormalizePath` trims one, so both spellings work.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.configure(http::ops::config)
+        .configure(http::auth::config);
+}
+
+/// Serves `listener` until `shutdown` resolves (or SIGTERM/SIGINT, which the
+/// caller folds into `shutdown`), then: stop accepting, let in-flight requests
+/// finish for up to `server.shutdown_grace`, stop the actors, flush storage.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = state.config.server.shutdown_grace;
+    let json_limit = state.config.server.max_json_bytes;
+    let data = web::Data::new(state.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(http::extract::json_config(json_limit))
+            .configure(routes)
+            .default_service(web::to(|| async {
+                Err::<actix_web::HttpResponse, _>(ApiError::NotFound)
+            }))
+            .wrap(ErrorHandlers::new().default_handler(http::middleware::json_error_body))
+            .wrap(from_fn(http::middleware::trace_requests))
+            .wrap(NormalizePath::new(TrailingSlash::Trim))
+    })
+    .on_connect(|conn, _ext| {
+        // Streamed replies are many small writes: without TCP_NODELAY each
+        // waits on Nagle + delayed ACK.
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
+    })
+    .disable_signals()
+    .shutdown_signal(shutdown)
+    .shutdown_timeout(grace.as_secs().max(1))
+    .listen(listener)?
+    .run();
+    server.await?;
+
+    tracing::info!("http server stopped; shutting down actors");
+    match state.supervisor.send(Shutdown).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "storage flush at shutdown failed"),
+        Err(e) => tracing::error!(error = %e, "supervisor unreachable at shutdown"),
+    }
+    state
+        .store
+        .flush()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! Operator commands: `palaver user …` and `palaver config …`. They open the
+//! database directly, so they run while the server is stopped (sled allows
+//! one process); when the server holds the lock they say so plainly.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::{bail, Context, Result};
+use palaver_actors::password;
+use palaver_storage::{NewUser, StorageError, Store, User};
+
+use crate::config::Config;
+
+/// Opens the store named by the config, turning a held lock into a plain
+/// sentence (the error's own text says it).
+pub fn open_store(config: &Config) -> Result<Store> {
+    match Store::open(&config.store_config()) {
+        Ok(store) => Ok(store),
+        Err(e @ StorageError::Locked { .. }) => bail!("{e}"),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "cannot open the database in {}",
+                config.data_dir().display()
+            )
+        }),
+    }
+}
+
+/// Reads the new user's password: one line of stdin with `--password-stdin`,
+/// else a no-echo prompt (twice) when stdin is a terminal.
+pub fn read_password(from_stdin: bool) -> Result<String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("stdin is not a terminal: pass --password-stdin and pipe the password in");
+    }
+    let first = rpassword::prompt_password("Password: ")?;
+    let second = rpassword::prompt_password("Repeat password: ")?;
+    if first != second {
+        bail!("the passwords do not match");
+    }
+    Ok(first)
+}
+
+pub async fn user_add(store: &Store, email: &str, password: String) -> Result<User> {
+    crate::http::auth::validate_email(email).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let hash = tokio::task::spawn_blocking(move || password::hash(&password)).await??;
+    let user = store
+        .users()
+        .create(NewUser {
+            email: email.to_owned(),
+            password_hash: hash,
+            is_demo: false,
+            demo_expires_at: None,
+        })
+        .await
+        .map_err(|e| match e {
+            StorageError::EmailTaken => anyhow::anyhow!("a user with email {email} already exists"),
+            other => other.into(),
+        })?;
+    Ok(user)
+}
+
+pub fn user_list(store: &Store, out: &mut impl Write) -> Result<()> {
+    let users = store.users().list()?;
+    writeln!(
+        out,
+        "{:<36}  {:<32}  {:<8}  {:<4}  CREATED",
+        "ID", "EMAIL", "ACTIVE", "DEMO"
+    )?;
+    for u in &users {
+        writeln!(
+            out,
+            "{:<36}  {:<32}  {:<8}  {:<4}  {}",
+            u.id,
+            u.email,
+            if u.is_active { "yes" } else { "no" },
+            if u.is_demo { "yes" } else { "no" },
+            rfc3339_millis(u.created_at),
+        )?;
+    }
+    if users.is_empty() {
+        writeln!(out, "(no users)")?;
+    }
+    Ok(())
+}
+
+pub fn find_user(store: &Store, email: &str) -> Result<User> {
+    store
+        .users()
+        .find_by_email(email)?
+        .with_context(|| format!("no user with email {email}"))
+}
+
+pub fn rfc3339_millis(millis: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis);
+    humantime::format_rfc3339_seconds(t).to_string()
+}

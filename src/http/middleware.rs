@@ -1,0 +1,107 @@
+//! Middleware: the per-request tracing span, and the guard that turns any
+//! error response actix-web produced on its own (405, an unmatched route, a
+//! body it refused) into the contract's JSON error body.
+
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{ErrorHandlerResponse, Next};
+use actix_web::HttpResponse;
+use tracing::Instrument;
+
+use super::error::ErrorBody;
+
+/// One span per request with method, route pattern (never the raw path or
+/// query: those may carry credentials), status, latency and a request id,
+/// echoed as `X-Request-Id`. Logged once, when the response is ready.
+pub async fn trace_requests(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let request_id = uuid::Uuid::new_v4();
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        route = tracing::field::Empty,
+        status = tracing::field::Empty,
+        %request_id,
+    );
+    let result = next.call(req).instrument(span.clone()).await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let _enter = span.enter();
+    match result {
+        Ok(mut res) => {
+            let route = res
+                .request()
+                .match_pattern()
+                .unwrap_or_else(|| "unmatched".to_owned());
+            span.record("route", route.as_str());
+            span.record("status", res.status().as_u16());
+            if let Ok(value) = HeaderValue::from_str(&request_id.to_string()) {
+                res.headers_mut()
+                    .insert(header::HeaderName::from_static("x-request-id"), value);
+            }
+            if res.status().is_server_error() {
+                tracing::warn!(latency_ms, "request failed");
+            } else {
+                tracing::info!(latency_ms, "request");
+            }
+            Ok(res)
+        }
+        Err(e) => {
+            tracing::warn!(latency_ms, error = %e, "request error");
+            Err(e)
+        }
+    }
+}
+
+/// Rewrites a non-JSON error response into `{"error","code"}`, keeping its
+/// status (and an `Allow` header, for 405). JSON errors pass untouched.
+pub fn json_error_body<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let allow = res.headers().get(header::ALLOW).cloned();
+    let (req, _) = res.into_parts();
+    let (code, message) = describe(status);
+    let mut builder = HttpResponse::build(status);
+    if let Some(allow) = allow {
+        builder.insert_header((header::ALLOW, allow));
+    }
+    let body: HttpResponse<BoxBody> = builder.json(ErrorBody {
+        error: message,
+        code,
+    });
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, body).map_body(|_, b| EitherBody::right(b)),
+    ))
+}
+
+fn describe(status: StatusCode) -> (&'static str, &'static str) {
+    match status {
+        StatusCode::BAD_REQUEST => ("invalid_request", "the request is malformed"),
+        StatusCode::NOT_FOUND => ("not_found", "not found"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("unsupported_media_type", "unsupported content type")
+        }
+        StatusCode::URI_TOO_LONG => ("invalid_request", "the request URI is too long"),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            ("invalid_request", "the request headers are too large")
+        }
+        s if s.is_server_error() => ("internal", "internal server error"),
+        _ => ("invalid_request", "the request cannot be served"),
+    }
+}

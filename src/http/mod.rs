@@ -1,0 +1,12 @@
+//! The HTTP layer: one module per resource, each exporting
+//! `config(cfg: &mut web::ServiceConfig)`; handlers are thin (extract → call
+//! a repository or an actor → `Result<_, ApiError>`). Only this module knows
+//! actix-web request and response types.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod ops;
+
+pub use error::ApiError;

@@ -1,0 +1,192 @@
+//! The `palaver` binary: parse the command line, load the configuration,
+//! then either serve or run an operator command.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use palaver::app::{self, AppState};
+use palaver::cli;
+use palaver::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "palaver",
+    version,
+    about = "A self-hosted realtime chat server"
+)]
+struct Cli {
+    /// Configuration file (default: ./config.toml if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8080 (overrides server.bind).
+    #[arg(long, global = true, value_name = "ADDR")]
+    bind: Option<SocketAddr>,
+    /// Data directory (overrides storage.path).
+    #[arg(long, global = true, value_name = "DIR")]
+    data: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Manage users (stop the server first).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Show or check the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; prompts for the password on a terminal.
+    Add {
+        #[arg(long)]
+        email: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List every user.
+    List,
+    /// Disable a user: they can no longer log in.
+    Disable {
+        #[arg(long)]
+        email: String,
+    },
+    /// Enable a disabled user.
+    Enable {
+        #[arg(long)]
+        email: String,
+    },
+    /// Delete a user.
+    Delete {
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration, secrets redacted.
+    Show,
+    /// Validate the configuration and exit.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        config_file: cli.config.clone(),
+        bind: cli.bind,
+        data: cli.data.clone(),
+    };
+    let config = match Config::load(&overrides) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("palaver: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = actix_rt::System::new().block_on(dispatch(cli.command, config));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("palaver: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Option<Command>, config: Config) -> Result<()> {
+    match command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::User(cmd) => user(cmd, &config).await,
+        Command::Config(ConfigCommand::Show) => {
+            print!("{}", config.to_redacted_toml());
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check) => {
+            println!("configuration OK");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<()> {
+    palaver::logging::init(&config.logging);
+    let store = cli::open_store(&config)?;
+    let listener = TcpListener::bind(config.server.bind)
+        .with_context(|| format!("cannot listen on {}", config.server.bind))?;
+    let addr = listener.local_addr()?;
+    let users = store.users().count();
+    let state = AppState::start(config, store);
+
+    println!(
+        "palaver {} listening on http://{addr}",
+        env!("CARGO_PKG_VERSION")
+    );
+    if users == 0 {
+        println!(
+            "No users yet: press \"Try demo\" on the page, or stop the server and create one with\n  \
+             cargo run --release -- user add --email you@example.com"
+        );
+    }
+    tracing::info!(%addr, "listening");
+    app::run(listener, state, shutdown_signal()).await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received: shutting down"),
+    }
+}
+
+async fn user(cmd: UserCommand, config: &Config) -> Result<()> {
+    let store = cli::open_store(config)?;
+    match cmd {
+        UserCommand::Add {
+            email,
+            password_stdin,
+        } => {
+            let password = cli::read_password(password_stdin)?;
+            let user = cli::user_add(&store, &email, password).await?;
+            println!("created user {} ({})", user.email, user.id);
+        }
+        UserCommand::List => cli::user_list(&store, &mut std::io::stdout().lock())?,
+        UserCommand::Disable { email } => {
+            let user = cli::find_user(&store, &email)?;
+            store.users().set_active(user.id, false).await?;
+            println!("disabled {}", user.email);
+        }
+        UserCommand::Enable { email } => {
+            let user = cli::find_user(&store, &email)?;
+            store.users().set_active(user.id, true).await?;
+            println!("enabled {}", user.email);
+        }
+        UserCommand::Delete { email } => {
+            let user = cli::find_user(&store, &email)?;
+            store.users().delete(user.id).await?;
+            println!("deleted {}", user.email);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! palaver-storage: typed repositories over one embedded sled database.
+//!
+//! # Layout
+//! - [`store`]: [`Store`] opens the database and every tree in one place, and
+//!   hands out the repositories.
+//! - [`committer`]: the single group committer that makes acknowledged writes
+//!   durable (one flush in flight, ever).
+//! - [`keys`]: every key encoding (big-endian composites), nothing else builds keys.
+//! - [`codec`]: every value encoding (a version byte, then postcard).
+//! - [`ids`]: newtype ids.
+//! - [`meta`]: the `meta` tree: schema version and migrations run at open.
+//! - [`users`]: users and the case-insensitive email index.
+//!
+//! This crate knows nothing of actix, HTTP or the wire protocol.
+
+pub mod codec;
+pub mod committer;
+mod error;
+pub mod ids;
+pub mod keys;
+pub mod meta;
+pub mod store;
+mod time;
+pub mod users;
+
+pub use error::{Result, StorageError};
+pub use ids::UserId;
+pub use store::{Store, StoreConfig};
+pub use time::now_millis;
+pub use users::{NewUser, User};

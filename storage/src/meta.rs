@@ -1,0 +1,98 @@
+//! The `meta` tree: the schema version, and the migrations run at open.
+//!
+//! Each migration brings the database from version `n - 1` to `n`; they run
+//! in order, each recording its version when done, so an interrupted upgrade
+//! resumes where it stopped.
+
+use crate::error::{Result, StorageError};
+use crate::keys;
+use crate::store::Trees;
+
+/// The schema this build writes.
+pub const CURRENT_SCHEMA_VERSION: u32 = 1;
+
+/// `MIGRATIONS[i]` upgrades a database from version `i + 1` to `i + 2`.
+/// Version 1 is the first layout, so there is nothing to upgrade from yet.
+const MIGRATIONS: &[fn(&Trees) -> Result<()>] = &[];
+
+const _: () = assert!(MIGRATIONS.len() as u32 + 1 == CURRENT_SCHEMA_VERSION);
+
+/// The version recorded in the database (0 for a database that has none).
+pub(crate) fn schema_version(trees: &Trees) -> Result<u32> {
+    match trees.meta.get(keys::META_SCHEMA_VERSION)? {
+        None => Ok(0),
+        Some(bytes) => {
+            let raw: [u8; 4] = bytes
+                .as_ref()
+                .try_into()
+                .map_err(|_| StorageError::corrupt("meta", "schema_version is not 4 bytes"))?;
+            Ok(u32::from_be_bytes(raw))
+        }
+    }
+}
+
+fn set_schema_version(trees: &Trees, version: u32) -> Result<()> {
+    trees
+        .meta
+        .insert(keys::META_SCHEMA_VERSION, &version.to_be_bytes())?;
+    Ok(())
+}
+
+/// Brings the database to [`CURRENT_SCHEMA_VERSION`]. A new database is
+/// stamped with it; an older one is migrated; a newer one is refused.
+pub(crate) fn migrate(trees: &Trees) -> Result<()> {
+    let found = schema_version(trees)?;
+    if found > CURRENT_SCHEMA_VERSION {
+        return Err(StorageError::SchemaTooNew {
+            found,
+            supported: CURRENT_SCHEMA_VERSION,
+        });
+    }
+    if found == 0 {
+        // Nothing stored yet is older than the current layout: a database
+        // without a version is a new one (every tree was just created).
+        if trees.users.is_empty() {
+            return set_schema_version(trees, CURRENT_SCHEMA_VERSION);
+        }
+        return Err(StorageError::corrupt(
+            "meta",
+            "records exist but no schema_version is recorded",
+        ));
+    }
+    for version in found..CURRENT_SCHEMA_VERSION {
+        tracing::info!(from = version, to = version + 1, "migrating storage");
+        MIGRATIONS[(version - 1) as usize](trees)?;
+        set_schema_version(trees, version + 1)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Store;
+
+    #[test]
+    fn a_new_database_is_stamped_current() {
+        let store = Store::temporary().unwrap();
+        assert_eq!(store.schema_version().unwrap(), CURRENT_SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_newer_database_is_refused() {
+        let store = Store::temporary().unwrap();
+        set_schema_version(store.trees(), CURRENT_SCHEMA_VERSION + 1).unwrap();
+        let err = migrate(store.trees()).unwrap_err();
+        assert!(matches!(err, StorageError::SchemaTooNew { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_current_database_is_left_alone() {
+        let store = Store::temporary().unwrap();
+        migrate(store.trees()).unwrap();
+        assert_eq!(
+            schema_version(store.trees()).unwrap(),
+            CURRENT_SCHEMA_VERSION
+        );
+    }
+}

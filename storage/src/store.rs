@@ -1,0 +1,215 @@
+//! [`Store`]: one sled database, every tree opened here, and the durability
+//! handle every repository writes through.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::committer::{Committer, FlushObserver};
+use crate::error::{Result, StorageError};
+use crate::users::Users;
+use crate::{keys, meta};
+
+/// What [`Store::open`] needs (the `[storage]` section of the config).
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// The data directory; sled's files live in `<path>/db`.
+    pub path: PathBuf,
+    /// Bound on sled's page cache (`storage.cache_bytes`).
+    pub cache_bytes: u64,
+    /// `fdatasync` the database file once per committed batch.
+    pub fsync: bool,
+}
+
+/// The handle to the database. Cheap to clone; the database closes when the
+/// last clone is dropped.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+/// The trees, each named for what maps to what.
+pub(crate) struct Trees {
+    /// `schema_version`, probes: see `meta`.
+    pub meta: sled::Tree,
+    /// user id → `User`.
+    pub users: sled::Tree,
+    /// lowercased email → user id.
+    pub users_by_email: sled::Tree,
+}
+
+struct Inner {
+    // Field order matters for Drop: the committer (which holds a clone of the
+    // db) is joined first, so when `Inner` is gone the file lock is released.
+    committer: Committer,
+    trees: Trees,
+    db: sled::Db,
+    path: Option<PathBuf>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `config.path`, runs pending
+    /// migrations and starts the group committer.
+    pub fn open(config: &StoreConfig) -> Result<Store> {
+        Self::open_with(config, None)
+    }
+
+    /// Like [`Store::open`], with a callback told the duration of every flush.
+    pub fn open_with(config: &StoreConfig, observer: Option<FlushObserver>) -> Result<Store> {
+        std::fs::create_dir_all(&config.path)?;
+        let db_path = config.path.join("db");
+        let db = sled::Config::new()
+            .path(&db_path)
+            .cache_capacity(config.cache_bytes)
+            .open()
+            .map_err(|e| classify_open_error(e, &config.path))?;
+        let fsync_file = if config.fsync {
+            Some(File::open(db_path.join("db"))?)
+        } else {
+            None
+        };
+        Self::assemble(db, fsync_file, observer, Some(config.path.clone()))
+    }
+
+    /// An in-memory database removed on drop, for tests.
+    pub fn temporary() -> Result<Store> {
+        let db = sled::Config::new().temporary(true).open()?;
+        Self::assemble(db, None, None, None)
+    }
+
+    fn assemble(
+        db: sled::Db,
+        fsync_file: Option<File>,
+        observer: Option<FlushObserver>,
+        path: Option<PathBuf>,
+    ) -> Result<Store> {
+        let trees = Trees {
+            meta: db.open_tree("meta")?,
+            users: db.open_tree("users")?,
+            users_by_email: db.open_tree("users_by_email")?,
+        };
+        meta::migrate(&trees)?;
+        let committer = Committer::start(db.clone(), fsync_file, observer)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                committer,
+                trees,
+                db,
+                path,
+            }),
+        })
+    }
+
+    /// The data directory, if the store is on disk.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
+    }
+
+    pub fn users(&self) -> Users<'_> {
+        Users::new(self)
+    }
+
+    pub(crate) fn trees(&self) -> &Trees {
+        &self.inner.trees
+    }
+
+    /// Resolves once every write made before this call survives `kill -9`
+    /// (and power loss with `storage.fsync`).
+    pub async fn durable(&self) -> Result<()> {
+        self.inner.committer.wait().await
+    }
+
+    /// Proves the database accepts writes: writes a probe and waits for it to
+    /// be durable (what `/ready` asks).
+    pub async fn check_writable(&self) -> Result<()> {
+        self.inner
+            .trees
+            .meta
+            .insert(keys::META_READY_PROBE, &crate::now_millis().to_be_bytes())?;
+        self.durable().await
+    }
+
+    /// Synchronous flush, for shutdown paths outside an async context.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// The schema version recorded in the database.
+    pub fn schema_version(&self) -> Result<u32> {
+        meta::schema_version(&self.inner.trees)
+    }
+}
+
+fn classify_open_error(e: sled::Error, dir: &Path) -> StorageError {
+    // sled 0.34 reports a held lock as an I/O error with this text.
+    match &e {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            StorageError::Locked {
+                path: dir.to_path_buf(),
+            }
+        }
+        _ => StorageError::Sled(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> StoreConfig {
+        StoreConfig {
+            path: dir.to_path_buf(),
+            cache_bytes: 8 << 20,
+            fsync: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_open_reports_the_lock_plainly() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(&config(dir.path())).unwrap();
+        let err = Store::open(&config(dir.path()))
+            .err()
+            .expect("second open must fail");
+        assert!(matches!(err, StorageError::Locked { .. }), "{err:?}");
+        assert!(err
+            .to_string()
+            .contains("in use by another palaver process"));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_store_releases_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&config(dir.path())).unwrap();
+        store.check_writable().await.unwrap();
+        drop(store);
+        let again = Store::open(&config(dir.path())).unwrap();
+        assert_eq!(
+            again.schema_version().unwrap(),
+            meta::CURRENT_SCHEMA_VERSION
+        );
+    }
+
+    #[tokio::test]
+    async fn flush_observer_sees_every_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let store = Store::open_with(
+            &config(dir.path()),
+            Some(Box::new(move |d| {
+                let _ = tx.send(d);
+            })),
+        )
+        .unwrap();
+        store.check_writable().await.unwrap();
+        assert!(rx.try_recv().is_ok(), "a flush was observed");
+    }
+
+    #[tokio::test]
+    async fn temporary_store_accepts_writes() {
+        let store = Store::temporary().unwrap();
+        store.check_writable().await.unwrap();
+        assert!(store.path().is_none());
+    }
+}

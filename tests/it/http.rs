@@ -1,0 +1,150 @@
+//! The HTTP skeleton: the error body of API.md §1 for 400/404/405/413/415,
+//! trailing slashes, `/health`, `/ready`, and registration.
+
+use serde_json::{json, Value};
+
+use crate::support::{assert_error, client, ServerOptions, TestServer};
+
+fn open_registration() -> TestServer {
+    TestServer::with(ServerOptions::default().env("PALAVER_AUTH__ALLOW_REGISTRATION", "true"))
+}
+
+#[tokio::test]
+async fn health_and_ready() {
+    let server = TestServer::start();
+    let http = client();
+    for path in ["/health", "/health/"] {
+        let res = http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(res.headers().contains_key("x-request-id"));
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["status"], "ok");
+        assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+        assert!(body["uptime_seconds"].is_u64());
+    }
+    let res = http.get(server.url("/ready/")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "ready");
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_get_json_errors() {
+    let server = TestServer::start();
+    let http = client();
+    for path in ["/nope", "/api/nope/", "/api/auth/register/extra"] {
+        assert_error(
+            http.get(server.url(path)).send().await.unwrap(),
+            404,
+            "not_found",
+        )
+        .await;
+    }
+    let res = http.delete(server.url("/health")).send().await.unwrap();
+    assert_error(res, 405, "method_not_allowed").await;
+}
+
+#[tokio::test]
+async fn malformed_json_and_missing_fields_are_400_naming_the_problem() {
+    let server = open_registration();
+    let http = client();
+    let post = |body: &'static str| {
+        http.post(server.url("/api/auth/register/"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_error(post("{not json").await.unwrap(), 400, "invalid_request").await;
+    let body = assert_error(
+        post(r#"{"email":"a@example.com"}"#).await.unwrap(),
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert!(
+        body["error"].as_str().unwrap().contains("password"),
+        "{body}"
+    );
+    let body = assert_error(
+        post(r#"{"email":"a@example.com","password":5}"#)
+            .await
+            .unwrap(),
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert!(
+        body["error"].as_str().unwrap().contains("invalid"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_body_is_413_and_wrong_type_is_415() {
+    let server = TestServer::with(
+        ServerOptions::default()
+            .env("PALAVER_AUTH__ALLOW_REGISTRATION", "true")
+            .env("PALAVER_SERVER__MAX_JSON_BYTES", "1024"),
+    );
+    let http = client();
+    let big = json!({"email": "a@example.com", "password": "x".repeat(2000)});
+    let res = http
+        .post(server.url("/api/auth/register"))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 413, "payload_too_large").await;
+
+    let res = http
+        .post(server.url("/api/auth/register/"))
+        .header("content-type", "text/plain")
+        .body(r#"{"email":"a@example.com","password":"long enough"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 415, "unsupported_media_type").await;
+}
+
+#[tokio::test]
+async fn registration_creates_users_once_and_validates() {
+    let server = open_registration();
+    let http = client();
+    let register = |email: &str, password: &str| {
+        http.post(server.url("/api/auth/register/"))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+    };
+    let res = register("Ann@Example.com", "correct horse").await.unwrap();
+    assert_eq!(res.status(), 201);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["user"]["email"], "Ann@Example.com");
+    assert_eq!(body["user"]["is_demo"], false);
+    let id = body["user"]["id"].as_str().unwrap();
+    assert_eq!(
+        uuid::Uuid::parse_str(id).unwrap().hyphenated().to_string(),
+        id
+    );
+
+    let taken = register("ann@example.COM", "another password")
+        .await
+        .unwrap();
+    assert_error(taken, 409, "email_taken").await;
+    let short = register("bob@example.com", "short").await.unwrap();
+    let body = assert_error(short, 400, "invalid_request").await;
+    assert!(body["error"].as_str().unwrap().contains("password"));
+    let bad = register("not-an-email", "long enough pw").await.unwrap();
+    let body = assert_error(bad, 400, "invalid_request").await;
+    assert!(body["error"].as_str().unwrap().contains("email"));
+}
+
+#[tokio::test]
+async fn registration_is_closed_by_default() {
+    let server = TestServer::start();
+    let res = client()
+        .post(server.url("/api/auth/register/"))
+        .json(&json!({"email": "a@example.com", "password": "long enough"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 403, "registration_closed").await;
+}

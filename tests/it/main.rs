@@ -1,0 +1,8 @@
+//! Integration tests: the real `palaver` binary on loopback ports, real HTTP
+//! clients, real storage. One test binary; one module per area.
+
+mod cli;
+mod config;
+mod http;
+mod lifecycle;
+mod support;

@@ -1,0 +1,267 @@
+//! Test support: [`TestServer`] runs the real `palaver` binary on a loopback
+//! port with its own temporary data directory and working directory, and
+//! captures everything it prints; [`palaver`] runs one CLI command.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_palaver");
+
+/// How long a server may take to print its address (a cold debug binary on
+/// a loaded 2-core machine).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running server; killed on drop if still running.
+pub struct TestServer {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub data: PathBuf,
+    /// Working directory of the process (holds `config.toml` when given).
+    pub workdir: PathBuf,
+    output: Arc<Mutex<String>>,
+    _tmp: Option<TempDir>,
+}
+
+/// Options for starting a server.
+#[derive(Default)]
+pub struct ServerOptions {
+    pub env: Vec<(String, String)>,
+    pub args: Vec<String>,
+    /// Contents of `config.toml` in the working directory.
+    pub config_toml: Option<String>,
+    /// Reuse this data directory (e.g. after a restart).
+    pub data: Option<PathBuf>,
+}
+
+impl ServerOptions {
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn config_toml(mut self, text: &str) -> Self {
+        self.config_toml = Some(text.into());
+        self
+    }
+
+    pub fn data(mut self, dir: &Path) -> Self {
+        self.data = Some(dir.to_path_buf());
+        self
+    }
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        Self::with(ServerOptions::default())
+    }
+
+    pub fn with(options: ServerOptions) -> TestServer {
+        Self::try_with(options).unwrap_or_else(|output| panic!("server did not start:\n{output}"))
+    }
+
+    /// Starts a server; `Err(everything it printed)` if it exits or stays
+    /// silent instead of printing its address.
+    pub fn try_with(options: ServerOptions) -> Result<TestServer, String> {
+        let tmp = TempDir::new().expect("tempdir");
+        let workdir = tmp.path().join("work");
+        std::fs::create_dir_all(&workdir).unwrap();
+        let data = options
+            .data
+            .clone()
+            .unwrap_or_else(|| tmp.path().join("data"));
+        if let Some(text) = &options.config_toml {
+            std::fs::write(workdir.join("config.toml"), text).unwrap();
+        }
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(&workdir)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .arg("serve")
+            .args(["--data", data.to_str().unwrap()]);
+        if !options.args.iter().any(|a| a == "--bind") {
+            cmd.args(["--bind", "127.0.0.1:0"]);
+        }
+        cmd.args(&options.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn palaver");
+
+        let output = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = mpsc::channel::<String>();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        pump(stdout, output.clone(), Some(addr_tx));
+        pump(stderr, output.clone(), None);
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(base) = addr_rx.recv_timeout(Duration::from_millis(50)) {
+                return Ok(TestServer {
+                    child,
+                    base,
+                    data,
+                    workdir,
+                    output,
+                    _tmp: Some(tmp),
+                });
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                // Let the pumps drain what it printed.
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(output.lock().unwrap().clone());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(format!(
+                    "(no address within {START_TIMEOUT:?})\n{}",
+                    output.lock().unwrap()
+                ));
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Everything the server printed so far (stdout and stderr).
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        kill(Pid::from_raw(self.pid()), Signal::SIGTERM).expect("send SIGTERM");
+        self.wait(Duration::from_secs(30))
+    }
+
+    /// SIGKILL, then wait: a crash.
+    pub fn kill(mut self) -> ExitStatus {
+        self.child.kill().expect("SIGKILL");
+        self.wait(Duration::from_secs(30))
+    }
+
+    fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Copies a child's stream into `sink`; the first `listening on http://…`
+/// line's URL goes to `addr`.
+fn pump(
+    stream: impl Read + Send + 'static,
+    sink: Arc<Mutex<String>>,
+    addr: Option<mpsc::Sender<String>>,
+) {
+    std::thread::spawn(move || {
+        let mut addr = addr;
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if let Some(pos) = line.find("listening on http://") {
+                if let Some(tx) = addr.take() {
+                    let url = line[pos + "listening on ".len()..].trim().to_string();
+                    let _ = tx.send(url);
+                }
+            }
+            let mut out = sink.lock().unwrap();
+            out.push_str(&line);
+            out.push('\n');
+        }
+    });
+}
+
+/// Runs `palaver ARGS` to completion in `workdir`, with `stdin` piped in and
+/// only the given environment.
+pub fn palaver(workdir: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .current_dir(workdir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn palaver");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().expect("palaver output")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// An async HTTP client with no connection reuse surprises.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Asserts a contract error body: `{"error": <non-empty>, "code": code}`.
+pub async fn assert_error(res: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(res.status().as_u16(), status, "status");
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/json"),
+        "content-type {content_type}"
+    );
+    let body: serde_json::Value = res.json().await.expect("JSON error body");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|s| !s.is_empty()),
+        "error sentence missing: {body}"
+    );
+    body
+}
