@@ -9,13 +9,17 @@
 //! - [`codec`]: every value encoding (a version byte, then postcard).
 //! - [`ids`]: newtype ids.
 //! - [`meta`]: the `meta` tree: schema version and migrations run at open.
-//! - [`users`]: users and the case-insensitive email index.
+//! - [`users`]: users, the case-insensitive email index, the demo-expiry index.
+//! - [`families`]: refresh-token families (rotation, reuse, revocation).
+//! - [`api_keys`]: API keys, stored as hashes.
 //!
 //! This crate knows nothing of actix, HTTP or the wire protocol.
 
+pub mod api_keys;
 pub mod codec;
 pub mod committer;
 mod error;
+pub mod families;
 pub mod ids;
 pub mod keys;
 pub mod meta;
@@ -23,7 +27,9 @@ pub mod store;
 mod time;
 pub mod users;
 
+pub use api_keys::ApiKey;
 pub use error::{Result, StorageError};
+pub use families::{Family, Rotation};
 pub use ids::UserId;
 pub use store::{Store, StoreConfig};
 pub use time::now_millis;

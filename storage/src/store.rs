@@ -5,8 +5,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::api_keys::ApiKeys;
 use crate::committer::{Committer, FlushObserver};
 use crate::error::{Result, StorageError};
+use crate::families::Families;
 use crate::users::Users;
 use crate::{keys, meta};
 
@@ -36,6 +38,16 @@ pub(crate) struct Trees {
     pub users: sled::Tree,
     /// lowercased email → user id.
     pub users_by_email: sled::Tree,
+    /// demo expiry ‖ user id → (): what the demo sweep scans.
+    pub demo_expiry: sled::Tree,
+    /// family id → `Family`: refresh-token rotation and revocation.
+    pub families: sled::Tree,
+    /// key id → `ApiKey`.
+    pub api_keys: sled::Tree,
+    /// SHA-256 of a key → key id: authentication by key.
+    pub api_keys_by_hash: sled::Tree,
+    /// user id ‖ key id → (): a user's keys.
+    pub api_keys_by_user: sled::Tree,
 }
 
 struct Inner {
@@ -87,6 +99,11 @@ impl Store {
             meta: db.open_tree("meta")?,
             users: db.open_tree("users")?,
             users_by_email: db.open_tree("users_by_email")?,
+            demo_expiry: db.open_tree("demo_expiry")?,
+            families: db.open_tree("families")?,
+            api_keys: db.open_tree("api_keys")?,
+            api_keys_by_hash: db.open_tree("api_keys_by_hash")?,
+            api_keys_by_user: db.open_tree("api_keys_by_user")?,
         };
         meta::migrate(&trees)?;
         let committer = Committer::start(db.clone(), fsync_file, observer)?;
@@ -107,6 +124,22 @@ impl Store {
 
     pub fn users(&self) -> Users<'_> {
         Users::new(self)
+    }
+
+    pub fn families(&self) -> Families<'_> {
+        Families::new(self)
+    }
+
+    pub fn api_keys(&self) -> ApiKeys<'_> {
+        ApiKeys::new(self)
+    }
+
+    /// Deletes a user and everything it owns (API keys; its token families
+    /// die with it, as no token of a missing user verifies). Durable when it
+    /// returns; `false` if there was no such user.
+    pub async fn purge_user(&self, id: crate::UserId) -> Result<bool> {
+        self.api_keys().delete_all_for(id).await?;
+        self.users().delete(id).await
     }
 
     pub(crate) fn trees(&self) -> &Trees {

@@ -4,7 +4,7 @@
 //! rare path, so the transaction's global lock is acceptable here).
 
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
 
 use crate::codec::{self, Record};
@@ -67,9 +67,12 @@ impl<'a> Users<'a> {
         };
         let value = codec::encode(&user)?;
         let email_key = keys::email(&user.email);
+        let expiry_key = user
+            .demo_expires_at
+            .map(|at| keys::demo_expiry(at, user.id));
         let trees = self.store.trees();
-        (&trees.users, &trees.users_by_email).transaction(
-            |(users, by_email): &(TransactionalTree, TransactionalTree)| {
+        (&trees.users, &trees.users_by_email, &trees.demo_expiry).transaction(
+            |(users, by_email, demo)| {
                 if by_email.get(&email_key)?.is_some() {
                     return Err(ConflictableTransactionError::Abort(
                         StorageError::EmailTaken,
@@ -77,6 +80,9 @@ impl<'a> Users<'a> {
                 }
                 by_email.insert(email_key.as_slice(), user.id.as_bytes())?;
                 users.insert(&keys::user(user.id), value.as_slice())?;
+                if let Some(key) = &expiry_key {
+                    demo.insert(key, &[])?;
+                }
                 Ok(())
             },
         )?;
@@ -115,6 +121,29 @@ impl<'a> Users<'a> {
             .collect()
     }
 
+    /// Demo users whose demo ended before `before` (Unix seconds), oldest
+    /// first: what the sweep deletes.
+    pub fn demo_expired_before(&self, before: u64) -> Result<Vec<UserId>> {
+        let end = keys::demo_expiry(before, UserId::from_bytes([0; 16]));
+        self.store
+            .trees()
+            .demo_expiry
+            .range(..end)
+            .keys()
+            .map(|k| {
+                let k = k?;
+                keys::demo_expiry_from(&k)
+                    .map(|(_, id)| id)
+                    .ok_or_else(|| StorageError::corrupt("demo_expiry", "bad key"))
+            })
+            .collect()
+    }
+
+    /// How many demo users exist (expired or not).
+    pub fn demo_count(&self) -> usize {
+        self.store.trees().demo_expiry.len()
+    }
+
     pub fn count(&self) -> usize {
         self.store.trees().users.len()
     }
@@ -133,14 +162,17 @@ impl<'a> Users<'a> {
     /// Deletes a user and frees its email. `false` if there was no such user.
     pub async fn delete(&self, id: UserId) -> Result<bool> {
         let trees = self.store.trees();
-        let removed = (&trees.users, &trees.users_by_email).transaction(
-            |(users, by_email): &(TransactionalTree, TransactionalTree)| {
+        let removed = (&trees.users, &trees.users_by_email, &trees.demo_expiry).transaction(
+            |(users, by_email, demo)| {
                 let Some(old) = users.remove(&keys::user(id))? else {
                     return Ok(false);
                 };
                 let user: User =
                     codec::decode(&old).map_err(ConflictableTransactionError::Abort)?;
                 by_email.remove(keys::email(&user.email))?;
+                if let Some(at) = user.demo_expires_at {
+                    demo.remove(&keys::demo_expiry(at, id))?;
+                }
                 Ok(true)
             },
         )?;
@@ -335,5 +367,34 @@ mod tests {
         let back = store.users().get(user.id).unwrap().unwrap();
         assert!(back.is_demo);
         assert_eq!(back.demo_expires_at, Some(1_900_000_000));
+    }
+
+    #[tokio::test]
+    async fn demo_expiry_index_follows_demo_users() {
+        let store = Store::temporary().unwrap();
+        let mut ids = Vec::new();
+        for (i, at) in [100u64, 200, 300].into_iter().enumerate() {
+            let mut new = new_user(&format!("demo-{i}@demo.invalid"));
+            new.is_demo = true;
+            new.demo_expires_at = Some(at);
+            ids.push(store.users().create(new).await.unwrap().id);
+        }
+        store
+            .users()
+            .create(new_user("regular@example.com"))
+            .await
+            .unwrap();
+        assert_eq!(store.users().demo_count(), 3);
+        assert_eq!(store.users().demo_expired_before(100).unwrap(), vec![]);
+        assert_eq!(
+            store.users().demo_expired_before(201).unwrap(),
+            ids[..2].to_vec()
+        );
+        store.users().delete(ids[0]).await.unwrap();
+        assert_eq!(
+            store.users().demo_expired_before(1000).unwrap(),
+            ids[1..].to_vec()
+        );
+        assert_eq!(store.users().demo_count(), 2);
     }
 }
