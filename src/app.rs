@@ -7,9 +7,10 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::{Actor, Addr};
+use actix::Addr;
 use actix_web::middleware::{from_fn, ErrorHandlers, NormalizePath, TrailingSlash};
 use actix_web::{web, App, HttpServer};
+use palaver_actors::auth::Auth;
 use palaver_actors::messages::Shutdown;
 use palaver_actors::Supervisor;
 use palaver_storage::Store;
@@ -26,20 +27,24 @@ pub struct AppState {
     pub store: Store,
     /// The root actor; owns the other actors' lifecycle.
     pub supervisor: Addr<Supervisor>,
+    /// Identity: verification in the caller, writes through the AuthActor.
+    pub auth: Auth,
     /// When the server started (for `/health`'s uptime).
     pub started: Instant,
 }
 
 impl AppState {
     /// Starts the actors over an open store. Must run inside an actix system.
-    pub fn start(config: Config, store: Store) -> AppState {
-        let supervisor = Supervisor::new(store.clone()).start();
-        AppState {
+    pub fn start(config: Config, store: Store) -> anyhow::Result<AppState> {
+        let settings = config.auth_settings()?;
+        let booted = Supervisor::boot(store.clone(), settings)?;
+        Ok(AppState {
             config: Arc::new(config),
             store,
-            supervisor,
+            supervisor: booted.supervisor,
+            auth: booted.auth,
             started: Instant::now(),
-        }
+        })
     }
 }
 

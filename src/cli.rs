@@ -94,6 +94,57 @@ pub fn find_user(store: &Store, email: &str) -> Result<User> {
         .with_context(|| format!("no user with email {email}"))
 }
 
+pub fn apikey_list(store: &Store, email: Option<&str>, out: &mut impl Write) -> Result<()> {
+    let keys = match email {
+        Some(email) => store.api_keys().list_for(find_user(store, email)?.id)?,
+        None => store.api_keys().list_all()?,
+    };
+    writeln!(
+        out,
+        "{:<36}  {:<36}  {:<24}  {:<20}  LAST USED",
+        "ID", "USER", "NAME", "CREATED"
+    )?;
+    for k in &keys {
+        writeln!(
+            out,
+            "{:<36}  {:<36}  {:<24}  {:<20}  {}",
+            k.id,
+            k.user_id,
+            k.name,
+            rfc3339_millis(k.created_at),
+            k.last_used_at
+                .map(rfc3339_millis)
+                .unwrap_or_else(|| "never".into()),
+        )?;
+    }
+    if keys.is_empty() {
+        writeln!(out, "(no API keys)")?;
+    }
+    Ok(())
+}
+
+/// An access token for a user, signed with the server's key.
+pub fn token_mint(
+    config: &Config,
+    store: &Store,
+    email: &str,
+    ttl: std::time::Duration,
+) -> Result<String> {
+    let user = find_user(store, email)?;
+    if !user.is_active {
+        bail!("{email} is disabled");
+    }
+    let settings = config.auth_settings()?;
+    let tokens = palaver_actors::auth::TokenService::new(
+        &settings.keys,
+        &settings.issuer,
+        settings.audience.as_deref(),
+        settings.leeway_seconds,
+    )?;
+    let (token, _exp) = palaver_actors::auth::mint_access(&tokens, &user, ttl)?;
+    Ok(token)
+}
+
 pub fn rfc3339_millis(millis: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis);
     humantime::format_rfc3339_seconds(t).to_string()

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use palaver_actors::auth::keys::{self, KeyError, KeySource};
+use palaver_actors::auth::{AuthSettings, DemoSettings};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The file read from the working directory when `--config` is not given.
@@ -479,6 +481,74 @@ impl Config {
             cache_bytes: self.storage.cache_bytes,
             fsync: self.storage.fsync,
         }
+    }
+
+    /// The identity layer's settings, with its keys loaded: the configured
+    /// secret, or the one generated into the data directory, or key files.
+    pub fn auth_settings(&self) -> Result<AuthSettings, ConfigError> {
+        let a = &self.auth;
+        let key_error = |e: KeyError| ConfigError::Invalid(format!("auth: {e}"));
+        let keys = match a.algorithm {
+            JwtAlgorithm::HS256 => KeySource::Hs256 {
+                secret: match &a.secret {
+                    Some(secret) => secret.expose().as_bytes().to_vec(),
+                    None => keys::load_or_create_secret(self.data_dir()).map_err(key_error)?,
+                },
+                previous: a
+                    .previous_secrets
+                    .iter()
+                    .map(|s| s.expose().as_bytes().to_vec())
+                    .collect(),
+            },
+            JwtAlgorithm::RS256 | JwtAlgorithm::EdDSA => {
+                let (private, public) = match (&a.private_key, &a.public_key) {
+                    (Some(private), Some(public)) => (private, public),
+                    _ => return Err(ConfigError::Invalid(
+                        "auth.algorithm: RS256 and EdDSA need auth.private_key and auth.public_key"
+                            .into(),
+                    )),
+                };
+                let private_pem = keys::read_pem(private).map_err(key_error)?;
+                let public_pem = keys::read_pem(public).map_err(key_error)?;
+                if a.algorithm == JwtAlgorithm::RS256 {
+                    KeySource::Rs256 {
+                        private_pem,
+                        public_pem,
+                    }
+                } else {
+                    KeySource::EdDsa {
+                        private_pem,
+                        public_pem,
+                    }
+                }
+            }
+        };
+        if let (JwtAlgorithm::HS256, KeySource::Hs256 { secret, .. }) = (a.algorithm, &keys) {
+            if secret.len() < 32 {
+                return Err(ConfigError::Invalid(
+                    "auth.secret: must be at least 32 bytes (or leave it unset to generate one)"
+                        .into(),
+                ));
+            }
+        }
+        Ok(AuthSettings {
+            keys,
+            issuer: a.issuer.clone(),
+            audience: a.audience.clone(),
+            leeway_seconds: a.leeway_seconds,
+            access_ttl: a.access_ttl,
+            refresh_ttl: a.refresh_ttl,
+            ticket_ttl: a.ticket_ttl,
+            login_failures_per_email: a.login_failures_per_email,
+            login_failures_per_ip: a.login_failures_per_ip,
+            login_window: a.login_window,
+            demo: DemoSettings {
+                enabled: self.demo.enabled,
+                lifetime: self.demo.lifetime,
+                per_ip_per_hour: self.demo.per_ip_per_hour,
+                gc_after: self.demo.gc_after,
+            },
+        })
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -38,9 +38,45 @@ enum Command {
     /// Manage users (stop the server first).
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage API keys (stop the server first).
+    #[command(subcommand)]
+    Apikey(ApiKeyCommand),
+    /// Mint tokens for operators.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Show or check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key for a user; the key is printed once.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// List keys (of one user with --email).
+    List {
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// Delete a key by id.
+    Revoke { id: uuid::Uuid },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print an access token for a user.
+    Mint {
+        #[arg(long)]
+        email: String,
+        /// Lifetime, e.g. 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
 }
 
 #[derive(Subcommand)]
@@ -108,6 +144,13 @@ async fn dispatch(command: Option<Command>, config: Config) -> Result<()> {
     match command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::User(cmd) => user(cmd, &config).await,
+        Command::Apikey(cmd) => apikey(cmd, &config).await,
+        Command::Token(TokenCommand::Mint { email, ttl }) => {
+            let store = cli::open_store(&config)?;
+            let token = cli::token_mint(&config, &store, &email, ttl)?;
+            println!("{token}");
+            Ok(())
+        }
         Command::Config(ConfigCommand::Show) => {
             print!("{}", config.to_redacted_toml());
             Ok(())
@@ -126,7 +169,7 @@ async fn serve(config: Config) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", config.server.bind))?;
     let addr = listener.local_addr()?;
     let users = store.users().count();
-    let state = AppState::start(config, store);
+    let state = AppState::start(config, store)?;
 
     println!(
         "palaver {} listening on http://{addr}",
@@ -186,6 +229,32 @@ async fn user(cmd: UserCommand, config: &Config) -> Result<()> {
             let user = cli::find_user(&store, &email)?;
             store.users().delete(user.id).await?;
             println!("deleted {}", user.email);
+        }
+    }
+    Ok(())
+}
+
+async fn apikey(cmd: ApiKeyCommand, config: &Config) -> Result<()> {
+    let store = cli::open_store(config)?;
+    match cmd {
+        ApiKeyCommand::Create { email, name } => {
+            let user = cli::find_user(&store, &email)?;
+            let (record, key) = palaver_actors::auth::create_api_key(&store, &user, &name).await?;
+            println!(
+                "created API key {} ({}) for {}",
+                record.name, record.id, user.email
+            );
+            println!("{key}");
+            eprintln!("This key is shown once: store it now.");
+        }
+        ApiKeyCommand::List { email } => {
+            cli::apikey_list(&store, email.as_deref(), &mut std::io::stdout().lock())?
+        }
+        ApiKeyCommand::Revoke { id } => {
+            if !store.api_keys().delete(id).await? {
+                anyhow::bail!("no API key with id {id}");
+            }
+            println!("revoked API key {id}");
         }
     }
     Ok(())

@@ -3,14 +3,17 @@
 //! # Layout
 //! - [`supervisor`]: started at boot; owns the lifecycle of the other actors
 //!   and drives graceful shutdown.
+//! - [`auth`]: identity: JWTs, refresh rotation, tickets, API keys, login
+//!   throttles, the demo sweep, and the AuthActor that writes that state.
 //! - [`messages`]: every message type, with its sender, receiver and reply.
 //! - [`password`]: argon2id hashing and verification (CPU-heavy: call it on a
 //!   blocking thread).
 //!
 //! Actors never touch sled: they go through `palaver-storage` repositories.
 
+pub mod auth;
 pub mod messages;
 pub mod password;
 pub mod supervisor;
 
-pub use supervisor::Supervisor;
+pub use supervisor::{Booted, Supervisor};

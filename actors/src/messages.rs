@@ -1,8 +1,9 @@
 //! Messages between actors. Each says who sends it, who handles it, and what
-//! it answers.
+//! it answers. (The AuthActor's own messages live beside it in `auth/actor.rs`.)
 
 use actix::Message;
-use palaver_storage::StorageError;
+use palaver_storage::{StorageError, UserId};
+use uuid::Uuid;
 
 /// Sent by the HTTP server's shutdown path to the [`crate::Supervisor`] once
 /// the listener stopped accepting and in-flight requests finished. The
@@ -13,4 +14,29 @@ pub struct Shutdown;
 
 impl Message for Shutdown {
     type Result = Result<(), StorageError>;
+}
+
+/// Why credentials stopped being valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevokeReason {
+    /// The family was logged out (sockets close with 4001).
+    Logout,
+    /// A spent refresh token was presented again (4001).
+    RefreshReuse,
+    /// The user was disabled (4002).
+    UserDisabled,
+    /// The user was deleted, e.g. an expired demo user (4002).
+    UserDeleted,
+}
+
+/// Sent by the AuthActor to the [`crate::Supervisor`] whenever a token family
+/// is revoked or a user stops being valid, so that the sockets authenticated
+/// by it can be closed. `family: None` means every credential of the user.
+/// No answer.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "()")]
+pub struct Revoked {
+    pub user_id: UserId,
+    pub family: Option<Uuid>,
+    pub reason: RevokeReason,
 }

@@ -3,6 +3,7 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
+use palaver_actors::auth::AuthError;
 use palaver_storage::StorageError;
 use serde::Serialize;
 
@@ -11,8 +12,18 @@ pub enum ApiError {
     /// Malformed JSON or a missing/invalid field; the message names the field.
     #[error("{0}")]
     InvalidRequest(String),
+    /// 401 with one of `token_missing`, `token_invalid`, `token_expired`,
+    /// `token_revoked`, `invalid_credentials`.
+    #[error("{message}")]
+    Unauthorized { code: &'static str, message: String },
+    #[error("the account is disabled")]
+    AccountDisabled,
     #[error("registration is closed on this server")]
     RegistrationClosed,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("too many requests; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -41,7 +52,11 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::Unauthorized { code, .. } => code,
+            ApiError::AccountDisabled => "account_disabled",
             ApiError::RegistrationClosed => "registration_closed",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::EmailTaken => "email_taken",
@@ -65,7 +80,11 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::RegistrationClosed => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::AccountDisabled | ApiError::RegistrationClosed | ApiError::Forbidden(_) => {
+                StatusCode::FORBIDDEN
+            }
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::EmailTaken => StatusCode::CONFLICT,
@@ -81,12 +100,30 @@ impl ResponseError for ApiError {
             tracing::error!(%detail, "internal error");
         }
         let message = self.to_string();
-        HttpResponse::build(self.status_code())
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(ErrorBody {
-                error: &message,
-                code: self.code(),
-            })
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((header::CACHE_CONTROL, "no-store"));
+        match self {
+            // RFC 6750 §3: say which scheme, and that a presented token failed.
+            ApiError::Unauthorized { code, message } => {
+                let value = if *code == "token_missing" || *code == "invalid_credentials" {
+                    r#"Bearer realm="palaver""#.to_owned()
+                } else {
+                    let description = message.replace(['"', '\\'], "'");
+                    format!(
+                        r#"Bearer realm="palaver", error="invalid_token", error_description="{description}""#
+                    )
+                };
+                response.insert_header((header::WWW_AUTHENTICATE, value));
+            }
+            ApiError::RateLimited { retry_after } => {
+                response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
+            }
+            _ => {}
+        }
+        response.json(ErrorBody {
+            error: &message,
+            code: self.code(),
+        })
     }
 }
 
@@ -96,6 +133,48 @@ impl From<StorageError> for ApiError {
             StorageError::EmailTaken => ApiError::EmailTaken,
             StorageError::NotFound => ApiError::NotFound,
             other => ApiError::internal(other),
+        }
+    }
+}
+
+impl ApiError {
+    fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Unauthorized {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Missing => {
+                ApiError::unauthorized("token_missing", "authentication required")
+            }
+            AuthError::Invalid(why) => {
+                ApiError::unauthorized("token_invalid", format!("invalid credential: {why}"))
+            }
+            AuthError::Expired => ApiError::unauthorized("token_expired", "the token has expired"),
+            AuthError::Revoked => {
+                ApiError::unauthorized("token_revoked", "the token has been revoked")
+            }
+            AuthError::InvalidCredentials => {
+                ApiError::unauthorized("invalid_credentials", "invalid email or password")
+            }
+            AuthError::AccountDisabled => ApiError::AccountDisabled,
+            AuthError::RateLimited { retry_after } => ApiError::RateLimited {
+                // Round up: retrying early would only be refused again.
+                retry_after: retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
+            },
+            AuthError::DemoDisabled => {
+                ApiError::Forbidden("demo mode is disabled on this server".into())
+            }
+            AuthError::DemoForbidden => ApiError::Forbidden("demo users cannot do this".into()),
+            AuthError::NotFound => ApiError::NotFound,
+            AuthError::BadRequest(message) => ApiError::InvalidRequest(message),
+            AuthError::Storage(e) => e.into(),
+            AuthError::Internal(detail) => ApiError::Internal(detail),
         }
     }
 }

@@ -1,10 +1,17 @@
-//! Extractor configuration: how a JSON body that cannot be read becomes the
-//! contract's error (413, 415, or 400 naming the field).
+//! Extractors: how a JSON body that cannot be read becomes the contract's
+//! error (413, 415, or 400 naming the field), and [`Authenticated`], the one
+//! piece of code that turns request credentials into a principal or a 401.
 
+use std::future::{ready, Ready};
+
+use actix_web::dev::Payload;
 use actix_web::error::JsonPayloadError;
-use actix_web::web;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest};
+use palaver_actors::auth::{AuthError, Principal};
 
 use super::ApiError;
+use crate::app::AppState;
 
 /// `web::Json` limits and error mapping for the whole app.
 pub fn json_config(limit: usize) -> web::JsonConfig {
@@ -29,4 +36,65 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
             };
             api.into()
         })
+}
+
+/// The authenticated caller of a protected handler: from
+/// `Authorization: Bearer <access JWT>` or, failing that, `X-API-Key`.
+/// Anything else is the right 401 (`token_missing`, `token_invalid`,
+/// `token_expired`, `token_revoked`) with `WWW-Authenticate`.
+pub struct Authenticated(pub Principal);
+
+impl FromRequest for Authenticated {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req).map(Authenticated))
+    }
+}
+
+fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::internal("application state missing"))?;
+    let auth = &state.auth;
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(bearer_token)
+            .ok_or(AuthError::Invalid(
+                "expected `Authorization: Bearer <token>`",
+            ))?;
+        return Ok(auth.verify_access(token)?);
+    }
+    if let Some(value) = req.headers().get("x-api-key") {
+        let key = value
+            .to_str()
+            .map_err(|_| AuthError::Invalid("malformed API key"))?;
+        return Ok(auth.verify_api_key(key.trim())?);
+    }
+    Err(AuthError::Missing.into())
+}
+
+/// The token of an `Authorization: Bearer <token>` value (scheme
+/// case-insensitive, as RFC 7235 says).
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
 }

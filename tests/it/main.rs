@@ -1,6 +1,7 @@
 //! Integration tests: the real `palaver` binary on loopback ports, real HTTP
 //! clients, real storage. One test binary; one module per area.
 
+mod auth;
 mod cli;
 mod config;
 mod http;

@@ -265,3 +265,69 @@ pub async fn assert_error(res: reqwest::Response, status: u16, code: &str) -> se
     );
     body
 }
+
+/// The HS256 secret the auth tests configure, so they can forge tokens.
+pub const SECRET: &str = "it-secret-0123456789-0123456789-0123456789-0123456789";
+
+/// A server with a known secret and open registration.
+pub fn auth_options() -> ServerOptions {
+    ServerOptions::default()
+        .env("PALAVER_AUTH__SECRET", SECRET)
+        .env("PALAVER_AUTH__ALLOW_REGISTRATION", "true")
+}
+
+pub async fn register(server: &TestServer, email: &str, password: &str) -> serde_json::Value {
+    let res = client()
+        .post(server.url("/api/auth/register/"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "register {email}");
+    res.json().await.unwrap()
+}
+
+/// Logs in; the whole 200 body.
+pub async fn login(server: &TestServer, email: &str, password: &str) -> serde_json::Value {
+    let res = client()
+        .post(server.url("/api/auth/login/"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "login {email}");
+    res.json().await.unwrap()
+}
+
+/// Registers and logs in a fresh user; the login body.
+pub async fn signed_in(server: &TestServer, email: &str) -> serde_json::Value {
+    register(server, email, "correct horse battery").await;
+    login(server, email, "correct horse battery").await
+}
+
+/// `GET /api/auth/me/` with a bearer token.
+pub async fn me(server: &TestServer, access: &str) -> reqwest::Response {
+    client()
+        .get(server.url("/api/auth/me/"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The payload of a JWT, without verifying it.
+pub fn claims_of(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("three parts");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}

@@ -1,0 +1,536 @@
+//! Identity: tokens, tickets, API keys, login throttles and the [`AuthActor`].
+//!
+//! Split of work: verification (signature, claims, family, user) runs in the
+//! caller through the cloneable [`Auth`] handle, concurrently on every worker
+//! thread; it only reads. Everything that changes identity state (new token
+//! families, rotation, revocation, the demo sweep and garbage collection) goes
+//! through the one [`AuthActor`], which also tells the Supervisor about
+//! revocations. The handshake path therefore never queues on a mailbox.
+
+mod actor;
+pub mod keys;
+pub mod throttle;
+pub mod tickets;
+pub mod tokens;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::Addr;
+use palaver_storage::{ApiKey, NewUser, StorageError, Store, User, UserId};
+use rand::distributions::{Alphanumeric, DistString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+pub use actor::{AuthActor, IssueTokens, RevokeFamily, Rotate, Sweep};
+pub use keys::{KeyError, KeySource};
+pub use tickets::{TicketBook, TicketGrant};
+pub use tokens::{Claims, TokenError, TokenService, TokenType};
+
+use crate::password;
+use throttle::{Limiters, WindowLimiter};
+
+/// What the identity layer needs from the configuration.
+#[derive(Clone, Debug)]
+pub struct AuthSettings {
+    pub keys: KeySource,
+    pub issuer: String,
+    pub audience: Option<String>,
+    pub leeway_seconds: u64,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub ticket_ttl: Duration,
+    pub login_failures_per_email: u32,
+    pub login_failures_per_ip: u32,
+    pub login_window: Duration,
+    pub demo: DemoSettings,
+}
+
+#[derive(Clone, Debug)]
+pub struct DemoSettings {
+    pub enabled: bool,
+    pub lifetime: Duration,
+    pub per_ip_per_hour: u32,
+    pub gc_after: Duration,
+}
+
+/// Why a request could not be authenticated, or an identity operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credential was presented")]
+    Missing,
+    #[error("the credential is invalid")]
+    Invalid(&'static str),
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token has been revoked")]
+    Revoked,
+    #[error("the account is disabled")]
+    AccountDisabled,
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error("too many attempts; try again later")]
+    RateLimited { retry_after: Duration },
+    #[error("demo mode is disabled on this server")]
+    DemoDisabled,
+    #[error("demo users cannot do this")]
+    DemoForbidden,
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<TokenError> for AuthError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Expired => AuthError::Expired,
+            TokenError::Invalid(why) => AuthError::Invalid(why),
+        }
+    }
+}
+
+impl From<KeyError> for AuthError {
+    fn from(e: KeyError) -> Self {
+        AuthError::Internal(e.to_string())
+    }
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub user: User,
+    pub via: Via,
+}
+
+/// How the caller authenticated.
+#[derive(Clone, Debug)]
+pub enum Via {
+    /// An access JWT.
+    Access(Claims),
+    /// An API key (its id).
+    ApiKey(Uuid),
+    /// A WebSocket ticket.
+    Ticket(TicketGrant),
+}
+
+impl Principal {
+    /// The token family behind the credential, if any.
+    pub fn family(&self) -> Option<Uuid> {
+        match &self.via {
+            Via::Access(c) => Some(c.fam),
+            Via::ApiKey(_) => None,
+            Via::Ticket(g) => g.family,
+        }
+    }
+
+    /// When the credential stops being valid (Unix seconds), if ever.
+    pub fn expires_at(&self) -> Option<u64> {
+        match &self.via {
+            Via::Access(c) => Some(c.exp),
+            Via::ApiKey(_) => self.user.demo_expires_at,
+            Via::Ticket(g) => g.credential_expires_at,
+        }
+    }
+}
+
+/// A freshly issued pair.
+#[derive(Clone, Debug)]
+pub struct TokenPair {
+    pub access: String,
+    pub refresh: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    pub user: User,
+}
+
+/// A random credential string: `prefix` + 43 alphanumeric characters (about
+/// 256 bits).
+pub(crate) fn secret_string(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        Alphanumeric.sample_string(&mut rand::rngs::OsRng, 43)
+    )
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The prefix of every API key (lets secret scanners recognise them).
+pub const API_KEY_PREFIX: &str = "pvk_";
+
+pub fn api_key_hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// The cloneable handle handlers use. Reads happen here, in the caller;
+/// writes go to the [`AuthActor`].
+#[derive(Clone)]
+pub struct Auth {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: AuthSettings,
+    tokens: Arc<TokenService>,
+    store: Store,
+    tickets: Arc<TicketBook>,
+    limiters: Arc<Limiters>,
+    /// A hash of a random password, verified against when the email is
+    /// unknown so both failures cost the same.
+    dummy_hash: String,
+    actor: Addr<AuthActor>,
+}
+
+impl Auth {
+    /// Starts the [`AuthActor`] (in the caller's context: the Supervisor's)
+    /// and returns the handle. `revocations` is told of every revocation.
+    pub fn start(
+        settings: AuthSettings,
+        store: Store,
+        revocations: actix::Recipient<crate::messages::Revoked>,
+    ) -> Result<Auth, AuthError> {
+        use actix::Actor;
+        let tokens = Arc::new(TokenService::new(
+            &settings.keys,
+            &settings.issuer,
+            settings.audience.as_deref(),
+            settings.leeway_seconds,
+        )?);
+        let dummy_hash =
+            password::hash(&secret_string("")).map_err(|e| AuthError::Internal(e.to_string()))?;
+        let tickets = Arc::new(TicketBook::default());
+        let limiters = Arc::new(Limiters {
+            failures_by_email: WindowLimiter::new(
+                settings.login_failures_per_email,
+                settings.login_window,
+            ),
+            failures_by_ip: WindowLimiter::new(
+                settings.login_failures_per_ip,
+                settings.login_window,
+            ),
+            demos_by_ip: WindowLimiter::new(
+                settings.demo.per_ip_per_hour,
+                Duration::from_secs(3600),
+            ),
+        });
+        let actor = AuthActor::new(
+            settings.clone(),
+            tokens.clone(),
+            store.clone(),
+            tickets.clone(),
+            limiters.clone(),
+            revocations,
+        )
+        .start();
+        Ok(Auth {
+            inner: Arc::new(Inner {
+                settings,
+                tokens,
+                store,
+                tickets,
+                limiters,
+                dummy_hash,
+                actor,
+            }),
+        })
+    }
+
+    /// The actor, for messages such as [`Sweep`].
+    pub fn actor(&self) -> &Addr<AuthActor> {
+        &self.inner.actor
+    }
+
+    pub fn settings(&self) -> &AuthSettings {
+        &self.inner.settings
+    }
+
+    pub fn tokens(&self) -> &TokenService {
+        &self.inner.tokens
+    }
+
+    /// Verifies an access JWT: signature and claims, token type, family not
+    /// revoked, user present and active.
+    pub fn verify_access(&self, token: &str) -> Result<Principal, AuthError> {
+        let claims = self.inner.tokens.decode(token)?;
+        if claims.token_type != TokenType::Access {
+            return Err(AuthError::Invalid("not an access token"));
+        }
+        if self.inner.store.families().is_revoked(claims.fam)? {
+            return Err(AuthError::Revoked);
+        }
+        let user = self.active_user(claims.user())?;
+        Ok(Principal {
+            user,
+            via: Via::Access(claims),
+        })
+    }
+
+    /// Verifies an API key.
+    pub fn verify_api_key(&self, key: &str) -> Result<Principal, AuthError> {
+        if !key.starts_with(API_KEY_PREFIX) {
+            return Err(AuthError::Invalid("malformed API key"));
+        }
+        let hash = api_key_hash(key);
+        let record = self
+            .inner
+            .store
+            .api_keys()
+            .find_by_hash(&hash)?
+            .ok_or(AuthError::Invalid("unknown API key"))?;
+        // The lookup already matched the hash; compare again in constant time
+        // so the decision never rests on a short-circuiting comparison.
+        if !bool::from(record.hash.ct_eq(&hash)) {
+            return Err(AuthError::Invalid("unknown API key"));
+        }
+        let user = self.active_user(Some(record.user_id))?;
+        if let Err(e) = self
+            .inner
+            .store
+            .api_keys()
+            .touch(&record, palaver_storage::now_millis())
+        {
+            tracing::warn!(error = %e, "cannot record API key use");
+        }
+        Ok(Principal {
+            user,
+            via: Via::ApiKey(record.id),
+        })
+    }
+
+    /// Consumes a single-use ticket.
+    pub fn consume_ticket(&self, ticket: &str) -> Result<Principal, AuthError> {
+        let grant = self
+            .inner
+            .tickets
+            .consume(ticket)
+            .ok_or(AuthError::Invalid("unknown, used or expired ticket"))?;
+        if let Some(fam) = grant.family {
+            if self.inner.store.families().is_revoked(fam)? {
+                return Err(AuthError::Revoked);
+            }
+        }
+        let user = self.active_user(Some(grant.user_id))?;
+        Ok(Principal {
+            user,
+            via: Via::Ticket(grant),
+        })
+    }
+
+    /// Issues a ticket bound to the principal's user and family.
+    pub fn issue_ticket(&self, principal: &Principal) -> (String, Duration) {
+        let ttl = self.inner.settings.ticket_ttl;
+        let grant = TicketGrant {
+            user_id: principal.user.id,
+            family: principal.family(),
+            credential_expires_at: principal.expires_at(),
+        };
+        (self.inner.tickets.issue(grant, ttl), ttl)
+    }
+
+    fn active_user(&self, id: Option<UserId>) -> Result<User, AuthError> {
+        let id = id.ok_or(AuthError::Invalid("malformed subject"))?;
+        let user = self
+            .inner
+            .store
+            .users()
+            .get(id)?
+            .ok_or(AuthError::Invalid("unknown user"))?;
+        if !user.is_active || user.demo_expires_at.is_some_and(|end| end <= now_secs()) {
+            return Err(AuthError::AccountDisabled);
+        }
+        Ok(user)
+    }
+
+    /// Email + password login, throttled per email and per client IP.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        ip: IpAddr,
+    ) -> Result<TokenPair, AuthError> {
+        let email_key = palaver_storage::keys::normalize_email(email);
+        let inner = &self.inner;
+        let limits = &inner.limiters;
+        if let Err(retry_after) = limits
+            .failures_by_email
+            .check(&email_key)
+            .and(limits.failures_by_ip.check(&ip))
+        {
+            return Err(AuthError::RateLimited { retry_after });
+        }
+        let user = inner.store.users().find_by_email(email)?;
+        // Unknown email: verify against the dummy hash, so both failures take
+        // the same time and give the same answer.
+        let hash = user
+            .as_ref()
+            .filter(|u| !u.is_demo)
+            .map(|u| u.password_hash.clone())
+            .unwrap_or_else(|| inner.dummy_hash.clone());
+        let password = password.to_owned();
+        let matches = tokio::task::spawn_blocking(move || password::verify(&password, &hash))
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        let user = match (matches, user) {
+            (true, Some(user)) if !user.is_demo => user,
+            _ => {
+                limits.failures_by_email.hit(&email_key);
+                limits.failures_by_ip.hit(&ip);
+                return Err(AuthError::InvalidCredentials);
+            }
+        };
+        limits.failures_by_email.clear(&email_key);
+        if !user.is_active {
+            return Err(AuthError::AccountDisabled);
+        }
+        self.send(IssueTokens { user }).await
+    }
+
+    /// Starts a demo: a throwaway user with a hard lifetime, and its tokens.
+    pub async fn demo(&self, ip: IpAddr) -> Result<TokenPair, AuthError> {
+        let inner = &self.inner;
+        if !inner.settings.demo.enabled {
+            return Err(AuthError::DemoDisabled);
+        }
+        let limits = &inner.limiters;
+        limits
+            .demos_by_ip
+            .check(&ip)
+            .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
+        limits.demos_by_ip.hit(&ip);
+        let expires_at = now_secs() + inner.settings.demo.lifetime.as_secs().max(1);
+        let id = Uuid::new_v4().simple().to_string();
+        let user = inner
+            .store
+            .users()
+            .create(NewUser {
+                email: format!("demo-{id}@demo.invalid"),
+                // No password can match an empty hash: demo users cannot log in.
+                password_hash: String::new(),
+                is_demo: true,
+                demo_expires_at: Some(expires_at),
+            })
+            .await?;
+        tracing::info!(user_id = %user.id, "demo user created");
+        self.send(IssueTokens { user }).await
+    }
+
+    /// Rotates a refresh token (reuse revokes its family).
+    pub async fn refresh(&self, token: &str) -> Result<TokenPair, AuthError> {
+        let claims = self.inner.tokens.decode(token)?;
+        if claims.token_type != TokenType::Refresh {
+            return Err(AuthError::Invalid("not a refresh token"));
+        }
+        self.send(Rotate { claims }).await
+    }
+
+    /// Revokes the family of a refresh token.
+    pub async fn logout(&self, token: &str) -> Result<(), AuthError> {
+        let claims = self.inner.tokens.decode(token)?;
+        if claims.token_type != TokenType::Refresh {
+            return Err(AuthError::Invalid("not a refresh token"));
+        }
+        self.send(RevokeFamily {
+            family: claims.fam,
+            user_id: claims.user(),
+        })
+        .await
+    }
+
+    /// Creates an API key for a user (see [`create_api_key`]).
+    pub async fn create_api_key(
+        &self,
+        user: &User,
+        name: &str,
+    ) -> Result<(ApiKey, String), AuthError> {
+        create_api_key(&self.inner.store, user, name).await
+    }
+
+    /// Deletes one of the user's keys; another user's key is `NotFound`.
+    pub async fn delete_api_key(&self, user: &User, id: Uuid) -> Result<(), AuthError> {
+        match self.inner.store.api_keys().get(id)? {
+            Some(key) if key.user_id == user.id => {
+                self.inner.store.api_keys().delete(id).await?;
+                Ok(())
+            }
+            _ => Err(AuthError::NotFound),
+        }
+    }
+
+    async fn send<M, R>(&self, msg: M) -> Result<R, AuthError>
+    where
+        M: actix::Message<Result = Result<R, AuthError>> + Send + 'static,
+        R: Send + 'static,
+        AuthActor: actix::Handler<M>,
+    {
+        self.inner
+            .actor
+            .send(msg)
+            .await
+            .map_err(|e| AuthError::Internal(format!("auth actor unavailable: {e}")))?
+    }
+}
+
+/// Creates an API key for a user; returns the record and the key, which is
+/// shown once and never stored (only its hash is). Demo users cannot have keys.
+pub async fn create_api_key(
+    store: &Store,
+    user: &User,
+    name: &str,
+) -> Result<(ApiKey, String), AuthError> {
+    if user.is_demo {
+        return Err(AuthError::DemoForbidden);
+    }
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(AuthError::BadRequest(
+            "name: must be 1 to 100 characters".into(),
+        ));
+    }
+    let key = secret_string(API_KEY_PREFIX);
+    let record = ApiKey {
+        id: Uuid::now_v7(),
+        user_id: user.id,
+        name: name.to_owned(),
+        hash: api_key_hash(&key),
+        created_at: palaver_storage::now_millis(),
+        last_used_at: None,
+    };
+    store.api_keys().create(&record).await?;
+    tracing::info!(user_id = %user.id, key_id = %record.id, "API key created");
+    Ok((record, key))
+}
+
+/// An access token for an operator (`palaver token mint`), in a family of its
+/// own that no refresh token belongs to. Capped at a demo user's end.
+pub fn mint_access(
+    tokens: &TokenService,
+    user: &User,
+    ttl: Duration,
+) -> Result<(String, u64), AuthError> {
+    let now = now_secs();
+    let mut exp = now + ttl.as_secs().max(1);
+    if let Some(end) = user.demo_expires_at {
+        exp = exp.min(end);
+    }
+    let claims = tokens.claims(
+        user.id,
+        user.is_demo,
+        TokenType::Access,
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        now,
+        exp,
+    );
+    Ok((tokens.encode(&claims)?, exp))
+}

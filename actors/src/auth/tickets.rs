@@ -1,0 +1,122 @@
+//! Single-use WebSocket tickets, held in memory only.
+//!
+//! A ticket is a random string handed to an authenticated client, valid for
+//! `auth.ticket_ttl` (30 s) and usable once. The book keeps only a SHA-256 of
+//! each ticket; consuming removes the entry, so a second use finds nothing.
+//! Keeping them in memory rather than in storage is deliberate: a restart
+//! forgets every outstanding ticket, so a used one can never be replayed from
+//! a state that missed its consumption (the worst a restart does is make a
+//! client ask for a new ticket).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use palaver_storage::UserId;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::secret_string;
+
+/// Who a ticket admits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TicketGrant {
+    pub user_id: UserId,
+    /// The token family of the credential that asked for it (none for an API key).
+    pub family: Option<Uuid>,
+    /// When the credential that asked for it expires (Unix seconds), if it does.
+    pub credential_expires_at: Option<u64>,
+}
+
+struct Entry {
+    grant: TicketGrant,
+    expires: Instant,
+}
+
+#[derive(Default)]
+pub struct TicketBook {
+    entries: Mutex<HashMap<[u8; 32], Entry>>,
+}
+
+fn digest(ticket: &str) -> [u8; 32] {
+    Sha256::digest(ticket.as_bytes()).into()
+}
+
+impl TicketBook {
+    /// Issues a ticket for `grant`, valid for `ttl`.
+    pub fn issue(&self, grant: TicketGrant, ttl: Duration) -> String {
+        let ticket = secret_string("pvt_");
+        let entry = Entry {
+            grant,
+            expires: Instant::now() + ttl,
+        };
+        self.lock().insert(digest(&ticket), entry);
+        ticket
+    }
+
+    /// Consumes a ticket: its grant the first time, while unexpired; `None`
+    /// ever after.
+    pub fn consume(&self, ticket: &str) -> Option<TicketGrant> {
+        let entry = self.lock().remove(&digest(ticket))?;
+        (entry.expires > Instant::now()).then_some(entry.grant)
+    }
+
+    /// Drops expired tickets; returns how many.
+    pub fn collect_expired(&self) -> usize {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        let before = entries.len();
+        entries.retain(|_, e| e.expires > now);
+        before - entries.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Entry>> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (every operation is a single insert/remove/retain).
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant() -> TicketGrant {
+        TicketGrant {
+            user_id: UserId::new(),
+            family: Some(Uuid::new_v4()),
+            credential_expires_at: None,
+        }
+    }
+
+    #[test]
+    fn a_ticket_works_once() {
+        let book = TicketBook::default();
+        let g = grant();
+        let t = book.issue(g.clone(), Duration::from_secs(30));
+        assert!(t.starts_with("pvt_") && t.len() > 40);
+        assert_eq!(book.consume(&t), Some(g));
+        assert_eq!(book.consume(&t), None);
+        assert_eq!(book.consume("pvt_made_up"), None);
+    }
+
+    #[test]
+    fn expired_tickets_are_refused_and_collected() {
+        let book = TicketBook::default();
+        let t = book.issue(grant(), Duration::ZERO);
+        book.issue(grant(), Duration::ZERO);
+        let live = book.issue(grant(), Duration::from_secs(30));
+        assert_eq!(book.consume(&t), None);
+        assert_eq!(book.collect_expired(), 1);
+        assert_eq!(book.len(), 1);
+        assert!(book.consume(&live).is_some());
+    }
+}
