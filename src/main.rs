@@ -170,6 +170,7 @@ async fn serve(config: Config) -> Result<()> {
     let addr = listener.local_addr()?;
     let users = store.users().count();
     let state = AppState::start(config, store)?;
+    let shutdown = shutdown_signal()?;
 
     println!(
         "palaver {} listening on http://{addr}",
@@ -182,25 +183,23 @@ async fn serve(config: Config) -> Result<()> {
         );
     }
     tracing::info!(%addr, "listening");
-    app::run(listener, state, shutdown_signal()).await?;
+    app::run(listener, state, shutdown).await?;
     tracing::info!("stopped cleanly");
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// Installs the SIGTERM and SIGINT handlers now (before the banner tells
+/// anyone the server is up) and returns a future that resolves on either.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT received: shutting down"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received: shutting down"),
-    }
+    })
 }
 
 async fn user(cmd: UserCommand, config: &Config) -> Result<()> {

@@ -69,7 +69,7 @@ impl Handler<Shutdown> for Supervisor {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::auth::{DemoSettings, KeySource};
     use std::time::Duration;

@@ -174,3 +174,124 @@ fn commands_say_plainly_when_the_server_holds_the_database() {
         "no raw sled error: {err}"
     );
 }
+
+/// `apikey create|list|revoke` and `token mint` against a data directory,
+/// then the results used on a server started on it; and a user disabled by
+/// the CLI gets 403 `account_disabled` after a correct password only.
+#[tokio::test]
+async fn apikey_and_token_commands_work_against_the_server() {
+    use crate::support::{assert_error, client, me, ServerOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let data = data_dir.to_str().unwrap();
+    let run = |args: &[&str], stdin: &str| {
+        let mut full: Vec<&str> = args.to_vec();
+        full.extend(["--data", data]);
+        palaver(dir.path(), &full, &[], stdin)
+    };
+    for email in ["ops@example.com", "off@example.com"] {
+        let out = run(
+            &["user", "add", "--email", email, "--password-stdin"],
+            "password-123\n",
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let created = run(
+        &[
+            "apikey",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--name",
+            "deploy",
+        ],
+        "",
+    );
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let stdout = text(&created.stdout);
+    let key = stdout
+        .lines()
+        .find(|l| l.starts_with("pvk_"))
+        .expect("the key is printed")
+        .to_owned();
+    let key_id = stdout
+        .split(['(', ')'])
+        .nth(1)
+        .expect("the key id is printed")
+        .to_owned();
+    let listed = text(&run(&["apikey", "list", "--email", "ops@example.com"], "").stdout);
+    assert!(
+        listed.contains(&key_id) && listed.contains("deploy"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&key), "a listing never shows the key");
+
+    let minted = run(
+        &[
+            "token",
+            "mint",
+            "--email",
+            "ops@example.com",
+            "--ttl",
+            "10m",
+        ],
+        "",
+    );
+    assert!(minted.status.success(), "{}", text(&minted.stderr));
+    let token = text(&minted.stdout).trim().to_owned();
+    let claims = crate::support::claims_of(&token);
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        600
+    );
+    assert!(run(&["user", "disable", "--email", "off@example.com"], "")
+        .status
+        .success());
+
+    let server = TestServer::with(ServerOptions::default().data(&data_dir));
+    let res = client()
+        .get(server.url("/api/auth/me/"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = me(&server, &token).await;
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["email"], "ops@example.com");
+
+    let login = |password: &'static str| {
+        client()
+            .post(server.url("/api/auth/login/"))
+            .json(&serde_json::json!({"email": "off@example.com", "password": password}))
+            .send()
+    };
+    assert_error(
+        login("password-123").await.unwrap(),
+        403,
+        "account_disabled",
+    )
+    .await;
+    assert_error(
+        login("wrong-password").await.unwrap(),
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    assert_eq!(server.terminate().code(), Some(0));
+
+    let revoked = run(&["apikey", "revoke", &key_id], "");
+    assert!(revoked.status.success(), "{}", text(&revoked.stderr));
+    let again = run(&["apikey", "revoke", &key_id], "");
+    assert_eq!(again.status.code(), Some(1));
+    let server = TestServer::with(ServerOptions::default().data(&data_dir));
+    let res = client()
+        .get(server.url("/api/auth/me/"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 401, "token_invalid").await;
+}

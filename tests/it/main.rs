@@ -6,4 +6,5 @@ mod cli;
 mod config;
 mod http;
 mod lifecycle;
+mod logs;
 mod support;

@@ -534,3 +534,131 @@ pub fn mint_access(
     );
     Ok((tokens.encode(&claims)?, exp))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Supervisor;
+
+    async fn booted() -> (Auth, Store) {
+        let store = Store::temporary().unwrap();
+        let booted = Supervisor::boot(store.clone(), crate::supervisor::tests::settings()).unwrap();
+        (booted.auth, store)
+    }
+
+    async fn user(store: &Store, email: &str) -> User {
+        store
+            .users()
+            .create(NewUser {
+                email: email.into(),
+                password_hash: password::hash("password-123").unwrap(),
+                is_demo: false,
+                demo_expires_at: None,
+            })
+            .await
+            .unwrap()
+    }
+
+    const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    use std::net::Ipv4Addr;
+
+    #[actix_rt::test]
+    async fn tickets_are_single_use_and_follow_revocation() {
+        let (auth, store) = booted().await;
+        user(&store, "ann@example.com").await;
+        let pair = auth
+            .login("ann@example.com", "password-123", IP)
+            .await
+            .unwrap();
+        let principal = auth.verify_access(&pair.access).unwrap();
+
+        let (ticket, ttl) = auth.issue_ticket(&principal);
+        assert_eq!(ttl, Duration::from_secs(30));
+        let admitted = auth.consume_ticket(&ticket).unwrap();
+        assert_eq!(admitted.user.id, principal.user.id);
+        assert_eq!(admitted.family(), principal.family());
+        assert_eq!(admitted.expires_at(), principal.expires_at());
+        assert!(matches!(
+            auth.consume_ticket(&ticket),
+            Err(AuthError::Invalid(_))
+        ));
+
+        // A ticket of a family logged out meanwhile is refused.
+        let (ticket, _) = auth.issue_ticket(&principal);
+        auth.logout(&pair.refresh).await.unwrap();
+        assert!(matches!(
+            auth.consume_ticket(&ticket),
+            Err(AuthError::Revoked)
+        ));
+        assert!(matches!(
+            auth.verify_access(&pair.access),
+            Err(AuthError::Revoked)
+        ));
+    }
+
+    #[actix_rt::test]
+    async fn disabled_users_fail_verification_with_every_credential() {
+        let (auth, store) = booted().await;
+        let ann = user(&store, "ann@example.com").await;
+        let pair = auth
+            .login("ann@example.com", "password-123", IP)
+            .await
+            .unwrap();
+        let (_, key) = auth.create_api_key(&ann, "k").await.unwrap();
+        let (ticket, _) = auth.issue_ticket(&auth.verify_access(&pair.access).unwrap());
+        store.users().set_active(ann.id, false).await.unwrap();
+        assert!(matches!(
+            auth.verify_access(&pair.access),
+            Err(AuthError::AccountDisabled)
+        ));
+        assert!(matches!(
+            auth.verify_api_key(&key),
+            Err(AuthError::AccountDisabled)
+        ));
+        assert!(matches!(
+            auth.consume_ticket(&ticket),
+            Err(AuthError::AccountDisabled)
+        ));
+        assert!(matches!(
+            auth.refresh(&pair.refresh).await,
+            Err(AuthError::AccountDisabled)
+        ));
+        assert!(matches!(
+            auth.login("ann@example.com", "password-123", IP).await,
+            Err(AuthError::AccountDisabled)
+        ));
+    }
+
+    #[actix_rt::test]
+    async fn minted_tokens_verify_and_are_capped_for_demo_users() {
+        let (auth, store) = booted().await;
+        let ann = user(&store, "ann@example.com").await;
+        let (token, exp) = mint_access(auth.tokens(), &ann, Duration::from_secs(3600)).unwrap();
+        assert!(exp >= now_secs() + 3599);
+        assert_eq!(auth.verify_access(&token).unwrap().user.id, ann.id);
+
+        let demo = auth.demo(IP).await.unwrap();
+        let end = demo.user.demo_expires_at.unwrap();
+        let (_, exp) = mint_access(auth.tokens(), &demo.user, Duration::from_secs(86400)).unwrap();
+        assert_eq!(exp, end);
+    }
+
+    #[actix_rt::test]
+    async fn the_sweep_deletes_expired_demo_users_only() {
+        let (auth, store) = booted().await;
+        let live = auth.demo(IP).await.unwrap().user;
+        let expired = store
+            .users()
+            .create(NewUser {
+                email: "demo-old@demo.invalid".into(),
+                password_hash: String::new(),
+                is_demo: true,
+                demo_expires_at: Some(now_secs() - 1),
+            })
+            .await
+            .unwrap();
+        auth.actor().send(Sweep).await.unwrap();
+        assert!(store.users().get(expired.id).unwrap().is_none());
+        assert!(store.users().get(live.id).unwrap().is_some());
+    }
+}

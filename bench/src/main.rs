@@ -1,0 +1,249 @@
+//! palaver's benchmark harness. Scenarios so far:
+//!
+//! - `verify`: the cost of verifying an access token in the caller (what the
+//!   HTTP and WebSocket paths do) against routing each verification through
+//!   one actor's mailbox (the design we rejected), in one run.
+//! - `login`: logins per second against a running server (argon2id bound).
+//!
+//! Figures are medians of several rounds; compare ratios within one run.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use palaver_actors::auth::{Auth, AuthError, AuthSettings, DemoSettings, KeySource};
+use palaver_actors::{password, Supervisor};
+use palaver_storage::{NewUser, Store};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Access-token verification: in the caller vs through one actor.
+    Verify {
+        #[arg(long, default_value_t = 20_000)]
+        iterations: u32,
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+    },
+    /// Logins per second against a running server.
+    Login {
+        /// e.g. http://127.0.0.1:8080 (registration must be open).
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 200)]
+        logins: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().scenario {
+        Scenario::Verify { iterations, rounds } => {
+            actix_rt::System::new().block_on(verify(iterations, rounds))
+        }
+        Scenario::Login {
+            url,
+            concurrency,
+            logins,
+        } => tokio::runtime::Runtime::new()?.block_on(login(&url, concurrency, logins)),
+    }
+}
+
+fn settings() -> AuthSettings {
+    AuthSettings {
+        keys: KeySource::Hs256 {
+            secret: vec![7; 64],
+            previous: vec![],
+        },
+        issuer: "palaver".into(),
+        audience: None,
+        leeway_seconds: 5,
+        access_ttl: Duration::from_secs(1800),
+        refresh_ttl: Duration::from_secs(86400),
+        ticket_ttl: Duration::from_secs(30),
+        login_failures_per_email: 5,
+        login_failures_per_ip: 50,
+        login_window: Duration::from_secs(900),
+        demo: DemoSettings {
+            enabled: true,
+            lifetime: Duration::from_secs(900),
+            per_ip_per_hour: 1000,
+            gc_after: Duration::from_secs(3600),
+        },
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// The rejected design: one actor that verifies every token.
+struct Verifier(Auth);
+
+impl Actor for Verifier {
+    type Context = Context<Self>;
+}
+
+struct Verify(Arc<str>);
+
+impl Message for Verify {
+    type Result = Result<(), AuthError>;
+}
+
+impl Handler<Verify> for Verifier {
+    type Result = Result<(), AuthError>;
+    fn handle(&mut self, msg: Verify, _: &mut Self::Context) -> Self::Result {
+        self.0.verify_access(&msg.0).map(|_| ())
+    }
+}
+
+async fn verify(iterations: u32, rounds: u32) -> Result<()> {
+    let store = Store::temporary()?;
+    let booted = Supervisor::boot(store.clone(), settings())?;
+    let auth = booted.auth;
+    store
+        .users()
+        .create(NewUser {
+            email: "bench@example.com".into(),
+            password_hash: password::hash("bench-password")?,
+            is_demo: false,
+            demo_expires_at: None,
+        })
+        .await?;
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let pair = auth
+        .login("bench@example.com", "bench-password", ip)
+        .await?;
+    let token: Arc<str> = pair.access.into();
+
+    let mut decode_only = Vec::new();
+    let mut in_caller = Vec::new();
+    let mut via_actor = Vec::new();
+    let mut in_caller_2 = Vec::new();
+    let verifier = Verifier(auth.clone()).start();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        for _ in 0..iterations {
+            auth.tokens().decode(&token).expect("valid");
+        }
+        decode_only.push(t.elapsed().as_nanos() as f64 / iterations as f64);
+
+        let t = Instant::now();
+        for _ in 0..iterations {
+            auth.verify_access(&token).expect("valid");
+        }
+        in_caller.push(t.elapsed().as_nanos() as f64 / iterations as f64);
+
+        // Two threads verifying at once (what two actix workers do).
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                let (auth, token) = (auth.clone(), token.clone());
+                s.spawn(move || {
+                    for _ in 0..iterations / 2 {
+                        auth.verify_access(&token).expect("valid");
+                    }
+                });
+            }
+        });
+        in_caller_2.push(t.elapsed().as_nanos() as f64 / iterations as f64);
+
+        // Through the mailbox, 64 requests in flight.
+        let t = Instant::now();
+        let mut pending = Vec::with_capacity(64);
+        for _ in 0..iterations {
+            pending.push(verifier.send(Verify(token.clone())));
+            if pending.len() == 64 {
+                for p in pending.drain(..) {
+                    p.await.context("mailbox")?.expect("valid");
+                }
+            }
+        }
+        for p in pending {
+            p.await.context("mailbox")?.expect("valid");
+        }
+        via_actor.push(t.elapsed().as_nanos() as f64 / iterations as f64);
+    }
+    println!("access-token verification, {iterations} per round, median of {rounds} rounds (ns per verification):");
+    println!(
+        "  signature + claims only       {:>8.0}",
+        median(decode_only)
+    );
+    println!(
+        "  full, in the caller (1 thread){:>8.0}",
+        median(in_caller.clone())
+    );
+    println!(
+        "  full, in the caller (2 threads, wall ns per op){:>8.0}",
+        median(in_caller_2)
+    );
+    println!(
+        "  full, through one actor       {:>8.0}",
+        median(via_actor.clone())
+    );
+    println!(
+        "  actor / caller ratio          {:>8.2}",
+        median(via_actor) / median(in_caller)
+    );
+    Ok(())
+}
+
+async fn login(url: &str, concurrency: usize, logins: usize) -> Result<()> {
+    let http = reqwest::Client::new();
+    let email = format!("bench-{}@example.com", std::process::id());
+    let password = "bench-password-123";
+    let res = http
+        .post(format!("{url}/api/auth/register/"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        res.status() == 201,
+        "register: {} (is registration open?)",
+        res.status()
+    );
+    let per_task = logins / concurrency;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (http, url, email) = (http.clone(), url.to_owned(), email.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_task);
+            for _ in 0..per_task {
+                let t = Instant::now();
+                let res = http
+                    .post(format!("{url}/api/auth/login/"))
+                    .json(&serde_json::json!({"email": email, "password": password}))
+                    .send()
+                    .await?;
+                anyhow::ensure!(res.status() == 200, "login: {}", res.status());
+                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let n = latencies.len();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "login: {n} logins, {concurrency} concurrent: {:.1}/s, latency p50 {:.1} ms, p99 {:.1} ms",
+        n as f64 / elapsed,
+        latencies[n / 2],
+        latencies[(n * 99 / 100).min(n - 1)]
+    );
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! No credential ever reaches the logs: a session that uses every credential
+//! form the server accepts so far, at the most verbose log level, in both
+//! formats, and the captured output searched for each secret.
+
+use serde_json::{json, Value};
+
+use crate::support::{auth_options, client, register, TestServer};
+
+async fn exercise(server: &TestServer) -> Vec<String> {
+    let http = client();
+    let password = "hunter2-correct-horse";
+    register(server, "ann@example.com", password).await;
+    let login: Value = http
+        .post(server.url("/api/auth/login/"))
+        .json(&json!({"email": "ann@example.com", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = login["access"].as_str().unwrap().to_owned();
+    let refresh = login["refresh"].as_str().unwrap().to_owned();
+    // A wrong password is a credential too.
+    let wrong = "wrong-password-do-not-log";
+    http.post(server.url("/api/auth/login/"))
+        .json(&json!({"email": "ann@example.com", "password": wrong}))
+        .send()
+        .await
+        .unwrap();
+
+    let key: Value = http
+        .post(server.url("/api/auth/api-keys/"))
+        .bearer_auth(&access)
+        .json(&json!({"name": "logs"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = key["key"].as_str().unwrap().to_owned();
+    http.get(server.url("/api/auth/me/"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    let ticket: Value = http
+        .post(server.url("/api/auth/ws-ticket/"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ticket = ticket["ticket"].as_str().unwrap().to_owned();
+    // Credentials in query strings, as WebSocket clients send them.
+    for (name, value) in [("token", &access), ("ticket", &ticket), ("api_key", &key)] {
+        http.get(server.url(&format!("/api/auth/me/?{name}={value}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    http.get(server.url("/api/auth/me/"))
+        .header(
+            "sec-websocket-protocol",
+            format!("palaver.v1, bearer.{access}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    let rotated: Value = http
+        .post(server.url("/api/auth/refresh/"))
+        .json(&json!({"refresh": refresh}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // Reuse, then logout: the failure paths log too.
+    http.post(server.url("/api/auth/refresh/"))
+        .json(&json!({"refresh": refresh}))
+        .send()
+        .await
+        .unwrap();
+    let new_refresh = rotated["refresh"].as_str().unwrap().to_owned();
+    http.post(server.url("/api/auth/logout/"))
+        .json(&json!({"refresh": new_refresh}))
+        .send()
+        .await
+        .unwrap();
+    let demo: Value = http
+        .post(server.url("/api/auth/demo/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let demo_access = demo["access"].as_str().unwrap().to_owned();
+    http.get(server.url("/api/auth/me/"))
+        .bearer_auth(&demo_access)
+        .send()
+        .await
+        .unwrap();
+
+    vec![
+        password.into(),
+        wrong.into(),
+        access,
+        refresh,
+        new_refresh,
+        rotated["access"].as_str().unwrap().into(),
+        key,
+        ticket,
+        demo_access,
+        demo["refresh"].as_str().unwrap().into(),
+        crate::support::SECRET.into(),
+    ]
+}
+
+fn assert_clean(output: &str, secrets: &[String]) {
+    assert!(output.contains("request"), "logs were captured: {output}");
+    for secret in secrets {
+        // Tokens are long; any 20-character piece of one is a leak.
+        let probe = &secret[..secret.len().min(20)];
+        assert!(
+            !output.contains(probe),
+            "a credential leaked into the logs: {probe}…"
+        );
+        // The signature part of a JWT on its own.
+        if let Some(sig) = secret.rsplit('.').next().filter(|s| s.len() > 20) {
+            assert!(
+                !output.contains(sig),
+                "a token signature leaked into the logs"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_credential_in_pretty_trace_logs() {
+    let server = TestServer::with(auth_options().env("RUST_LOG", "trace"));
+    let secrets = exercise(&server).await;
+    let output = server.output();
+    assert_clean(&output, &secrets);
+}
+
+#[tokio::test]
+async fn no_credential_in_json_logs() {
+    let server = TestServer::with(
+        auth_options()
+            .env("PALAVER_LOGGING__FORMAT", "json")
+            .env("RUST_LOG", "trace"),
+    );
+    let secrets = exercise(&server).await;
+    let output = server.output();
+    let json_lines = output.lines().filter(|l| l.starts_with('{')).count();
+    assert!(json_lines > 10, "JSON log lines: {json_lines}");
+    for line in output.lines().filter(|l| l.starts_with('{')) {
+        serde_json::from_str::<Value>(line).expect("every JSON log line parses");
+    }
+    assert_clean(&output, &secrets);
+}
