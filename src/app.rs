@@ -12,8 +12,10 @@ use actix_web::middleware::{from_fn, ErrorHandlers, NormalizePath, TrailingSlash
 use actix_web::{web, App, HttpServer};
 use palaver_actors::auth::Auth;
 use palaver_actors::messages::Shutdown;
+use palaver_actors::quota::{Policy, QuotaRegistry};
 use palaver_actors::Supervisor;
 use palaver_storage::Store;
+use palaver_storage::User;
 
 use crate::config::Config;
 use crate::http::{self, ApiError};
@@ -29,6 +31,8 @@ pub struct AppState {
     pub supervisor: Addr<Supervisor>,
     /// Identity: verification in the caller, writes through the AuthActor.
     pub auth: Auth,
+    /// The single owner of every request counter.
+    pub quotas: Addr<QuotaRegistry>,
     /// When the server started (for `/health`'s uptime).
     pub started: Instant,
 }
@@ -43,7 +47,27 @@ impl AppState {
             store,
             supervisor: booted.supervisor,
             auth: booted.auth,
+            quotas: booted.quotas,
             started: Instant::now(),
+        })
+    }
+}
+
+impl AppState {
+    /// The quota a user is under, if any: demo users always, regular users
+    /// when `quota.user_request_limit` is set.
+    pub fn quota_policy(&self, user: &User) -> Option<Policy> {
+        if let Some(ends_at) = user.demo_expires_at.filter(|_| user.is_demo) {
+            return Some(Policy::Demo {
+                limit: self.config.demo.request_limit,
+                ends_at,
+                lifetime: self.config.demo.lifetime.as_secs(),
+            });
+        }
+        let limit = self.config.quota.user_request_limit;
+        (limit > 0).then(|| Policy::User {
+            limit,
+            window: self.config.quota.window.as_secs().max(1),
         })
     }
 }

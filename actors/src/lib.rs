@@ -6,6 +6,7 @@
 //! - [`auth`]: identity: JWTs, refresh rotation, tickets, API keys, login
 //!   throttles, the demo sweep, and the AuthActor that writes that state.
 //! - [`messages`]: every message type, with its sender, receiver and reply.
+//! - [`quota`]: the QuotaRegistry, single owner of every request counter.
 //! - [`password`]: argon2id hashing and verification (CPU-heavy: call it on a
 //!   blocking thread).
 //!
@@ -14,6 +15,7 @@
 pub mod auth;
 pub mod messages;
 pub mod password;
+pub mod quota;
 pub mod supervisor;
 
 pub use supervisor::{Booted, Supervisor};

@@ -1,5 +1,5 @@
 //! The Supervisor: the first actor started at boot. It starts the other
-//! actors (the AuthActor so far) and owns their lifecycle, is told of every
+//! actors (the QuotaRegistry and the AuthActor so far) and owns their lifecycle, is told of every
 //! revocation (the WebSocket registry closes the affected sockets), and drives
 //! graceful shutdown: children are stopped, then storage is made durable.
 
@@ -7,11 +7,14 @@ use actix::prelude::*;
 use palaver_storage::Store;
 
 use crate::auth::{Auth, AuthError, AuthSettings};
-use crate::messages::{Revoked, Shutdown};
+use crate::messages::{RevokeReason, Revoked, Shutdown};
+use crate::quota::{Forget, QuotaRegistry};
 
 pub struct Supervisor {
     /// The database every child reads and writes; flushed at shutdown.
     store: Store,
+    /// Told when a user is deleted, to drop the cached counter.
+    quotas: Addr<QuotaRegistry>,
     /// Revocations seen since start (reported at shutdown).
     revocations: u64,
 }
@@ -20,18 +23,25 @@ pub struct Supervisor {
 pub struct Booted {
     pub supervisor: Addr<Supervisor>,
     pub auth: Auth,
+    pub quotas: Addr<QuotaRegistry>,
 }
 
 impl Supervisor {
     /// Starts the supervisor and its children. Must run inside an actix system.
     pub fn boot(store: Store, auth: AuthSettings) -> Result<Booted, AuthError> {
+        let quotas = QuotaRegistry::new(store.clone()).start();
         let supervisor = Supervisor {
             store: store.clone(),
+            quotas: quotas.clone(),
             revocations: 0,
         }
         .start();
         let auth = Auth::start(auth, store, supervisor.clone().recipient())?;
-        Ok(Booted { supervisor, auth })
+        Ok(Booted {
+            supervisor,
+            auth,
+            quotas,
+        })
     }
 }
 
@@ -48,6 +58,9 @@ impl Handler<Revoked> for Supervisor {
 
     fn handle(&mut self, msg: Revoked, _ctx: &mut Self::Context) {
         self.revocations += 1;
+        if msg.reason == RevokeReason::UserDeleted {
+            self.quotas.do_send(Forget { user: msg.user_id });
+        }
         tracing::info!(
             user_id = %msg.user_id,
             family = ?msg.family,

@@ -4,8 +4,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use palaver_actors::auth::{AuthError, TokenPair};
+use palaver_actors::auth::{now_secs, AuthError, TokenPair};
 use palaver_actors::password;
+use palaver_actors::quota::Peek;
 use palaver_storage::{ApiKey, NewUser, User};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -145,25 +146,39 @@ async fn logout(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn me(state: web::Data<AppState>, who: Authenticated) -> HttpResponse {
+async fn me(state: web::Data<AppState>, who: Authenticated) -> Result<HttpResponse, ApiError> {
     let user = &who.0.user;
-    let quota = if user.is_demo {
-        json!({
-            "request_count": 0,
-            "request_limit": state.config.demo.request_limit,
-            "expires_at": user.demo_expires_at,
-        })
-    } else {
-        serde_json::Value::Null
+    let quota = match state.quota_policy(user) {
+        Some(policy) => {
+            let standing = state
+                .quotas
+                .send(Peek {
+                    user: user.id,
+                    policy,
+                    now: now_secs(),
+                })
+                .await
+                .map_err(ApiError::internal)??;
+            // A demo's quota ends with the demo; a regular user's window resets.
+            let expires_at = user
+                .demo_expires_at
+                .unwrap_or_else(|| now_secs() + standing.reset_in);
+            json!({
+                "request_count": standing.count,
+                "request_limit": standing.limit(),
+                "expires_at": expires_at,
+            })
+        }
+        None => serde_json::Value::Null,
     };
-    HttpResponse::Ok().json(json!({
+    Ok(HttpResponse::Ok().json(json!({
         "id": user.id.to_string(),
         "email": user.email,
         "is_demo": user.is_demo,
         "is_active": user.is_active,
         "created_at": rfc3339_millis(user.created_at),
         "quota": quota,
-    }))
+    })))
 }
 
 async fn ws_ticket(state: web::Data<AppState>, who: Authenticated) -> HttpResponse {

@@ -11,6 +11,7 @@
 //! | `api_keys`       | key id (16 bytes, UUID v7)  | `ApiKey` (codec)      |
 //! | `api_keys_by_hash` | SHA-256 of the key (32 bytes) | key id          |
 //! | `api_keys_by_user` | user id ‖ key id          | empty                 |
+//! | `quotas`         | user id (16 bytes)          | `QuotaCounter` (codec) |
 
 use uuid::Uuid;
 

@@ -12,6 +12,7 @@
 //! - [`users`]: users, the case-insensitive email index, the demo-expiry index.
 //! - [`families`]: refresh-token families (rotation, reuse, revocation).
 //! - [`api_keys`]: API keys, stored as hashes.
+//! - [`quotas`]: per-user request counters (written through by the QuotaRegistry).
 //!
 //! This crate knows nothing of actix, HTTP or the wire protocol.
 
@@ -23,6 +24,7 @@ pub mod families;
 pub mod ids;
 pub mod keys;
 pub mod meta;
+pub mod quotas;
 pub mod store;
 mod time;
 pub mod users;
@@ -31,6 +33,7 @@ pub use api_keys::ApiKey;
 pub use error::{Result, StorageError};
 pub use families::{Family, Rotation};
 pub use ids::UserId;
+pub use quotas::QuotaCounter;
 pub use store::{Store, StoreConfig};
 pub use time::now_millis;
 pub use users::{NewUser, User};

@@ -9,6 +9,7 @@ use crate::api_keys::ApiKeys;
 use crate::committer::{Committer, FlushObserver};
 use crate::error::{Result, StorageError};
 use crate::families::Families;
+use crate::quotas::Quotas;
 use crate::users::Users;
 use crate::{keys, meta};
 
@@ -48,6 +49,8 @@ pub(crate) struct Trees {
     pub api_keys_by_hash: sled::Tree,
     /// user id ‖ key id → (): a user's keys.
     pub api_keys_by_user: sled::Tree,
+    /// user id → `QuotaCounter`.
+    pub quotas: sled::Tree,
 }
 
 struct Inner {
@@ -104,6 +107,7 @@ impl Store {
             api_keys: db.open_tree("api_keys")?,
             api_keys_by_hash: db.open_tree("api_keys_by_hash")?,
             api_keys_by_user: db.open_tree("api_keys_by_user")?,
+            quotas: db.open_tree("quotas")?,
         };
         meta::migrate(&trees)?;
         let committer = Committer::start(db.clone(), fsync_file, observer)?;
@@ -134,10 +138,15 @@ impl Store {
         ApiKeys::new(self)
     }
 
-    /// Deletes a user and everything it owns (API keys; its token families
-    /// die with it, as no token of a missing user verifies). Durable when it
-    /// returns; `false` if there was no such user.
+    pub fn quotas(&self) -> Quotas<'_> {
+        Quotas::new(self)
+    }
+
+    /// Deletes a user and everything it owns (API keys, quota counter; its
+    /// token families die with it, as no token of a missing user verifies).
+    /// Durable when it returns; `false` if there was no such user.
     pub async fn purge_user(&self, id: crate::UserId) -> Result<bool> {
+        self.quotas().remove(id)?;
         self.api_keys().delete_all_for(id).await?;
         self.users().delete(id).await
     }

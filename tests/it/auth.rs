@@ -752,3 +752,22 @@ async fn api_keys_are_shown_once_and_act_as_their_user() {
         .unwrap();
     assert_error(res, 401, "token_invalid").await;
 }
+
+#[tokio::test]
+async fn me_reports_a_regular_users_quota_when_one_is_set() {
+    let server = TestServer::with(
+        auth_options()
+            .env("PALAVER_QUOTA__USER_REQUEST_LIMIT", "3")
+            .env("PALAVER_QUOTA__WINDOW", "1h"),
+    );
+    let tokens = signed_in(&server, "ann@example.com").await;
+    let who: Value = me(&server, tokens["access"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(who["quota"]["request_count"], 0);
+    assert_eq!(who["quota"]["request_limit"], 3);
+    let resets = who["quota"]["expires_at"].as_u64().unwrap();
+    assert!(resets > now() && resets <= now() + 3600, "{who}");
+}

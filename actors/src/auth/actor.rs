@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use super::throttle::Limiters;
 use super::{
-    now_secs, AuthError, AuthSettings, Claims, TicketBook, TokenPair, TokenService, TokenType,
+    ensure_usable, now_secs, AuthError, AuthSettings, Claims, TicketBook, TokenPair, TokenService,
+    TokenType,
 };
 use crate::messages::{RevokeReason, Revoked};
 
@@ -175,9 +176,7 @@ impl Handler<Rotate> for AuthActor {
                 .users()
                 .get(user_id)?
                 .ok_or(AuthError::Invalid("unknown user"))?;
-            if !user.is_active || user.demo_expires_at.is_some_and(|end| end <= now_secs()) {
-                return Err(AuthError::AccountDisabled);
-            }
+            ensure_usable(&user)?;
             let next = Uuid::new_v4();
             let (pair, refresh_exp) = mint_pair(&tokens, &settings, &user, claims.fam, next)?;
             match store

@@ -159,6 +159,15 @@ pub(crate) fn secret_string(prefix: &str) -> String {
     )
 }
 
+/// A user's credentials work only while the user is active and, for a demo
+/// user, before the demo's end.
+pub(crate) fn ensure_usable(user: &User) -> Result<(), AuthError> {
+    if !user.is_active || user.demo_expires_at.is_some_and(|end| end <= now_secs()) {
+        return Err(AuthError::AccountDisabled);
+    }
+    Ok(())
+}
+
 pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -346,9 +355,7 @@ impl Auth {
             .users()
             .get(id)?
             .ok_or(AuthError::Invalid("unknown user"))?;
-        if !user.is_active || user.demo_expires_at.is_some_and(|end| end <= now_secs()) {
-            return Err(AuthError::AccountDisabled);
-        }
+        ensure_usable(&user)?;
         Ok(user)
     }
 
