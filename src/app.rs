@@ -98,6 +98,7 @@ pub async fn run(
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(ApiError::NotFound)
             }))
+            .wrap(from_fn(http::quota::admit_counted))
             .wrap(ErrorHandlers::new().default_handler(http::middleware::json_error_body))
             .wrap(from_fn(http::middleware::trace_requests))
             .wrap(NormalizePath::new(TrailingSlash::Trim))

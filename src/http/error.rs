@@ -24,6 +24,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("too many requests; retry in {retry_after} s")]
     RateLimited { retry_after: u64 },
+    /// 429 with `request_count` and `request_limit` in the body.
+    #[error("request quota exceeded ({count} of {limit} used)")]
+    QuotaExceeded { count: u32, limit: u32 },
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -57,6 +60,7 @@ impl ApiError {
             ApiError::RegistrationClosed => "registration_closed",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::QuotaExceeded { .. } => "quota_exceeded",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::EmailTaken => "email_taken",
@@ -84,7 +88,9 @@ impl ResponseError for ApiError {
             ApiError::AccountDisabled | ApiError::RegistrationClosed | ApiError::Forbidden(_) => {
                 StatusCode::FORBIDDEN
             }
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::QuotaExceeded { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::EmailTaken => StatusCode::CONFLICT,
@@ -119,6 +125,14 @@ impl ResponseError for ApiError {
                 response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
             }
             _ => {}
+        }
+        if let ApiError::QuotaExceeded { count, limit } = self {
+            return response.json(serde_json::json!({
+                "error": message,
+                "code": self.code(),
+                "request_count": count,
+                "request_limit": limit,
+            }));
         }
         response.json(ErrorBody {
             error: &message,

@@ -7,7 +7,7 @@ use std::future::{ready, Ready};
 use actix_web::dev::Payload;
 use actix_web::error::JsonPayloadError;
 use actix_web::http::header;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use palaver_actors::auth::{AuthError, Principal};
 
 use super::ApiError;
@@ -49,11 +49,17 @@ impl FromRequest for Authenticated {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // The quota middleware may have verified the credential already.
+        if let Some(principal) = req.extensions().get::<Principal>() {
+            return ready(Ok(Authenticated(principal.clone())));
+        }
         ready(authenticate(req).map(Authenticated))
     }
 }
 
-fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
+/// Verifies the request's credential (used by the extractor and the quota
+/// middleware).
+pub fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::internal("application state missing"))?;

@@ -8,5 +8,6 @@ pub mod error;
 pub mod extract;
 pub mod middleware;
 pub mod ops;
+pub mod quota;
 
 pub use error::ApiError;

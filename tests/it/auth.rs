@@ -771,3 +771,27 @@ async fn me_reports_a_regular_users_quota_when_one_is_set() {
     let resets = who["quota"]["expires_at"].as_u64().unwrap();
     assert!(resets > now() && resets <= now() + 3600, "{who}");
 }
+
+#[tokio::test]
+async fn requests_to_no_route_are_not_counted() {
+    let server = TestServer::with(auth_options());
+    let demo: Value = post(&server, "/api/auth/demo/", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let access = demo["access"].as_str().unwrap();
+    for _ in 0..7 {
+        let res = client()
+            .post(server.url("/api/no-such-thing/"))
+            .bearer_auth(access)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert!(!res.headers().contains_key("ratelimit"));
+        assert_error(res, 404, "not_found").await;
+    }
+    let who: Value = me(&server, access).await.json().await.unwrap();
+    assert_eq!(who["quota"]["request_count"], 0);
+}
