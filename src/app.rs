@@ -40,6 +40,13 @@ pub struct AppState {
 impl AppState {
     /// Starts the actors over an open store. Must run inside an actix system.
     pub fn start(config: Config, store: Store) -> anyhow::Result<AppState> {
+        let failed = store.messages().fail_interrupted()?;
+        if failed > 0 {
+            tracing::warn!(
+                failed,
+                "replies interrupted by the last shutdown marked failed"
+            );
+        }
         let settings = config.auth_settings()?;
         let booted = Supervisor::boot(store.clone(), settings)?;
         Ok(AppState {
@@ -76,7 +83,8 @@ impl AppState {
 /// `NormalizePath` trims one, so both spellings work.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(http::ops::config)
-        .configure(http::auth::config);
+        .configure(http::auth::config)
+        .configure(http::sessions::config);
 }
 
 /// Serves `listener` until `shutdown` resolves (or SIGTERM/SIGINT, which the
@@ -94,6 +102,8 @@ pub async fn run(
         App::new()
             .app_data(data.clone())
             .app_data(http::extract::json_config(json_limit))
+            .app_data(web::PayloadConfig::new(json_limit))
+            .app_data(http::extract::query_config())
             .configure(routes)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(ApiError::NotFound)

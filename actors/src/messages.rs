@@ -40,3 +40,11 @@ pub struct Revoked {
     pub family: Option<Uuid>,
     pub reason: RevokeReason,
 }
+
+/// Sent by the sessions API to the [`crate::Supervisor`] after a session was
+/// deleted, so sockets open on it can be closed (4004). No answer.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "()")]
+pub struct SessionDeleted {
+    pub session_id: Uuid,
+}

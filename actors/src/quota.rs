@@ -70,7 +70,7 @@ impl Standing {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
-    /// Counted; durable when this answer arrives.
+    /// Counted (written, not yet flushed: see [`Admit`]).
     Admitted(Standing),
     /// Over the limit; nothing counted.
     Rejected(Standing),
@@ -138,7 +138,11 @@ impl Actor for QuotaRegistry {
 
 /// From the HTTP admission middleware and the session actors, before a
 /// counted request runs: count it if the user is under the limit. Answers
-/// `Admitted` once the new count is durable, or `Rejected`.
+/// `Admitted` as soon as the count is recorded (in memory and written to
+/// storage, not yet flushed), or `Rejected`. Before acknowledging the request
+/// to its client, the caller makes the count durable with
+/// `store.durable_since(mark)`, a mark taken after this answer: usually the
+/// request's own durable write already covered it.
 #[derive(Message)]
 #[rtype(result = "Result<Admission, StorageError>")]
 pub struct Admit {
@@ -168,13 +172,7 @@ impl Handler<Admit> for QuotaRegistry {
                 msg.policy, &snapshot, msg.now,
             )))
         })();
-        Box::pin(async move {
-            let admission = decided?;
-            if let Admission::Admitted(_) = admission {
-                store.durable().await?;
-            }
-            Ok(admission)
-        })
+        Box::pin(async move { decided })
     }
 }
 

@@ -7,7 +7,7 @@ use actix::prelude::*;
 use palaver_storage::Store;
 
 use crate::auth::{Auth, AuthError, AuthSettings};
-use crate::messages::{RevokeReason, Revoked, Shutdown};
+use crate::messages::{RevokeReason, Revoked, SessionDeleted, Shutdown};
 use crate::quota::{Forget, QuotaRegistry};
 
 pub struct Supervisor {
@@ -67,6 +67,14 @@ impl Handler<Revoked> for Supervisor {
             reason = ?msg.reason,
             "credentials revoked"
         );
+    }
+}
+
+impl Handler<SessionDeleted> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionDeleted, _ctx: &mut Self::Context) {
+        tracing::debug!(session_id = %msg.session_id, "session deleted");
     }
 }
 

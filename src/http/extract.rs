@@ -38,6 +38,26 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
         })
 }
 
+/// `web::Query` errors as the contract's 400, naming the parameter.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default()
+        .error_handler(|err, _req| ApiError::invalid(format!("invalid query: {err}")).into())
+}
+
+/// Parses a body that may be empty (then `T::default()`) or JSON.
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::invalid(format!("invalid field: {e}"))
+        } else {
+            ApiError::invalid(format!("malformed JSON: {e}"))
+        }
+    })
+}
+
 /// The authenticated caller of a protected handler: from
 /// `Authorization: Bearer <access JWT>` or, failing that, `X-API-Key`.
 /// Anything else is the right 401 (`token_missing`, `token_invalid`,

@@ -9,5 +9,6 @@ pub mod extract;
 pub mod middleware;
 pub mod ops;
 pub mod quota;
+pub mod sessions;
 
 pub use error::ApiError;

@@ -74,8 +74,16 @@ pub async fn admit_counted(
         }
         Admission::Admitted(standing) => standing,
     };
+    // The count is written; it must be durable before the response goes out.
+    // The handler's own durable write usually covers it (see `Admit`).
+    let mark = state.store.durability_mark();
 
     let mut res = next.call(req).await?;
+    state
+        .store
+        .durable_since(mark)
+        .await
+        .map_err(ApiError::from)?;
     let mut standing = standing;
     if res.status().is_server_error() {
         let refund = Refund {

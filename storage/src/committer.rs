@@ -8,7 +8,8 @@
 //! (sled issue #1308), and one flush per batch is also much cheaper.
 
 use std::fs::File;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,18 @@ pub type FlushObserver = Box<dyn Fn(Duration) + Send + 'static>;
 pub struct Committer {
     tx: Option<mpsc::Sender<Ack>>,
     thread: Option<JoinHandle<()>>,
+    progress: Arc<Progress>,
+}
+
+/// Flush numbering, so a writer can ask "has a flush that started after my
+/// write completed?" without queueing for one that another writer already
+/// caused.
+#[derive(Default)]
+struct Progress {
+    /// Number of the latest flush that started (1, 2, 3, …).
+    started: AtomicU64,
+    /// Number of the latest flush that completed successfully.
+    completed: AtomicU64,
 }
 
 impl Committer {
@@ -35,13 +48,37 @@ impl Committer {
         observer: Option<FlushObserver>,
     ) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Ack>();
+        let progress = Arc::new(Progress::default());
+        let shared = progress.clone();
         let thread = std::thread::Builder::new()
             .name("palaver-committer".into())
-            .spawn(move || run(db, fsync_file, observer, rx))?;
+            .spawn(move || run(db, fsync_file, observer, rx, shared))?;
         Ok(Committer {
             tx: Some(tx),
             thread: Some(thread),
+            progress,
         })
+    }
+
+    /// A mark to take right after a write: [`Committer::wait_since`] with it
+    /// resolves once that write is durable.
+    pub fn mark(&self) -> u64 {
+        self.progress.started.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once a flush that started after `mark` was taken has
+    /// completed: at once if one already has (another writer's flush covered
+    /// the write), else after the next flush.
+    /// Number of the latest flush that completed.
+    pub fn completed(&self) -> u64 {
+        self.progress.completed.load(Ordering::SeqCst)
+    }
+
+    pub async fn wait_since(&self, mark: u64) -> Result<()> {
+        if self.progress.completed.load(Ordering::SeqCst) > mark {
+            return Ok(());
+        }
+        self.wait().await
     }
 
     /// Resolves once every write made before the call is durable.
@@ -75,12 +112,17 @@ fn run(
     fsync_file: Option<File>,
     observer: Option<FlushObserver>,
     rx: mpsc::Receiver<Ack>,
+    progress: Arc<Progress>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
+        let number = progress.started.fetch_add(1, Ordering::SeqCst) + 1;
         let started = Instant::now();
         let result = flush(&db, fsync_file.as_ref());
+        if result.is_ok() {
+            progress.completed.store(number, Ordering::SeqCst);
+        }
         if let Some(observe) = &observer {
             observe(started.elapsed());
         }

@@ -16,6 +16,8 @@ pub enum StorageError {
     EmailTaken,
     #[error("record not found")]
     NotFound,
+    #[error("invalid cursor")]
+    BadCursor,
     /// A stored value that cannot be decoded. Built only through
     /// [`StorageError::corrupt`], which also logs it.
     #[error("corrupt record in tree `{tree}`: {detail}")]

@@ -12,6 +12,10 @@
 //! | `api_keys_by_hash` | SHA-256 of the key (32 bytes) | key id          |
 //! | `api_keys_by_user` | user id ‖ key id          | empty                 |
 //! | `quotas`         | user id (16 bytes)          | `QuotaCounter` (codec) |
+//! | `sessions`       | session id (16 bytes, UUID v7) | `Session` (codec)  |
+//! | `sessions_by_user` | user id ‖ created_at (u64 BE, ms) ‖ session id | empty |
+//! | `messages`       | session id ‖ seq (u64 BE)   | `Message` (codec)     |
+//! | `messages_streaming` | session id ‖ seq        | empty                 |
 
 use uuid::Uuid;
 
@@ -80,6 +84,67 @@ pub fn user_api_key_from(key: &[u8]) -> Option<Uuid> {
     uuid_from(&key[16..])
 }
 
+pub fn session(id: Uuid) -> [u8; 16] {
+    *id.as_bytes()
+}
+
+/// Key of the per-user session index: sorts a user's sessions by creation.
+pub fn user_session(user: UserId, created_at: u64, session: Uuid) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..16].copy_from_slice(user.as_bytes());
+    key[16..24].copy_from_slice(&created_at.to_be_bytes());
+    key[24..].copy_from_slice(session.as_bytes());
+    key
+}
+
+pub fn user_session_id(key: &[u8]) -> Option<Uuid> {
+    if key.len() != 40 {
+        return None;
+    }
+    uuid_from(&key[24..])
+}
+
+/// Key of a message: its session, then its sequence number.
+pub fn message(session: Uuid, seq: u64) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..16].copy_from_slice(session.as_bytes());
+    key[16..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub fn message_seq(key: &[u8]) -> Option<u64> {
+    let key: &[u8; 24] = key.try_into().ok()?;
+    Some(u64::from_be_bytes(key[16..].try_into().ok()?))
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff: no key is greater; an unbounded scan is what is meant.
+    vec![0xff; prefix.len() + 1]
+}
+
+/// An opaque listing cursor: a key suffix in lowercase hex.
+pub fn cursor_encode(suffix: &[u8]) -> String {
+    suffix.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn cursor_decode(cursor: &str) -> Option<Vec<u8>> {
+    if cursor.len() % 2 != 0 || cursor.is_empty() || cursor.len() > 128 {
+        return None;
+    }
+    (0..cursor.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// Key of the email index: the address trimmed and lowercased, so that
 /// `Ann@Example.com` and `ann@example.com` are the same account.
 pub fn email(address: &str) -> Vec<u8> {
@@ -127,6 +192,29 @@ mod tests {
         assert!(k.starts_with(&user_prefix(user)));
         assert_eq!(uuid_from(&api_key(key)), Some(key));
         assert_eq!(uuid_from(&family(key)), Some(key));
+    }
+
+    #[test]
+    fn session_and_message_keys_round_trip_and_sort() {
+        let (user, a, b) = (UserId::new(), Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(user_session_id(&user_session(user, 5, a)), Some(a));
+        assert!(user_session(user, 5, b) < user_session(user, 6, a));
+        assert!(user_session(user, 5, a).starts_with(&user_prefix(user)));
+        assert_eq!(message_seq(&message(a, 300)), Some(300));
+        assert!(message(a, 255) < message(a, 256));
+        assert!(message(a, 1).starts_with(&session(a)));
+    }
+
+    #[test]
+    fn prefix_end_and_cursors() {
+        assert_eq!(prefix_end(&[1, 2]), vec![1, 3]);
+        assert_eq!(prefix_end(&[1, 0xff]), vec![2]);
+        let bytes = [0u8, 15, 255, 16];
+        assert_eq!(cursor_decode(&cursor_encode(&bytes)), Some(bytes.to_vec()));
+        assert_eq!(cursor_decode("zz"), None);
+        assert_eq!(cursor_decode("abc"), None);
+        assert_eq!(cursor_decode(""), None);
+        assert_eq!(cursor_decode("é0"), None);
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! - [`users`]: users, the case-insensitive email index, the demo-expiry index.
 //! - [`families`]: refresh-token families (rotation, reuse, revocation).
 //! - [`api_keys`]: API keys, stored as hashes.
+//! - [`sessions`]: sessions (conversations), listed per user newest first.
+//! - [`messages`]: a session's messages, by sequence number.
 //! - [`quotas`]: per-user request counters (written through by the QuotaRegistry).
 //!
 //! This crate knows nothing of actix, HTTP or the wire protocol.
@@ -23,8 +25,10 @@ mod error;
 pub mod families;
 pub mod ids;
 pub mod keys;
+pub mod messages;
 pub mod meta;
 pub mod quotas;
+pub mod sessions;
 pub mod store;
 mod time;
 pub mod users;
@@ -34,6 +38,7 @@ pub use error::{Result, StorageError};
 pub use families::{Family, Rotation};
 pub use ids::UserId;
 pub use quotas::QuotaCounter;
+pub use sessions::{Message, MessageStatus, Page, Role, Session, ToolUse};
 pub use store::{Store, StoreConfig};
 pub use time::now_millis;
 pub use users::{NewUser, User};

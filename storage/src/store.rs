@@ -9,7 +9,9 @@ use crate::api_keys::ApiKeys;
 use crate::committer::{Committer, FlushObserver};
 use crate::error::{Result, StorageError};
 use crate::families::Families;
+use crate::messages::Messages;
 use crate::quotas::Quotas;
+use crate::sessions::Sessions;
 use crate::users::Users;
 use crate::{keys, meta};
 
@@ -51,6 +53,14 @@ pub(crate) struct Trees {
     pub api_keys_by_user: sled::Tree,
     /// user id → `QuotaCounter`.
     pub quotas: sled::Tree,
+    /// session id → `Session`.
+    pub sessions: sled::Tree,
+    /// user id ‖ created_at ‖ session id → (): a user's sessions by age.
+    pub sessions_by_user: sled::Tree,
+    /// session id ‖ seq → `Message`.
+    pub messages: sled::Tree,
+    /// session id ‖ seq → (): replies still streaming (failed at start).
+    pub messages_streaming: sled::Tree,
 }
 
 struct Inner {
@@ -108,6 +118,10 @@ impl Store {
             api_keys_by_hash: db.open_tree("api_keys_by_hash")?,
             api_keys_by_user: db.open_tree("api_keys_by_user")?,
             quotas: db.open_tree("quotas")?,
+            sessions: db.open_tree("sessions")?,
+            sessions_by_user: db.open_tree("sessions_by_user")?,
+            messages: db.open_tree("messages")?,
+            messages_streaming: db.open_tree("messages_streaming")?,
         };
         meta::migrate(&trees)?;
         let committer = Committer::start(db.clone(), fsync_file, observer)?;
@@ -138,15 +152,25 @@ impl Store {
         ApiKeys::new(self)
     }
 
+    pub fn sessions(&self) -> Sessions<'_> {
+        Sessions::new(self)
+    }
+
+    pub fn messages(&self) -> Messages<'_> {
+        Messages::new(self)
+    }
+
     pub fn quotas(&self) -> Quotas<'_> {
         Quotas::new(self)
     }
 
-    /// Deletes a user and everything it owns (API keys, quota counter; its
+    /// Deletes a user and everything it owns (sessions with their messages,
+    /// API keys, quota counter; its
     /// token families die with it, as no token of a missing user verifies).
     /// Durable when it returns; `false` if there was no such user.
     pub async fn purge_user(&self, id: crate::UserId) -> Result<bool> {
         self.quotas().remove(id)?;
+        self.sessions().delete_all_for(id).await?;
         self.api_keys().delete_all_for(id).await?;
         self.users().delete(id).await
     }
@@ -159,6 +183,18 @@ impl Store {
     /// (and power loss with `storage.fsync`).
     pub async fn durable(&self) -> Result<()> {
         self.inner.committer.wait().await
+    }
+
+    /// A durability mark: take it right after a write, then
+    /// [`Store::durable_since`] resolves once that write is durable, at once
+    /// if another writer's flush already covered it. This lets a write ride
+    /// on the flush of a later one (a quota count on its request's own write).
+    pub fn durability_mark(&self) -> u64 {
+        self.inner.committer.mark()
+    }
+
+    pub async fn durable_since(&self, mark: u64) -> Result<()> {
+        self.inner.committer.wait_since(mark).await
     }
 
     /// Proves the database accepts writes: writes a probe and waits for it to
@@ -246,6 +282,22 @@ mod tests {
         .unwrap();
         store.check_writable().await.unwrap();
         assert!(rx.try_recv().is_ok(), "a flush was observed");
+    }
+
+    #[tokio::test]
+    async fn a_later_flush_covers_an_earlier_mark() {
+        let store = Store::temporary().unwrap();
+        store.trees().meta.insert(b"a", b"1").unwrap();
+        let mark = store.durability_mark();
+        // Another writer's flush, started after the mark, covers the write:
+        store.durable().await.unwrap();
+        assert!(store.inner.committer.completed() > mark);
+        store.durable_since(mark).await.unwrap();
+        // Without one, waiting causes a flush.
+        store.trees().meta.insert(b"b", b"2").unwrap();
+        let mark = store.durability_mark();
+        store.durable_since(mark).await.unwrap();
+        assert!(store.inner.committer.completed() > mark);
     }
 
     #[tokio::test]

@@ -7,4 +7,6 @@ mod config;
 mod http;
 mod lifecycle;
 mod logs;
+mod quota;
+mod sessions;
 mod support;

@@ -1,0 +1,298 @@
+//! Messages of a session, keyed by session id and sequence number.
+//!
+//! A new message takes the next sequence number with a compare-and-swap
+//! insert (no lock, no transaction). A reply still being written has status
+//! `Streaming` and a marker in `messages_streaming`; at start every marked
+//! message is turned `Failed` (a crash interrupted it), so history never shows
+//! a reply that will not finish.
+
+use uuid::Uuid;
+
+use crate::codec;
+use crate::error::{Result, StorageError};
+use crate::keys;
+use crate::sessions::{Message, MessageStatus, Page, Role, ToolUse};
+use crate::store::Store;
+
+pub struct Messages<'a> {
+    store: &'a Store,
+}
+
+impl<'a> Messages<'a> {
+    pub(crate) fn new(store: &'a Store) -> Self {
+        Messages { store }
+    }
+
+    /// Appends a message with the next sequence number. Not yet durable:
+    /// call [`Store::durable`] before acknowledging it (or use [`Self::append`]).
+    pub fn append_nowait(
+        &self,
+        session: Uuid,
+        role: Role,
+        text: String,
+        status: MessageStatus,
+        tools: Vec<ToolUse>,
+    ) -> Result<Message> {
+        let t = self.store.trees();
+        let mut seq = self.store.sessions().message_count(session)? + 1;
+        let mut message = Message {
+            id: Uuid::now_v7(),
+            session_id: session,
+            seq,
+            role,
+            text,
+            status,
+            tools,
+            created_at: crate::now_millis(),
+        };
+        loop {
+            message.seq = seq;
+            let key = keys::message(session, seq);
+            let value = codec::encode(&message)?;
+            if t.messages
+                .compare_and_swap(key, None::<&[u8]>, Some(value))?
+                .is_ok()
+            {
+                break;
+            }
+            seq += 1;
+        }
+        if status == MessageStatus::Streaming {
+            t.messages_streaming
+                .insert(keys::message(session, seq), &[])?;
+        }
+        self.store.sessions().touch(session)?;
+        Ok(message)
+    }
+
+    /// Appends a message; durable when it returns.
+    pub async fn append(
+        &self,
+        session: Uuid,
+        role: Role,
+        text: String,
+        status: MessageStatus,
+        tools: Vec<ToolUse>,
+    ) -> Result<Message> {
+        let message = self.append_nowait(session, role, text, status, tools)?;
+        self.store.durable().await?;
+        Ok(message)
+    }
+
+    /// Replaces a stored message (a reply that finished, was cancelled or
+    /// failed); durable when it returns.
+    pub async fn update(&self, message: &Message) -> Result<()> {
+        let t = self.store.trees();
+        let key = keys::message(message.session_id, message.seq);
+        if !t.messages.contains_key(key)? {
+            // The session was deleted meanwhile: nothing to update.
+            return Err(StorageError::NotFound);
+        }
+        t.messages.insert(key, codec::encode(message)?)?;
+        if message.status != MessageStatus::Streaming {
+            t.messages_streaming.remove(key)?;
+        }
+        self.store.durable().await
+    }
+
+    pub fn get(&self, session: Uuid, seq: u64) -> Result<Option<Message>> {
+        self.store
+            .trees()
+            .messages
+            .get(keys::message(session, seq))?
+            .map(|v| codec::decode(&v))
+            .transpose()
+    }
+
+    /// Messages with `seq > after`, oldest first, at most `limit`; `next` is
+    /// the `after` of the following page when there is one.
+    pub fn list(&self, session: Uuid, after: u64, limit: usize) -> Result<Page<Message>> {
+        let t = self.store.trees();
+        let start = keys::message(session, after.saturating_add(1));
+        let end = keys::prefix_end(&keys::session(session));
+        let mut items = Vec::with_capacity(limit.min(100));
+        let mut more = false;
+        for entry in t.messages.range(start.to_vec()..end) {
+            let (_, value) = entry?;
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(codec::decode::<Message>(&value)?);
+        }
+        let next = if more {
+            items.last().map(|m: &Message| m.seq.to_string())
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    /// Turns every reply left `Streaming` by a crash into `Failed`. Run at
+    /// start, before anything streams. Returns how many.
+    pub fn fail_interrupted(&self) -> Result<usize> {
+        let t = self.store.trees();
+        let mut failed = 0;
+        for key in t.messages_streaming.iter().keys() {
+            let key = key?;
+            if let Some(value) = t.messages.get(&key)? {
+                let mut message: Message = codec::decode(&value)?;
+                if message.status == MessageStatus::Streaming {
+                    message.status = MessageStatus::Failed;
+                    t.messages.insert(&key, codec::encode(&message)?)?;
+                    failed += 1;
+                }
+            }
+            t.messages_streaming.remove(&key)?;
+        }
+        Ok(failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::UserId;
+
+    #[tokio::test]
+    async fn append_list_and_count() {
+        let store = Store::temporary().unwrap();
+        let s = store
+            .sessions()
+            .create(UserId::new(), "t".into(), None)
+            .await
+            .unwrap();
+        for i in 0..5 {
+            let m = store
+                .messages()
+                .append(
+                    s.id,
+                    Role::User,
+                    format!("m{i}"),
+                    MessageStatus::Complete,
+                    vec![],
+                )
+                .await
+                .unwrap();
+            assert_eq!(m.seq, i + 1);
+        }
+        assert_eq!(store.sessions().message_count(s.id).unwrap(), 5);
+        let page = store.messages().list(s.id, 0, 2).unwrap();
+        assert_eq!(page.items.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(page.next.as_deref(), Some("2"));
+        let page = store.messages().list(s.id, 2, 10).unwrap();
+        assert_eq!(
+            page.items.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
+        assert_eq!(page.next, None);
+        assert!(store.messages().list(s.id, 5, 10).unwrap().items.is_empty());
+        assert_eq!(store.messages().get(s.id, 3).unwrap().unwrap().text, "m2");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_appends_get_distinct_seqs() {
+        let store = Store::temporary().unwrap();
+        let s = store
+            .sessions()
+            .create(UserId::new(), "t".into(), None)
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .messages()
+                        .append(
+                            s.id,
+                            Role::User,
+                            format!("{i}"),
+                            MessageStatus::Complete,
+                            vec![],
+                        )
+                        .await
+                        .unwrap()
+                        .seq
+                })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for t in tasks {
+            seqs.push(t.await.unwrap());
+        }
+        seqs.sort();
+        assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn interrupted_replies_fail_at_start_and_finished_ones_do_not() {
+        let store = Store::temporary().unwrap();
+        let s = store
+            .sessions()
+            .create(UserId::new(), "t".into(), None)
+            .await
+            .unwrap();
+        let msgs = store.messages();
+        let mut done = msgs
+            .append(
+                s.id,
+                Role::Assistant,
+                String::new(),
+                MessageStatus::Streaming,
+                vec![],
+            )
+            .await
+            .unwrap();
+        let cut = msgs
+            .append(
+                s.id,
+                Role::Assistant,
+                "half".into(),
+                MessageStatus::Streaming,
+                vec![],
+            )
+            .await
+            .unwrap();
+        done.text = "whole".into();
+        done.status = MessageStatus::Complete;
+        msgs.update(&done).await.unwrap();
+        assert_eq!(msgs.fail_interrupted().unwrap(), 1);
+        assert_eq!(
+            msgs.get(s.id, cut.seq).unwrap().unwrap().status,
+            MessageStatus::Failed
+        );
+        assert_eq!(
+            msgs.get(s.id, done.seq).unwrap().unwrap().status,
+            MessageStatus::Complete
+        );
+        assert_eq!(msgs.fail_interrupted().unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn deleting_the_session_deletes_its_messages() {
+        let store = Store::temporary().unwrap();
+        let s = store
+            .sessions()
+            .create(UserId::new(), "t".into(), None)
+            .await
+            .unwrap();
+        let m = store
+            .messages()
+            .append(
+                s.id,
+                Role::User,
+                "x".into(),
+                MessageStatus::Complete,
+                vec![],
+            )
+            .await
+            .unwrap();
+        store.sessions().delete(s.id).await.unwrap();
+        assert!(store.messages().list(s.id, 0, 10).unwrap().items.is_empty());
+        assert!(matches!(
+            store.messages().update(&m).await,
+            Err(StorageError::NotFound)
+        ));
+    }
+}

@@ -1,0 +1,367 @@
+//! Sessions (conversations) and their messages.
+//!
+//! A session's message count is derived from the last key of its messages
+//! (seq numbers start at 1 and never repeat), never stored, so appending a
+//! message is one insert with no read-modify-write of the session.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::codec::{self, Record};
+use crate::error::{Result, StorageError};
+use crate::ids::UserId;
+use crate::keys;
+use crate::store::Store;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: Uuid,
+    pub user_id: UserId,
+    pub title: String,
+    pub track_id: Option<Uuid>,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    /// Unix milliseconds; moves on rename and on every new message.
+    pub updated_at: u64,
+}
+
+impl Record for Session {
+    const TREE: &'static str = "sessions";
+    const VERSION: u8 = 1;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageStatus {
+    Complete,
+    Streaming,
+    Cancelled,
+    Failed,
+}
+
+/// One tool invocation recorded on an assistant message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolUse {
+    pub tool: String,
+    /// JSON text of the arguments.
+    pub args: String,
+    pub success: bool,
+    /// JSON text of the result.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: Uuid,
+    pub session_id: Uuid,
+    /// 1, 2, 3, … within the session.
+    pub seq: u64,
+    pub role: Role,
+    pub text: String,
+    pub status: MessageStatus,
+    pub tools: Vec<ToolUse>,
+    /// Unix milliseconds.
+    pub created_at: u64,
+}
+
+impl Record for Message {
+    const TREE: &'static str = "messages";
+    const VERSION: u8 = 1;
+}
+
+/// One page of a listing, and the cursor of the next one.
+#[derive(Debug, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+pub struct Sessions<'a> {
+    store: &'a Store,
+}
+
+impl<'a> Sessions<'a> {
+    pub(crate) fn new(store: &'a Store) -> Self {
+        Sessions { store }
+    }
+
+    /// Creates a session. Durable when it returns.
+    pub async fn create(
+        &self,
+        user: UserId,
+        title: String,
+        track_id: Option<Uuid>,
+    ) -> Result<Session> {
+        let now = crate::now_millis();
+        let session = Session {
+            id: Uuid::now_v7(),
+            user_id: user,
+            title,
+            track_id,
+            created_at: now,
+            updated_at: now,
+        };
+        let t = self.store.trees();
+        t.sessions
+            .insert(keys::session(session.id), codec::encode(&session)?)?;
+        t.sessions_by_user.insert(
+            keys::user_session(user, session.created_at, session.id),
+            &[],
+        )?;
+        self.store.durable().await?;
+        Ok(session)
+    }
+
+    pub fn get(&self, id: Uuid) -> Result<Option<Session>> {
+        self.store
+            .trees()
+            .sessions
+            .get(keys::session(id))?
+            .map(|v| codec::decode(&v))
+            .transpose()
+    }
+
+    /// The session if it exists and belongs to `user` (else `None`: another
+    /// user's session is indistinguishable from a missing one).
+    pub fn get_owned(&self, user: UserId, id: Uuid) -> Result<Option<Session>> {
+        Ok(self.get(id)?.filter(|s| s.user_id == user))
+    }
+
+    /// A user's sessions, newest first, `limit` at a time; `before` is the
+    /// `next` cursor of the previous page.
+    pub fn list(&self, user: UserId, before: Option<&str>, limit: usize) -> Result<Page<Session>> {
+        let t = self.store.trees();
+        let prefix = keys::user_prefix(user);
+        let end = match before {
+            Some(cursor) => {
+                let suffix = keys::cursor_decode(cursor).ok_or(StorageError::BadCursor)?;
+                let mut end = prefix.to_vec();
+                end.extend_from_slice(&suffix);
+                end
+            }
+            None => keys::prefix_end(&prefix),
+        };
+        let mut items = Vec::with_capacity(limit.min(100));
+        let mut next = None;
+        for entry in t.sessions_by_user.range(prefix.to_vec()..end).rev() {
+            let (key, _) = entry?;
+            if items.len() == limit {
+                break;
+            }
+            let id = keys::user_session_id(&key)
+                .ok_or_else(|| StorageError::corrupt("sessions_by_user", "bad key"))?;
+            if let Some(session) = self.get(id)? {
+                items.push(session);
+                next = Some(keys::cursor_encode(&key[16..]));
+            }
+        }
+        // A next cursor only when something older remains.
+        if let Some(cursor) = &next {
+            let suffix = keys::cursor_decode(cursor).ok_or(StorageError::BadCursor)?;
+            let mut end = prefix.to_vec();
+            end.extend_from_slice(&suffix);
+            if t.sessions_by_user
+                .range(prefix.to_vec()..end)
+                .next_back()
+                .is_none()
+            {
+                next = None;
+            }
+        }
+        Ok(Page { items, next })
+    }
+
+    /// Renames a session. Durable when it returns.
+    pub async fn rename(&self, id: Uuid, title: String) -> Result<Session> {
+        self.update(id, |s| {
+            s.title = title.clone();
+            s.updated_at = crate::now_millis();
+        })
+        .await
+    }
+
+    /// Marks a session as touched now (a new message).
+    pub fn touch(&self, id: Uuid) -> Result<()> {
+        let tree = &self.store.trees().sessions;
+        let key = keys::session(id);
+        loop {
+            let Some(current) = tree.get(key)? else {
+                return Ok(());
+            };
+            let mut session: Session = codec::decode(&current)?;
+            session.updated_at = crate::now_millis();
+            if tree
+                .compare_and_swap(key, Some(&current), Some(codec::encode(&session)?))?
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn update(&self, id: Uuid, change: impl Fn(&mut Session)) -> Result<Session> {
+        let tree = &self.store.trees().sessions;
+        let key = keys::session(id);
+        loop {
+            let current = tree.get(key)?.ok_or(StorageError::NotFound)?;
+            let mut session: Session = codec::decode(&current)?;
+            change(&mut session);
+            if tree
+                .compare_and_swap(key, Some(&current), Some(codec::encode(&session)?))?
+                .is_ok()
+            {
+                self.store.durable().await?;
+                return Ok(session);
+            }
+        }
+    }
+
+    /// Deletes a session and its messages. `false` if it did not exist.
+    /// Durable when it returns.
+    pub async fn delete(&self, id: Uuid) -> Result<bool> {
+        let t = self.store.trees();
+        let Some(session) = self.get(id)? else {
+            return Ok(false);
+        };
+        t.sessions_by_user
+            .remove(keys::user_session(session.user_id, session.created_at, id))?;
+        t.sessions.remove(keys::session(id))?;
+        for key in t.messages.scan_prefix(keys::session(id)).keys() {
+            let key = key?;
+            t.messages_streaming.remove(&key)?;
+            t.messages.remove(key)?;
+        }
+        self.store.durable().await?;
+        Ok(true)
+    }
+
+    /// Deletes every session of a user (when the user goes). Durable.
+    pub async fn delete_all_for(&self, user: UserId) -> Result<usize> {
+        let t = self.store.trees();
+        let ids: Vec<Uuid> = t
+            .sessions_by_user
+            .scan_prefix(keys::user_prefix(user))
+            .keys()
+            .filter_map(|k| k.ok().and_then(|k| keys::user_session_id(&k)))
+            .collect();
+        for id in &ids {
+            self.delete(*id).await?;
+        }
+        Ok(ids.len())
+    }
+
+    /// How many messages a session has (its last seq).
+    pub fn message_count(&self, id: Uuid) -> Result<u64> {
+        let last = self
+            .store
+            .trees()
+            .messages
+            .scan_prefix(keys::session(id))
+            .keys()
+            .next_back()
+            .transpose()?;
+        Ok(last.and_then(|k| keys::message_seq(&k)).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn create_get_owned_rename_delete() {
+        let store = Store::temporary().unwrap();
+        let (ann, bob) = (UserId::new(), UserId::new());
+        let s = store
+            .sessions()
+            .create(ann, "First".into(), None)
+            .await
+            .unwrap();
+        assert_eq!(store.sessions().get(s.id).unwrap(), Some(s.clone()));
+        assert_eq!(
+            store.sessions().get_owned(ann, s.id).unwrap(),
+            Some(s.clone())
+        );
+        assert_eq!(store.sessions().get_owned(bob, s.id).unwrap(), None);
+        let renamed = store
+            .sessions()
+            .rename(s.id, "Renamed".into())
+            .await
+            .unwrap();
+        assert_eq!(renamed.title, "Renamed");
+        assert!(renamed.updated_at >= s.updated_at);
+        assert_eq!(store.sessions().message_count(s.id).unwrap(), 0);
+        assert!(store.sessions().delete(s.id).await.unwrap());
+        assert!(!store.sessions().delete(s.id).await.unwrap());
+        assert_eq!(store.sessions().get(s.id).unwrap(), None);
+        assert!(matches!(
+            store.sessions().rename(s.id, "x".into()).await,
+            Err(StorageError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn listing_is_newest_first_paged_and_per_user() {
+        let store = Store::temporary().unwrap();
+        let (ann, bob) = (UserId::new(), UserId::new());
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            ids.push(
+                store
+                    .sessions()
+                    .create(ann, format!("s{i}"), None)
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        store
+            .sessions()
+            .create(bob, "bob's".into(), None)
+            .await
+            .unwrap();
+        ids.reverse();
+        let first = store.sessions().list(ann, None, 2).unwrap();
+        assert_eq!(
+            first.items.iter().map(|s| s.id).collect::<Vec<_>>(),
+            ids[..2]
+        );
+        let second = store
+            .sessions()
+            .list(ann, first.next.as_deref(), 2)
+            .unwrap();
+        assert_eq!(
+            second.items.iter().map(|s| s.id).collect::<Vec<_>>(),
+            ids[2..4]
+        );
+        let third = store
+            .sessions()
+            .list(ann, second.next.as_deref(), 2)
+            .unwrap();
+        assert_eq!(
+            third.items.iter().map(|s| s.id).collect::<Vec<_>>(),
+            ids[4..]
+        );
+        assert_eq!(third.next, None);
+        let all = store.sessions().list(ann, None, 50).unwrap();
+        assert_eq!(all.items.len(), 5);
+        assert_eq!(all.next, None);
+        assert!(matches!(
+            store.sessions().list(ann, Some("zz"), 2),
+            Err(StorageError::BadCursor)
+        ));
+        assert_eq!(store.sessions().delete_all_for(ann).await.unwrap(), 5);
+        assert!(store
+            .sessions()
+            .list(ann, None, 50)
+            .unwrap()
+            .items
+            .is_empty());
+        assert_eq!(store.sessions().list(bob, None, 50).unwrap().items.len(), 1);
+    }
+}

@@ -1,0 +1,306 @@
+//! The sessions API (API.md §5): CRUD, pagination, ownership as 404, history.
+
+use serde_json::{json, Value};
+
+use crate::support::{assert_error, auth_options, client, signed_in, TestServer};
+
+struct Api<'a> {
+    server: &'a TestServer,
+    token: String,
+}
+
+impl Api<'_> {
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        client()
+            .request(method, self.server.url(path))
+            .bearer_auth(&self.token)
+    }
+}
+
+async fn api<'a>(server: &'a TestServer, email: &str) -> Api<'a> {
+    let tokens = signed_in(server, email).await;
+    Api {
+        server,
+        token: tokens["access"].as_str().unwrap().to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn create_get_rename_delete() {
+    use reqwest::Method;
+    let server = TestServer::with(auth_options());
+    let ann = api(&server, "ann@example.com").await;
+
+    // No body at all, an empty object, and a title.
+    let res = ann
+        .req(Method::POST, "/api/sessions/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let untitled: Value = res.json().await.unwrap();
+    assert_eq!(untitled["title"], "New session");
+    assert_eq!(untitled["track_id"], Value::Null);
+    assert_eq!(untitled["message_count"], 0);
+    assert!(untitled["created_at"].as_str().unwrap().ends_with('Z'));
+    let res = ann
+        .req(Method::POST, "/api/sessions")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let res = ann
+        .req(Method::POST, "/api/sessions/")
+        .json(&json!({"title": "  Mix notes "}))
+        .send()
+        .await
+        .unwrap();
+    let session: Value = res.json().await.unwrap();
+    assert_eq!(session["title"], "Mix notes");
+    let id = session["id"].as_str().unwrap();
+
+    let got: Value = ann
+        .req(Method::GET, &format!("/api/sessions/{id}/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got, session);
+
+    let res = ann
+        .req(Method::PATCH, &format!("/api/sessions/{id}"))
+        .json(&json!({"title": "Master"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let renamed: Value = res.json().await.unwrap();
+    assert_eq!(renamed["title"], "Master");
+    assert_eq!(renamed["created_at"], session["created_at"]);
+
+    let history: Value = ann
+        .req(Method::GET, &format!("/api/sessions/{id}/messages/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history, json!({"messages": [], "next": null}));
+
+    let res = ann
+        .req(Method::DELETE, &format!("/api/sessions/{id}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    for method in [Method::GET, Method::DELETE] {
+        assert_error(
+            ann.req(method, &format!("/api/sessions/{id}/"))
+                .send()
+                .await
+                .unwrap(),
+            404,
+            "not_found",
+        )
+        .await;
+    }
+    assert_error(
+        ann.req(Method::GET, &format!("/api/sessions/{id}/messages/"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn another_users_session_is_a_plain_404() {
+    use reqwest::Method;
+    let server = TestServer::with(auth_options());
+    let ann = api(&server, "ann@example.com").await;
+    let bob = api(&server, "bob@example.com").await;
+    let session: Value = ann
+        .req(Method::POST, "/api/sessions/")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = session["id"].as_str().unwrap();
+    let path = format!("/api/sessions/{id}/");
+    assert_error(
+        bob.req(Method::GET, &path).send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    assert_error(
+        bob.req(Method::PATCH, &path)
+            .json(&json!({"title": "mine"}))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    assert_error(
+        bob.req(Method::DELETE, &path).send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    assert_error(
+        bob.req(Method::GET, &format!("{path}messages/"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    let listed: Value = bob
+        .req(Method::GET, "/api/sessions/")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["sessions"], json!([]));
+    // Still Ann's, untouched.
+    let still: Value = ann
+        .req(Method::GET, &path)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(still["title"], "New session");
+    assert_error(
+        ann.req(Method::GET, "/api/sessions/not-a-uuid/")
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn listing_is_newest_first_with_a_cursor() {
+    use reqwest::Method;
+    let server = TestServer::with(auth_options());
+    let ann = api(&server, "ann@example.com").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let s: Value = ann
+            .req(Method::POST, "/api/sessions/")
+            .json(&json!({"title": format!("s{i}")}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(s["id"].as_str().unwrap().to_owned());
+    }
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..3 {
+        let path = match &cursor {
+            Some(c) => format!("/api/sessions/?limit=2&before={c}"),
+            None => "/api/sessions/?limit=2".to_owned(),
+        };
+        let page: Value = ann
+            .req(Method::GET, &path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        seen.extend(
+            page["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_owned()),
+        );
+        cursor = page["next"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, ids);
+    assert!(cursor.is_none());
+}
+
+#[tokio::test]
+async fn bad_input_is_400_and_missing_tracks_404() {
+    use reqwest::Method;
+    let server = TestServer::with(auth_options());
+    let ann = api(&server, "ann@example.com").await;
+    let long = "x".repeat(201);
+    for (body, code, status) in [
+        (json!({"title": long}), "invalid_request", 400),
+        (json!({"title": 5}), "invalid_request", 400),
+        (json!({"nonsense": true}), "invalid_request", 400),
+        (json!({"track_id": "nope"}), "invalid_request", 400),
+        (
+            json!({"track_id": uuid::Uuid::new_v4().to_string()}),
+            "not_found",
+            404,
+        ),
+    ] {
+        let res = ann
+            .req(Method::POST, "/api/sessions/")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_error(res, status, code).await;
+    }
+    let res = ann
+        .req(Method::POST, "/api/sessions/")
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 400, "invalid_request").await;
+    for query in ["limit=0", "limit=101", "limit=x", "before=zz"] {
+        let res = ann
+            .req(Method::GET, &format!("/api/sessions/?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_error(res, 400, "invalid_request").await;
+    }
+    let res = client()
+        .get(server.url("/api/sessions/"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 401, "token_missing").await;
+    // The session count is untouched by all of it.
+    let listed: Value = ann
+        .req(Method::GET, "/api/sessions/")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["sessions"], json!([]));
+}
