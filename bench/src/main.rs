@@ -33,6 +33,17 @@ enum Scenario {
         #[arg(long, default_value_t = 5)]
         rounds: u32,
     },
+    /// Counted-request latency with quota admission (a demo user) and without
+    /// (a regular user, no user limit), interleaved, against a running server
+    /// started with open registration and a huge `demo.request_limit`.
+    Quota {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Logins per second against a running server.
     Login {
         /// e.g. http://127.0.0.1:8080 (registration must be open).
@@ -55,6 +66,11 @@ fn main() -> Result<()> {
             concurrency,
             logins,
         } => tokio::runtime::Runtime::new()?.block_on(login(&url, concurrency, logins)),
+        Scenario::Quota {
+            url,
+            requests,
+            rounds,
+        } => tokio::runtime::Runtime::new()?.block_on(quota(&url, requests, rounds)),
     }
 }
 
@@ -244,6 +260,71 @@ async fn login(url: &str, concurrency: usize, logins: usize) -> Result<()> {
         n as f64 / elapsed,
         latencies[n / 2],
         latencies[(n * 99 / 100).min(n - 1)]
+    );
+    Ok(())
+}
+
+async fn quota(url: &str, requests: usize, rounds: usize) -> Result<()> {
+    let http = reqwest::Client::new();
+    let email = format!("quota-bench-{}@example.com", std::process::id());
+    let password = "bench-password-123";
+    let res = http
+        .post(format!("{url}/api/auth/register/"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await?;
+    anyhow::ensure!(res.status() == 201, "register: {}", res.status());
+    let login: serde_json::Value = http
+        .post(format!("{url}/api/auth/login/"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let demo: serde_json::Value = http
+        .post(format!("{url}/api/auth/demo/"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let tokens = [
+        (
+            "quota off (regular user)",
+            login["access"].as_str().context("access")?.to_owned(),
+        ),
+        (
+            "quota on (demo user)",
+            demo["access"].as_str().context("access")?.to_owned(),
+        ),
+    ];
+    let mut medians = [Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        for (i, (_, token)) in tokens.iter().enumerate() {
+            let mut latencies = Vec::with_capacity(requests);
+            for _ in 0..requests {
+                let t = Instant::now();
+                let res = http
+                    .post(format!("{url}/api/sessions/"))
+                    .bearer_auth(token)
+                    .json(&serde_json::json!({}))
+                    .send()
+                    .await?;
+                anyhow::ensure!(res.status() == 201, "create: {}", res.status());
+                latencies.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            medians[i].push(median(latencies));
+        }
+    }
+    println!(
+        "POST /api/sessions/, {requests} sequential per round, median of {rounds} round medians:"
+    );
+    let off = median(medians[0].clone());
+    let on = median(medians[1].clone());
+    println!("  {:<28} {:>8.0} µs", tokens[0].0, off);
+    println!("  {:<28} {:>8.0} µs", tokens[1].0, on);
+    println!(
+        "  admission adds               {:>8.1} %",
+        (on / off - 1.0) * 100.0
     );
     Ok(())
 }
