@@ -10,9 +10,12 @@ use std::time::Instant;
 use actix::Addr;
 use actix_web::middleware::{from_fn, ErrorHandlers, NormalizePath, TrailingSlash};
 use actix_web::{web, App, HttpServer};
+use palaver_actors::analysis::AnalysisPool;
 use palaver_actors::auth::Auth;
+use palaver_actors::messages::Drain;
 use palaver_actors::messages::Shutdown;
 use palaver_actors::quota::{Policy, QuotaRegistry};
+use palaver_actors::session::SessionDeps;
 use palaver_actors::Supervisor;
 use palaver_storage::Store;
 use palaver_storage::User;
@@ -33,6 +36,10 @@ pub struct AppState {
     pub auth: Auth,
     /// The single owner of every request counter.
     pub quotas: Addr<QuotaRegistry>,
+    /// Answers questions (WebSocket and whole-answer HTTP).
+    pub pool: AnalysisPool,
+    /// What every WebSocket session actor shares.
+    pub sessions: Arc<SessionDeps>,
     /// When the server started (for `/health`'s uptime).
     pub started: Instant,
 }
@@ -47,14 +54,20 @@ impl AppState {
                 "replies interrupted by the last shutdown marked failed"
             );
         }
-        let settings = config.auth_settings()?;
-        let booted = Supervisor::boot(store.clone(), settings)?;
+        let booted = Supervisor::boot(
+            store.clone(),
+            config.auth_settings()?,
+            config.analysis_settings()?,
+            config.ws_limits(),
+        )?;
         Ok(AppState {
             config: Arc::new(config),
             store,
             supervisor: booted.supervisor,
             auth: booted.auth,
             quotas: booted.quotas,
+            pool: booted.pool,
+            sessions: booted.sessions,
             started: Instant::now(),
         })
     }
@@ -84,12 +97,14 @@ impl AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(http::ops::config)
         .configure(http::auth::config)
-        .configure(http::sessions::config);
+        .configure(http::sessions::config)
+        .configure(http::ws::config);
 }
 
-/// Serves `listener` until `shutdown` resolves (or SIGTERM/SIGINT, which the
-/// caller folds into `shutdown`), then: stop accepting, let in-flight requests
-/// finish for up to `server.shutdown_grace`, stop the actors, flush storage.
+/// Serves `listener` until `shutdown` resolves, then shuts down in order:
+/// stop accepting; let streaming replies finish for up to
+/// `server.shutdown_grace` (then store them `failed`); close every WebSocket
+/// with 1001; let in-flight HTTP requests finish; stop the actors; flush.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
@@ -120,12 +135,27 @@ pub async fn run(
             let _ = tcp.set_nodelay(true);
         }
     })
+    // A closed WebSocket must not wait a second for the client to close the
+    // TCP connection first (spec-following clients never do).
+    .client_disconnect_timeout(std::time::Duration::ZERO)
     .disable_signals()
-    .shutdown_signal(shutdown)
     .shutdown_timeout(grace.as_secs().max(1))
     .listen(listener)?
     .run();
-    server.await?;
+    let handle = server.handle();
+    let server = actix_rt::spawn(server);
+    shutdown.await;
+
+    tracing::info!("shutting down: no new connections");
+    handle.pause().await;
+    if let Err(e) = state.supervisor.send(Drain { grace }).await {
+        tracing::error!(error = %e, "supervisor unreachable while draining");
+    }
+    handle.stop(true).await;
+    match server.await {
+        Ok(result) => result?,
+        Err(e) => tracing::error!(error = %e, "http server task failed"),
+    }
 
     tracing::info!("http server stopped; shutting down actors");
     match state.supervisor.send(Shutdown).await {

@@ -9,6 +9,7 @@ use palaver_actors::password;
 use palaver_storage::{NewUser, StorageError, Store, User};
 
 use crate::config::Config;
+pub use palaver_actors::protocol::rfc3339_millis;
 
 /// Opens the store named by the config, turning a held lock into a plain
 /// sentence (the error's own text says it).
@@ -143,9 +144,4 @@ pub fn token_mint(
     )?;
     let (token, _exp) = palaver_actors::auth::mint_access(&tokens, &user, ttl)?;
     Ok(token)
-}
-
-pub fn rfc3339_millis(millis: u64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis);
-    humantime::format_rfc3339_seconds(t).to_string()
 }

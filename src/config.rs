@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use palaver_actors::analysis::{AnalysisSettings, EngineKind};
 use palaver_actors::auth::keys::{self, KeyError, KeySource};
 use palaver_actors::auth::{AuthSettings, DemoSettings};
+use palaver_actors::session::WsLimits;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The file read from the working directory when `--config` is not given.
@@ -549,6 +551,46 @@ impl Config {
                 gc_after: self.demo.gc_after,
             },
         })
+    }
+
+    /// The analysis pool's settings.
+    pub fn analysis_settings(&self) -> Result<AnalysisSettings, ConfigError> {
+        let a = &self.analysis;
+        let engine = match a.engine {
+            Engine::Builtin => EngineKind::Builtin,
+            Engine::Echo => EngineKind::Echo,
+            Engine::Openai => {
+                return Err(ConfigError::Invalid(
+                    "analysis.engine: \"openai\" is not available in this version; use \"builtin\" or \"echo\"".into(),
+                ))
+            }
+        };
+        let workers = if a.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            a.workers
+        };
+        Ok(AnalysisSettings {
+            engine,
+            workers,
+            queue: a.queue,
+            token_delay: a.token_delay,
+            finish_on_disconnect: a.finish_on_disconnect,
+        })
+    }
+
+    /// The limits every WebSocket session enforces.
+    pub fn ws_limits(&self) -> WsLimits {
+        let w = &self.ws;
+        WsLimits {
+            max_messages_per_minute: w.max_messages_per_minute,
+            max_message_bytes: w.max_message_bytes,
+            max_buffered_bytes: w.max_buffered_bytes,
+            ping_interval: w.ping_interval,
+            idle_timeout: w.idle_timeout,
+            expiry_warning: w.expiry_warning,
+            max_question_chars: self.analysis.max_question_chars,
+        }
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -3,19 +3,27 @@
 //! # Layout
 //! - [`supervisor`]: started at boot; owns the lifecycle of the other actors
 //!   and drives graceful shutdown.
+//! - [`analysis`]: the AnalysisPool and its engines (`echo`, `builtin`) and tools.
+//! - [`protocol`]: the WebSocket wire types (API.md §7).
 //! - [`auth`]: identity: JWTs, refresh rotation, tickets, API keys, login
 //!   throttles, the demo sweep, and the AuthActor that writes that state.
 //! - [`messages`]: every message type, with its sender, receiver and reply.
+//! - [`registry`]: user → live WebSocket connections (owned by the Supervisor).
+//! - [`session`]: the SessionActor, one per WebSocket connection.
 //! - [`quota`]: the QuotaRegistry, single owner of every request counter.
 //! - [`password`]: argon2id hashing and verification (CPU-heavy: call it on a
 //!   blocking thread).
 //!
 //! Actors never touch sled: they go through `palaver-storage` repositories.
 
+pub mod analysis;
 pub mod auth;
 pub mod messages;
 pub mod password;
+pub mod protocol;
 pub mod quota;
+pub mod registry;
+pub mod session;
 pub mod supervisor;
 
 pub use supervisor::{Booted, Supervisor};

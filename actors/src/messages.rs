@@ -16,6 +16,16 @@ impl Message for Shutdown {
     type Result = Result<(), StorageError>;
 }
 
+/// Sent by the shutdown path to the [`crate::Supervisor`] once the listener
+/// stopped accepting: lets streaming replies finish for up to `grace` (then
+/// stops them, their replies stored `failed`) and closes every WebSocket
+/// with 1001. Answers when done.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Drain {
+    pub grace: std::time::Duration,
+}
+
 /// Why credentials stopped being valid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RevokeReason {

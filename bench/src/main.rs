@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
+use palaver_actors::analysis::{AnalysisSettings, EngineKind};
 use palaver_actors::auth::{Auth, AuthError, AuthSettings, DemoSettings, KeySource};
+use palaver_actors::session::WsLimits;
 use palaver_actors::{password, Supervisor};
 use palaver_storage::{NewUser, Store};
 
@@ -125,7 +127,26 @@ impl Handler<Verify> for Verifier {
 
 async fn verify(iterations: u32, rounds: u32) -> Result<()> {
     let store = Store::temporary()?;
-    let booted = Supervisor::boot(store.clone(), settings())?;
+    let booted = Supervisor::boot(
+        store.clone(),
+        settings(),
+        AnalysisSettings {
+            engine: EngineKind::Echo,
+            workers: 1,
+            queue: 16,
+            token_delay: Duration::ZERO,
+            finish_on_disconnect: true,
+        },
+        WsLimits {
+            max_messages_per_minute: 120,
+            max_message_bytes: 65536,
+            max_buffered_bytes: 1 << 20,
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            expiry_warning: Duration::from_secs(60),
+            max_question_chars: 4000,
+        },
+    )?;
     let auth = booted.auth;
     store
         .users()

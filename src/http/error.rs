@@ -39,6 +39,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("the server is not ready: {0}")]
     NotReady(String),
+    #[error("the analysis pool is full; try again shortly")]
+    Busy,
     /// Anything unexpected. The detail is logged, never sent.
     #[error("internal server error")]
     Internal(String),
@@ -67,6 +69,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::NotReady(_) => "not_ready",
+            ApiError::Busy => "busy",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -96,7 +99,7 @@ impl ResponseError for ApiError {
             ApiError::EmailTaken => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotReady(_) | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -123,6 +126,9 @@ impl ResponseError for ApiError {
             }
             ApiError::RateLimited { retry_after } => {
                 response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
+            }
+            ApiError::Busy => {
+                response.insert_header((header::RETRY_AFTER, "1"));
             }
             _ => {}
         }

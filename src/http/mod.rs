@@ -10,5 +10,6 @@ pub mod middleware;
 pub mod ops;
 pub mod quota;
 pub mod sessions;
+pub mod ws;
 
 pub use error::ApiError;

@@ -2,8 +2,12 @@
 //! checks ownership; another user's session is a plain 404.
 
 use actix_web::{web, HttpResponse};
+use std::sync::Arc;
+
+use palaver_actors::analysis::{Cancel, Event, Job};
 use palaver_actors::messages::SessionDeleted;
-use palaver_storage::{Message, MessageStatus, Role, Session, Store, UserId};
+use palaver_actors::protocol::message_json;
+use palaver_storage::{MessageStatus, Role, Session, Store, UserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -26,7 +30,11 @@ pub fn config(cfg: &mut web::ServiceConfig) {
                 .patch(rename)
                 .delete(delete),
         )
-        .service(web::resource("/api/sessions/{id}/messages").get(history));
+        .service(
+            web::resource("/api/sessions/{id}/messages")
+                .get(history)
+                .post(ask),
+        );
 }
 
 #[derive(Default, Deserialize)]
@@ -40,6 +48,12 @@ struct NewSession {
 #[serde(deny_unknown_fields)]
 struct Rename {
     title: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Question {
+    text: String,
 }
 
 #[derive(Deserialize)]
@@ -63,30 +77,6 @@ pub fn session_view(store: &Store, s: &Session) -> Result<Value, ApiError> {
         "updated_at": rfc3339_millis(s.updated_at),
         "message_count": store.sessions().message_count(s.id)?,
     }))
-}
-
-pub fn message_view(m: &Message) -> Value {
-    let parse =
-        |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::String(text.to_owned()));
-    json!({
-        "id": m.id.hyphenated().to_string(),
-        "seq": m.seq,
-        "role": match m.role { Role::User => "user", Role::Assistant => "assistant" },
-        "text": m.text,
-        "status": match m.status {
-            MessageStatus::Complete => "complete",
-            MessageStatus::Streaming => "streaming",
-            MessageStatus::Cancelled => "cancelled",
-            MessageStatus::Failed => "failed",
-        },
-        "tools": m.tools.iter().map(|t| json!({
-            "tool": t.tool,
-            "args": parse(&t.args),
-            "success": t.success,
-            "result": parse(&t.result),
-        })).collect::<Vec<_>>(),
-        "created_at": rfc3339_millis(m.created_at),
-    })
 }
 
 fn validate_title(title: &str) -> Result<String, ApiError> {
@@ -212,6 +202,60 @@ async fn history(
         .store
         .messages()
         .list(session.id, query.after.unwrap_or(0), limit)?;
-    let messages: Vec<_> = page.items.iter().map(message_view).collect();
+    let messages: Vec<_> = page.items.iter().map(message_json).collect();
     Ok(HttpResponse::Ok().json(json!({ "messages": messages, "next": page.next })))
+}
+
+/// `POST /api/sessions/{id}/messages/`: the same analysis as over a
+/// WebSocket, answered whole once the reply is complete and stored.
+async fn ask(
+    state: web::Data<AppState>,
+    who: Authenticated,
+    path: web::Path<String>,
+    body: web::Json<Question>,
+) -> Result<HttpResponse, ApiError> {
+    let session = owned_session(&state.store, who.0.user.id, &path)?;
+    let text = body.into_inner().text;
+    let max = state.config.analysis.max_question_chars;
+    if text.chars().count() > max {
+        return Err(ApiError::invalid(format!("text: at most {max} characters")));
+    }
+    if text.trim().is_empty() {
+        return Err(ApiError::invalid("text: the question is empty"));
+    }
+    let slot = state.pool.reserve().map_err(|_| ApiError::Busy)?;
+    let messages = state.store.messages();
+    let question = messages
+        .append(
+            session.id,
+            Role::User,
+            text,
+            MessageStatus::Complete,
+            vec![],
+        )
+        .await?;
+    let reply = messages.append_nowait(
+        session.id,
+        Role::Assistant,
+        String::new(),
+        MessageStatus::Streaming,
+        vec![],
+    )?;
+    let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    slot.submit(Job {
+        session,
+        question: question.clone(),
+        reply,
+        events,
+        cancel: Arc::new(Cancel::default()),
+    });
+    while let Some(event) = receiver.recv().await {
+        if let Event::Done { reply, .. } = event {
+            return Ok(HttpResponse::Ok().json(json!({
+                "question": message_json(&question),
+                "reply": message_json(&reply),
+            })));
+        }
+    }
+    Err(ApiError::internal("the analysis ended without a reply"))
 }

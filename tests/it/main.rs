@@ -10,3 +10,4 @@ mod logs;
 mod quota;
 mod sessions;
 mod support;
+mod ws;

@@ -155,6 +155,11 @@ impl TestServer {
         self.wait(Duration::from_secs(30))
     }
 
+    /// Waits for an exit already under way (after a signal the test sent).
+    pub fn terminate_wait(mut self) -> ExitStatus {
+        self.wait(Duration::from_secs(30))
+    }
+
     /// SIGKILL, then wait: a crash.
     pub fn kill(mut self) -> ExitStatus {
         self.child.kill().expect("SIGKILL");
@@ -330,4 +335,149 @@ pub fn claims_of(token: &str) -> serde_json::Value {
         .decode(payload)
         .unwrap();
     serde_json::from_slice(&bytes).unwrap()
+}
+
+/// A WebSocket client connection.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// How long a test waits for one frame (generous: a loaded 2-core machine).
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Opens `path` (e.g. `/ws/sessions/ID/?ticket=…`) with extra headers.
+pub async fn ws_open(
+    server: &TestServer,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<
+    (
+        Ws,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}{path}", server.base.replace("http://", "ws://"));
+    let mut request = url.into_client_request()?;
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    tokio_tungstenite::connect_async(request).await
+}
+
+/// Connects and returns the socket once `connected` arrived (and the frame).
+pub async fn ws_connected(
+    server: &TestServer,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (Ws, serde_json::Value) {
+    let (mut ws, _) = ws_open(server, path, headers).await.expect("handshake");
+    let first = next_frame(&mut ws).await;
+    assert_eq!(first["type"], "connected", "first frame: {first}");
+    (ws, first)
+}
+
+/// What the server sent next, skipping pings.
+pub enum Incoming {
+    Json(serde_json::Value),
+    Close(u16, String),
+    Ended,
+}
+
+pub async fn next_incoming(ws: &mut Ws) -> Incoming {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let item = tokio::time::timeout(FRAME_TIMEOUT, ws.next())
+            .await
+            .expect("a frame within the timeout");
+        match item {
+            Some(Ok(Message::Text(text))) => {
+                return Incoming::Json(serde_json::from_str(text.as_str()).expect("JSON frame"))
+            }
+            Some(Ok(Message::Close(frame))) => {
+                return match frame {
+                    Some(f) => Incoming::Close(u16::from(f.code), f.reason.to_string()),
+                    None => Incoming::Close(1005, String::new()),
+                }
+            }
+            Some(Ok(Message::Binary(_))) => panic!("the server sent a binary frame"),
+            Some(Ok(_)) => continue, // ping, pong
+            Some(Err(_)) | None => return Incoming::Ended,
+        }
+    }
+}
+
+/// The next JSON frame; panics on a close.
+pub async fn next_frame(ws: &mut Ws) -> serde_json::Value {
+    match next_incoming(ws).await {
+        Incoming::Json(v) => v,
+        Incoming::Close(code, reason) => {
+            panic!("closed {code} {reason:?} while a frame was expected")
+        }
+        Incoming::Ended => panic!("the connection ended while a frame was expected"),
+    }
+}
+
+/// The close code the server sends next (JSON frames before it are skipped).
+pub async fn close_code(ws: &mut Ws) -> u16 {
+    loop {
+        match next_incoming(ws).await {
+            Incoming::Json(_) => continue,
+            Incoming::Close(code, _) => return code,
+            Incoming::Ended => panic!("the connection ended without a close frame"),
+        }
+    }
+}
+
+pub async fn send_json(ws: &mut Ws, value: serde_json::Value) {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        value.to_string(),
+    ))
+    .await
+    .expect("send");
+}
+
+/// Creates a session for `token`; its id.
+pub async fn new_session(server: &TestServer, token: &str) -> String {
+    let res = client()
+        .post(server.url("/api/sessions/"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let body: serde_json::Value = res.json().await.unwrap();
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// A ticket for `token`.
+pub async fn ticket(server: &TestServer, token: &str) -> String {
+    let res = client()
+        .post(server.url("/api/auth/ws-ticket/"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    body["ticket"].as_str().unwrap().to_owned()
+}
+
+/// Reads frames until `done`; returns everything read, `done` last.
+pub async fn until_done(ws: &mut Ws) -> Vec<serde_json::Value> {
+    let mut frames = Vec::new();
+    loop {
+        let frame = next_frame(ws).await;
+        let done = frame["type"] == "done";
+        frames.push(frame);
+        if done {
+            return frames;
+        }
+    }
 }

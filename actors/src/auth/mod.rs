@@ -545,11 +545,10 @@ pub fn mint_access(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Supervisor;
 
     async fn booted() -> (Auth, Store) {
         let store = Store::temporary().unwrap();
-        let booted = Supervisor::boot(store.clone(), crate::supervisor::tests::settings()).unwrap();
+        let booted = crate::supervisor::tests::boot(store.clone());
         (booted.auth, store)
     }
 

@@ -1,0 +1,41 @@
+//! The `builtin` engine: a local agent that needs no network. It picks the
+//! tools the question asks for, announces and runs each, then answers in
+//! words built from their results.
+
+use super::tools::{registry, ToolInput};
+use super::{Run, Stop};
+
+/// What the engine says when no tool fits the question.
+pub const HELP: &str = "I can count the messages and the words in this conversation and \
+summarize it so far. Try \"how many messages so far?\", \"count the words\" or \
+\"summarize this session\".";
+
+pub async fn answer(run: &mut Run<'_>) -> Result<(), Stop> {
+    let question = run.job.question.text.clone();
+    let lowered = question.to_lowercase();
+    let input = ToolInput {
+        store: run.store.clone(),
+        session: run.job.session.clone(),
+        question: question.clone(),
+    };
+    let chosen: Vec<_> = registry()
+        .into_iter()
+        .filter(|t| t.wanted(&lowered))
+        .collect();
+    if chosen.is_empty() {
+        return run.words(HELP).await;
+    }
+    let mut sentences = Vec::new();
+    for tool in chosen {
+        let args = tool.args(&input);
+        let (t, i) = (tool.clone(), input.clone());
+        let result = run.tool(tool.name(), args, move || t.call(&i)).await?;
+        if let Some(error) = result.as_str().filter(|_| !result.is_object()) {
+            sentences.push(format!("{} failed: {error}.", tool.name()));
+        } else {
+            sentences.push(tool.describe(&result));
+        }
+    }
+    let answer = sentences.join(" ");
+    run.words(&answer).await
+}

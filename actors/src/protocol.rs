@@ -1,0 +1,246 @@
+//! The WebSocket wire protocol of API.md §7: what clients send and what the
+//! server sends back. Only this module defines frames; actors build values of
+//! these types and serialize them once.
+
+use palaver_storage::{Message, MessageStatus, Role};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// RFC 3339 (UTC, seconds) for a Unix-milliseconds time.
+pub fn rfc3339_millis(millis: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+pub fn status_name(status: MessageStatus) -> &'static str {
+    match status {
+        MessageStatus::Complete => "complete",
+        MessageStatus::Streaming => "streaming",
+        MessageStatus::Cancelled => "cancelled",
+        MessageStatus::Failed => "failed",
+    }
+}
+
+/// A stored message as the API shows it (history, `message` events, the
+/// whole-answer endpoint).
+pub fn message_json(m: &Message) -> Value {
+    let parse =
+        |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::String(text.to_owned()));
+    json!({
+        "id": m.id.hyphenated().to_string(),
+        "seq": m.seq,
+        "role": match m.role { Role::User => "user", Role::Assistant => "assistant" },
+        "text": m.text,
+        "status": status_name(m.status),
+        "tools": m.tools.iter().map(|t| json!({
+            "tool": t.tool,
+            "args": parse(&t.args),
+            "success": t.success,
+            "result": parse(&t.result),
+        })).collect::<Vec<_>>(),
+        "created_at": rfc3339_millis(m.created_at),
+    })
+}
+
+/// Close codes (API.md §7).
+pub mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const UNSUPPORTED: u16 = 1003;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const SERVER_ERROR: u16 = 1011;
+    pub const AUTH: u16 = 4001;
+    pub const USER_INACTIVE: u16 = 4002;
+    pub const FORBIDDEN: u16 = 4003;
+    pub const NOT_FOUND: u16 = 4004;
+    pub const TOO_MANY: u16 = 4029;
+}
+
+/// A frame from the client. Fields the server does not know are ignored (a
+/// newer client stays compatible); an unknown `type` is `invalid_message`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    Question {
+        text: String,
+        #[serde(default)]
+        id: Option<String>,
+    },
+    Cancel,
+    Refresh {
+        token: String,
+    },
+    Ping,
+}
+
+/// The user as `connected` shows it.
+#[derive(Debug, Serialize)]
+pub struct ConnectedUser {
+    pub id: String,
+    pub is_demo: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct QuotaView {
+    pub request_count: u32,
+    pub request_limit: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Usage {
+    pub tokens: u64,
+    pub first_token_ms: u64,
+    pub total_ms: u64,
+}
+
+/// A frame from the server.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Connected {
+        session_id: String,
+        user: ConnectedUser,
+        expires_at: Option<u64>,
+        quota: Option<QuotaView>,
+    },
+    Message {
+        message: Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+    },
+    ToolCall {
+        message_id: String,
+        tool: String,
+        args: Value,
+    },
+    ToolResult {
+        message_id: String,
+        tool: String,
+        success: bool,
+        result: Value,
+    },
+    Token {
+        message_id: String,
+        text: String,
+    },
+    Done {
+        message_id: String,
+        status: &'static str,
+        usage: Usage,
+    },
+    Error {
+        code: &'static str,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_count: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_limit: Option<u32>,
+    },
+    Quota {
+        request_count: u32,
+        request_limit: u32,
+        reset_in: u64,
+    },
+    Refreshed {
+        expires_at: Option<u64>,
+    },
+    TokenExpiring {
+        expires_in: u64,
+    },
+    Pong,
+}
+
+impl ServerFrame {
+    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+        ServerFrame::Error {
+            code,
+            message: message.into(),
+            request_count: None,
+            request_limit: None,
+        }
+    }
+
+    /// The `type` of the frame (for metrics and logs).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerFrame::Connected { .. } => "connected",
+            ServerFrame::Message { .. } => "message",
+            ServerFrame::ToolCall { .. } => "tool_call",
+            ServerFrame::ToolResult { .. } => "tool_result",
+            ServerFrame::Token { .. } => "token",
+            ServerFrame::Done { .. } => "done",
+            ServerFrame::Error { .. } => "error",
+            ServerFrame::Quota { .. } => "quota",
+            ServerFrame::Refreshed { .. } => "refreshed",
+            ServerFrame::TokenExpiring { .. } => "token_expiring",
+            ServerFrame::Pong => "pong",
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serializing these types cannot fail (string keys, no maps with
+        // non-string keys); fall back to an error frame rather than panic.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"type":"error","code":"internal","message":"cannot encode frame"}"#.to_owned()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_frames_parse_and_reject_unknown_shapes() {
+        let q: ClientFrame =
+            serde_json::from_str(r#"{"type":"question","text":"hi","id":"c1"}"#).unwrap();
+        assert!(
+            matches!(q, ClientFrame::Question { ref text, id: Some(ref id) } if text == "hi" && id == "c1")
+        );
+        assert!(matches!(
+            serde_json::from_str(r#"{"type":"cancel"}"#).unwrap(),
+            ClientFrame::Cancel
+        ));
+        assert!(matches!(
+            serde_json::from_str(r#"{"type":"ping"}"#).unwrap(),
+            ClientFrame::Ping
+        ));
+        for bad in [
+            r#"{"type":"question"}"#,
+            r#"{"type":"shout","text":"x"}"#,
+            r#"{"text":"x"}"#,
+            "[]",
+            "not json",
+        ] {
+            assert!(serde_json::from_str::<ClientFrame>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn server_frames_have_the_contract_shape() {
+        let done = ServerFrame::Done {
+            message_id: "m".into(),
+            status: "complete",
+            usage: Usage {
+                tokens: 3,
+                first_token_ms: 1,
+                total_ms: 2,
+            },
+        };
+        let v: Value = serde_json::from_str(&done.to_json()).unwrap();
+        assert_eq!(v["type"], "done");
+        assert_eq!(v["usage"]["tokens"], 3);
+        let err: Value =
+            serde_json::from_str(&ServerFrame::error("busy", "full").to_json()).unwrap();
+        assert_eq!(
+            err,
+            serde_json::json!({"type":"error","code":"busy","message":"full"})
+        );
+        let pong: Value = serde_json::from_str(&ServerFrame::Pong.to_json()).unwrap();
+        assert_eq!(pong, serde_json::json!({"type":"pong"}));
+        let exp: Value =
+            serde_json::from_str(&ServerFrame::TokenExpiring { expires_in: 60 }.to_json()).unwrap();
+        assert_eq!(exp["type"], "token_expiring");
+    }
+}

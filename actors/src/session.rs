@@ -1,0 +1,630 @@
+//! The SessionActor: one per WebSocket connection, created only after the
+//! handshake authenticated the client and checked the session's ownership.
+//! It owns the socket (the incoming stream is added to its context; a small
+//! writer task drains its bounded outbox into the socket), speaks the
+//! protocol of API.md §7, and never blocks: admission, storage and analysis
+//! run as futures and report back as messages or stream items.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_ws::{AggregatedMessage, CloseReason, ProtocolError};
+use palaver_storage::{Message, MessageStatus, Role, Session, StorageError, Store, UserId};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use uuid::Uuid;
+
+use crate::analysis::{AnalysisPool, Cancel, Event, Job};
+use crate::auth::{now_secs, Auth, Principal};
+use crate::protocol::{
+    close, message_json, status_name, ClientFrame, ConnectedUser, QuotaView, ServerFrame, Usage,
+};
+use crate::quota::{Admission, Admit, Peek, Policy, QuotaRegistry, Standing};
+use crate::registry::{CloseConnection, Connections};
+
+/// The `[ws]` limits a session actor enforces.
+#[derive(Clone, Debug)]
+pub struct WsLimits {
+    pub max_messages_per_minute: u32,
+    pub max_message_bytes: usize,
+    pub max_buffered_bytes: usize,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    pub expiry_warning: Duration,
+    pub max_question_chars: usize,
+}
+
+/// What every session actor shares (one per server).
+pub struct SessionDeps {
+    pub store: Store,
+    pub auth: Auth,
+    pub quotas: Addr<QuotaRegistry>,
+    pub pool: AnalysisPool,
+    pub connections: Arc<Connections>,
+    pub limits: WsLimits,
+}
+
+/// How many frames past the per-minute limit get `rate_limited` before the
+/// connection is closed with 1008.
+const RATE_LIMIT_GRACE: u32 = 10;
+/// How long a close frame may wait behind a reader that does not read.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
+
+enum Out {
+    Text(String),
+    Ping,
+    Pong(bytes::Bytes),
+    Close(u16, &'static str),
+}
+
+/// Outgoing frames not yet handed to the socket, bounded in bytes.
+struct Outbox {
+    tx: mpsc::UnboundedSender<Out>,
+    buffered: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+impl Outbox {
+    /// Queues a text frame; `false` if that would pass the limit.
+    fn text(&self, json: String) -> bool {
+        let len = json.len();
+        if self.buffered.load(Ordering::Relaxed) + len > self.limit {
+            return false;
+        }
+        self.buffered.fetch_add(len, Ordering::Relaxed);
+        let _ = self.tx.send(Out::Text(json));
+        true
+    }
+
+    fn control(&self, out: Out) {
+        let _ = self.tx.send(out);
+    }
+}
+
+async fn write(
+    mut socket: actix_ws::Session,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    buffered: Arc<AtomicUsize>,
+) {
+    while let Some(out) = rx.recv().await {
+        let sent = match out {
+            Out::Text(text) => {
+                let len = text.len();
+                let sent = socket.text(text).await;
+                buffered.fetch_sub(len, Ordering::Relaxed);
+                sent
+            }
+            Out::Ping => socket.ping(b"").await,
+            Out::Pong(bytes) => socket.pong(&bytes).await,
+            Out::Close(code, reason) => {
+                let reason = CloseReason {
+                    code: code.into(),
+                    description: Some(reason.to_owned()),
+                };
+                let _ = socket.close(Some(reason)).await;
+                return;
+            }
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+enum Streaming {
+    /// Admission and storage of the question in progress.
+    Starting {
+        cancel_requested: bool,
+    },
+    Running {
+        cancel: Arc<Cancel>,
+    },
+}
+
+pub struct SessionActor {
+    deps: Arc<SessionDeps>,
+    conn_id: u64,
+    user_id: UserId,
+    is_demo: bool,
+    session: Session,
+    family: Option<Uuid>,
+    /// When the credential expires (Unix seconds), if it does.
+    expires_at: Option<u64>,
+    policy: Option<Policy>,
+    out: Outbox,
+    writer: Option<actix_rt::task::JoinHandle<()>>,
+    last_heard: Instant,
+    window_started: Instant,
+    frames_in_window: u32,
+    streaming: Option<Streaming>,
+    /// The id of the reply streaming now (for its events).
+    current_reply: Option<String>,
+    expiry_timers: Vec<SpawnHandle>,
+    closing: bool,
+}
+
+/// What the handshake established.
+pub struct Opened {
+    pub principal: Principal,
+    pub session: Session,
+    pub policy: Option<Policy>,
+}
+
+impl SessionActor {
+    /// Runs the actor in `ctx` (created by the handshake, which registered
+    /// its address) over the upgraded socket.
+    pub fn launch(
+        ctx: Context<Self>,
+        deps: Arc<SessionDeps>,
+        opened: Opened,
+        conn_id: u64,
+        socket: actix_ws::Session,
+        stream: actix_ws::MessageStream,
+    ) -> Addr<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let buffered = Arc::new(AtomicUsize::new(0));
+        let writer = actix_rt::spawn(write(socket, rx, buffered.clone()));
+        let stream = stream
+            .max_frame_size(deps.limits.max_message_bytes)
+            .aggregate_continuations()
+            .max_continuation_size(deps.limits.max_message_bytes);
+        let mut ctx = ctx;
+        ctx.add_stream(stream);
+        let now = Instant::now();
+        let actor = SessionActor {
+            out: Outbox {
+                tx,
+                buffered,
+                limit: deps.limits.max_buffered_bytes,
+            },
+            conn_id,
+            user_id: opened.principal.user.id,
+            is_demo: opened.principal.user.is_demo,
+            family: opened.principal.family(),
+            expires_at: opened.principal.expires_at(),
+            session: opened.session,
+            policy: opened.policy,
+            deps,
+            writer: Some(writer),
+            last_heard: now,
+            window_started: now,
+            frames_in_window: 0,
+            streaming: None,
+            current_reply: None,
+            expiry_timers: Vec::new(),
+            closing: false,
+        };
+        ctx.run(actor)
+    }
+
+    fn send(&mut self, frame: ServerFrame, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        if !self.out.text(frame.to_json()) {
+            tracing::info!(
+                conn = self.conn_id,
+                "slow reader: outgoing buffer full, closing"
+            );
+            self.close(close::POLICY, "slow reader: outgoing buffer full", ctx);
+        }
+    }
+
+    fn close(&mut self, code: u16, reason: &'static str, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        tracing::debug!(conn = self.conn_id, code, reason, "closing connection");
+        self.out.control(Out::Close(code, reason));
+        if let Some(writer) = self.writer.take() {
+            // A reader that never reads never receives the close: give up on
+            // it after a while so the connection's memory is released.
+            actix_rt::spawn(async move {
+                let abort = writer.abort_handle();
+                if tokio::time::timeout(CLOSE_DEADLINE, writer).await.is_err() {
+                    abort.abort();
+                }
+            });
+        }
+        ctx.stop();
+    }
+
+    fn schedule_expiry(&mut self, ctx: &mut Context<Self>) {
+        for handle in self.expiry_timers.drain(..) {
+            ctx.cancel_future(handle);
+        }
+        let Some(expires_at) = self.expires_at else {
+            return;
+        };
+        let left = Duration::from_secs(expires_at.saturating_sub(now_secs()));
+        let warning = self.deps.limits.expiry_warning;
+        let warn_in = left.saturating_sub(warning);
+        self.expiry_timers.push(ctx.run_later(warn_in, |act, ctx| {
+            let expires_in = act.expires_at.map_or(0, |at| at.saturating_sub(now_secs()));
+            act.send(ServerFrame::TokenExpiring { expires_in }, ctx);
+        }));
+        self.expiry_timers.push(ctx.run_later(left, |act, ctx| {
+            act.close(close::AUTH, "credential expired", ctx);
+        }));
+    }
+
+    /// Counts a frame against `ws.max_messages_per_minute`; `false` when the
+    /// frame must be dropped.
+    fn within_rate(&mut self, ctx: &mut Context<Self>) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.window_started) >= Duration::from_secs(60) {
+            self.window_started = now;
+            self.frames_in_window = 0;
+        }
+        self.frames_in_window += 1;
+        let limit = self.deps.limits.max_messages_per_minute;
+        if self.frames_in_window <= limit {
+            return true;
+        }
+        if self.frames_in_window > limit + RATE_LIMIT_GRACE {
+            self.close(close::POLICY, "too many messages", ctx);
+        } else {
+            self.send(
+                ServerFrame::error(
+                    "rate_limited",
+                    format!("at most {limit} messages per minute"),
+                ),
+                ctx,
+            );
+        }
+        false
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        if !self.within_rate(ctx) {
+            return;
+        }
+        let frame = match serde_json::from_str::<ClientFrame>(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let message = format!("not a valid message: {e}");
+                self.send(ServerFrame::error("invalid_message", message), ctx);
+                return;
+            }
+        };
+        match frame {
+            ClientFrame::Ping => self.send(ServerFrame::Pong, ctx),
+            ClientFrame::Question { text, id } => self.on_question(text, id, ctx),
+            ClientFrame::Cancel => match &mut self.streaming {
+                Some(Streaming::Running { cancel }) => cancel.by_client(),
+                Some(Streaming::Starting { cancel_requested }) => *cancel_requested = true,
+                None => {}
+            },
+            ClientFrame::Refresh { token } => self.on_refresh(&token, ctx),
+        }
+    }
+
+    fn on_refresh(&mut self, token: &str, ctx: &mut Context<Self>) {
+        match self.deps.auth.verify_access(token) {
+            Ok(principal) if principal.user.id == self.user_id => {
+                self.expires_at = principal.expires_at();
+                self.family = principal.family();
+                self.schedule_expiry(ctx);
+                self.send(
+                    ServerFrame::Refreshed {
+                        expires_at: self.expires_at,
+                    },
+                    ctx,
+                );
+            }
+            Ok(_) => self.send(
+                ServerFrame::error("token_invalid", "the token belongs to another user"),
+                ctx,
+            ),
+            Err(e) => self.send(ServerFrame::error("token_invalid", e.to_string()), ctx),
+        }
+    }
+
+    fn on_question(&mut self, text: String, client_id: Option<String>, ctx: &mut Context<Self>) {
+        let limits = &self.deps.limits;
+        if text.chars().count() > limits.max_question_chars {
+            let max = limits.max_question_chars;
+            return self.send(
+                ServerFrame::error("question_too_long", format!("at most {max} characters")),
+                ctx,
+            );
+        }
+        if text.trim().is_empty() {
+            return self.send(
+                ServerFrame::error("invalid_message", "the question is empty"),
+                ctx,
+            );
+        }
+        if client_id.as_ref().is_some_and(|id| id.chars().count() > 64) {
+            return self.send(
+                ServerFrame::error("invalid_message", "id: at most 64 characters"),
+                ctx,
+            );
+        }
+        if self.streaming.is_some() {
+            return self.send(
+                ServerFrame::error("stream_in_progress", "a reply is still streaming"),
+                ctx,
+            );
+        }
+        let Ok(slot) = self.deps.pool.reserve() else {
+            return self.send(
+                ServerFrame::error("busy", "the analysis pool is full; try again shortly"),
+                ctx,
+            );
+        };
+        self.streaming = Some(Streaming::Starting {
+            cancel_requested: false,
+        });
+
+        let deps = self.deps.clone();
+        let (user, policy, session_id) = (self.user_id, self.policy, self.session.id);
+        let start = async move {
+            let standing = match policy {
+                None => None,
+                Some(policy) => {
+                    let admit = Admit {
+                        user,
+                        policy,
+                        now: now_secs(),
+                    };
+                    match deps.quotas.send(admit).await {
+                        Ok(Ok(Admission::Admitted(s))) => Some(s),
+                        Ok(Ok(Admission::Rejected(s))) => return Err(Refused::Quota(s)),
+                        Ok(Err(e)) => return Err(Refused::Storage(e)),
+                        Err(_) => return Err(Refused::Internal),
+                    }
+                }
+            };
+            // The question's durable write also makes the count durable.
+            let messages = deps.store.messages();
+            let question = messages
+                .append(
+                    session_id,
+                    Role::User,
+                    text,
+                    MessageStatus::Complete,
+                    vec![],
+                )
+                .await
+                .map_err(Refused::Storage)?;
+            let reply = messages
+                .append_nowait(
+                    session_id,
+                    Role::Assistant,
+                    String::new(),
+                    MessageStatus::Streaming,
+                    vec![],
+                )
+                .map_err(Refused::Storage)?;
+            Ok((question, reply, standing))
+        };
+        ctx.spawn(
+            start
+                .into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok((question, reply, standing)) => {
+                        act.started(question, reply, standing, client_id, slot, ctx)
+                    }
+                    Err(refused) => {
+                        act.streaming = None;
+                        let frame = match refused {
+                            Refused::Quota(s) => ServerFrame::Error {
+                                code: "quota_exceeded",
+                                message: "request quota exceeded".into(),
+                                request_count: Some(s.count),
+                                request_limit: Some(s.limit()),
+                            },
+                            Refused::Storage(e) => {
+                                tracing::error!(error = %e, "cannot store a question");
+                                ServerFrame::error(
+                                    "analysis_failed",
+                                    "the question could not be stored",
+                                )
+                            }
+                            Refused::Internal => {
+                                ServerFrame::error("analysis_failed", "internal error")
+                            }
+                        };
+                        act.send(frame, ctx);
+                    }
+                }),
+        );
+    }
+
+    fn started(
+        &mut self,
+        question: Message,
+        reply: Message,
+        standing: Option<Standing>,
+        client_id: Option<String>,
+        slot: crate::analysis::Slot,
+        ctx: &mut Context<Self>,
+    ) {
+        let cancel_requested = matches!(
+            self.streaming,
+            Some(Streaming::Starting {
+                cancel_requested: true
+            })
+        );
+        self.send(
+            ServerFrame::Message {
+                message: message_json(&question),
+                client_id,
+            },
+            ctx,
+        );
+        if let Some(s) = standing {
+            self.send(
+                ServerFrame::Quota {
+                    request_count: s.count,
+                    request_limit: s.limit(),
+                    reset_in: s.reset_in,
+                },
+                ctx,
+            );
+        }
+        self.current_reply = Some(reply.id.hyphenated().to_string());
+        let (events, receiver) = mpsc::unbounded_channel();
+        let cancel = Arc::new(Cancel::default());
+        if cancel_requested {
+            cancel.by_client();
+        }
+        slot.submit(Job {
+            session: self.session.clone(),
+            question,
+            reply,
+            events,
+            cancel: cancel.clone(),
+        });
+        self.streaming = Some(Streaming::Running { cancel });
+        ctx.add_stream(UnboundedReceiverStream::new(receiver));
+    }
+}
+
+enum Refused {
+    Quota(Standing),
+    Storage(StorageError),
+    Internal,
+}
+
+impl SessionActor {
+    fn reply_id(&self) -> String {
+        self.current_reply.clone().unwrap_or_default()
+    }
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let (deps, user, policy) = (self.deps.clone(), self.user_id, self.policy);
+        // `connected` goes first: nothing else is handled until it is queued.
+        let peek = async move {
+            match policy {
+                Some(policy) => deps
+                    .quotas
+                    .send(Peek {
+                        user,
+                        policy,
+                        now: now_secs(),
+                    })
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+                None => None,
+            }
+        };
+        ctx.wait(peek.into_actor(self).map(|standing, act, ctx| {
+            let frame = ServerFrame::Connected {
+                session_id: act.session.id.hyphenated().to_string(),
+                user: ConnectedUser {
+                    id: act.user_id.to_string(),
+                    is_demo: act.is_demo,
+                },
+                expires_at: act.expires_at,
+                quota: standing.map(|s| QuotaView {
+                    request_count: s.count,
+                    request_limit: s.limit(),
+                }),
+            };
+            act.send(frame, ctx);
+        }));
+        let ping_every = self.deps.limits.ping_interval;
+        ctx.run_interval(ping_every, |act, ctx| {
+            if act.last_heard.elapsed() >= act.deps.limits.idle_timeout {
+                act.close(close::GOING_AWAY, "idle timeout", ctx);
+            } else {
+                act.out.control(Out::Ping);
+            }
+        });
+        self.schedule_expiry(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.deps.connections.unregister(self.user_id, self.conn_id);
+        if !self.closing {
+            // The client went away without a close handshake: end the writer.
+            self.out.control(Out::Close(close::NORMAL, ""));
+        }
+    }
+}
+
+impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for SessionActor {
+    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match item {
+            Ok(AggregatedMessage::Text(text)) => self.on_text(&text, ctx),
+            Ok(AggregatedMessage::Binary(_)) => {
+                self.close(close::UNSUPPORTED, "only text frames are spoken", ctx)
+            }
+            Ok(AggregatedMessage::Ping(bytes)) => self.out.control(Out::Pong(bytes)),
+            Ok(AggregatedMessage::Pong(_)) => {}
+            Ok(AggregatedMessage::Close(_)) => self.close(close::NORMAL, "", ctx),
+            Err(ProtocolError::Overflow) => self.close(close::TOO_BIG, "message too big", ctx),
+            Err(e) => {
+                tracing::debug!(conn = self.conn_id, error = %e, "websocket protocol error");
+                self.close(1002, "protocol error", ctx);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl StreamHandler<Event> for SessionActor {
+    fn handle(&mut self, event: Event, ctx: &mut Self::Context) {
+        let frame = match event {
+            Event::ToolCall { tool, args } => ServerFrame::ToolCall {
+                message_id: self.reply_id(),
+                tool,
+                args,
+            },
+            Event::ToolResult {
+                tool,
+                success,
+                result,
+            } => ServerFrame::ToolResult {
+                message_id: self.reply_id(),
+                tool,
+                success,
+                result,
+            },
+            Event::Token(text) => ServerFrame::Token {
+                message_id: self.reply_id(),
+                text,
+            },
+            Event::Done { reply, usage } => {
+                self.streaming = None;
+                self.current_reply = None;
+                ServerFrame::Done {
+                    message_id: reply.id.hyphenated().to_string(),
+                    status: status_name(reply.status),
+                    usage: Usage {
+                        tokens: usage.tokens,
+                        first_token_ms: usage.first_token_ms,
+                        total_ms: usage.total_ms,
+                    },
+                }
+            }
+        };
+        self.send(frame, ctx);
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {
+        // One question's events ended; the connection goes on.
+    }
+}
+
+impl Handler<CloseConnection> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseConnection, ctx: &mut Self::Context) {
+        self.close(msg.code, msg.reason, ctx);
+    }
+}

@@ -1,0 +1,236 @@
+//! `GET /ws/sessions/{id}/`: the WebSocket handshake (API.md §7).
+//!
+//! Everything is decided while the upgrade request is handled, before the
+//! handshake completes: the `Origin`, the credential (ticket, then
+//! `Sec-WebSocket-Protocol: palaver.v1, bearer.<jwt>`, then `?token=`, then
+//! `Authorization`, then `?api_key=` / `X-API-Key`: the first present one
+//! decides), the session's ownership and the per-user connection limit. A
+//! refused connection gets no actor and none of its frames is read: with
+//! `ws.reject_with = "close"` the handshake completes only to carry the close
+//! code; with `"http"` it is answered 401/403/404/429 without upgrading.
+
+use actix::{AsyncContext, Context};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{CloseCode, CloseReason};
+use palaver_actors::auth::{AuthError, Principal};
+use palaver_actors::protocol::close;
+use palaver_actors::session::{Opened, SessionActor};
+use serde::Deserialize;
+
+use super::extract::bearer_token;
+use super::sessions::owned_session;
+use super::ApiError;
+use crate::app::AppState;
+use crate::config::RejectWith;
+
+/// The subprotocol palaver speaks.
+pub const SUBPROTOCOL: &str = "palaver.v1";
+
+pub fn config(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/ws/sessions/{id}").get(connect));
+}
+
+#[derive(Default, Deserialize)]
+struct Credentials {
+    ticket: Option<String>,
+    token: Option<String>,
+    api_key: Option<String>,
+}
+
+/// Why a handshake is refused.
+enum Refusal {
+    Origin,
+    Auth(AuthError),
+    NotFound,
+    TooMany,
+}
+
+impl Refusal {
+    fn close_code(&self) -> (u16, &'static str) {
+        match self {
+            Refusal::Origin => (close::POLICY, "origin not allowed"),
+            Refusal::Auth(AuthError::AccountDisabled) => {
+                (close::USER_INACTIVE, "account unavailable")
+            }
+            Refusal::Auth(AuthError::Storage(_) | AuthError::Internal(_)) => {
+                (close::SERVER_ERROR, "server error")
+            }
+            Refusal::Auth(_) => (close::AUTH, "authentication failed"),
+            Refusal::NotFound => (close::NOT_FOUND, "session not found"),
+            Refusal::TooMany => (close::TOO_MANY, "too many connections"),
+        }
+    }
+
+    fn http_error(self) -> ApiError {
+        match self {
+            Refusal::Origin => ApiError::Forbidden("origin not allowed".into()),
+            Refusal::Auth(e) => e.into(),
+            Refusal::NotFound => ApiError::NotFound,
+            Refusal::TooMany => ApiError::RateLimited { retry_after: 5 },
+        }
+    }
+}
+
+async fn connect(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let admitted = admit(&req, &state, &path);
+    let (principal, session) = match admitted {
+        Ok(found) => found,
+        Err(refusal) => return refuse(&req, body, &state, refusal),
+    };
+    // Reserve the connection before anything exists that could leak.
+    let ctx = Context::<SessionActor>::new();
+    let max = state.config.ws.max_connections_per_user as usize;
+    let conn_id = match state.sessions.connections.register(
+        principal.user.id,
+        principal.family(),
+        session.id,
+        max,
+        ctx.address().recipient(),
+    ) {
+        Ok(id) => id,
+        Err(_) => return refuse(&req, body, &state, Refusal::TooMany),
+    };
+    let (response, socket, stream) =
+        match actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL]) {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                state
+                    .sessions
+                    .connections
+                    .unregister(principal.user.id, conn_id);
+                return Err(ApiError::invalid(format!("not a WebSocket upgrade: {e}")));
+            }
+        };
+    let policy = state.quota_policy(&principal.user);
+    tracing::info!(conn = conn_id, user_id = %principal.user.id, session_id = %session.id, "websocket connected");
+    SessionActor::launch(
+        ctx,
+        state.sessions.clone(),
+        Opened {
+            principal,
+            session,
+            policy,
+        },
+        conn_id,
+        socket,
+        stream,
+    );
+    Ok(response)
+}
+
+fn admit(
+    req: &HttpRequest,
+    state: &AppState,
+    session_id: &str,
+) -> Result<(Principal, palaver_storage::Session), Refusal> {
+    if !origin_allowed(req, &state.config.server.allowed_origins) {
+        return Err(Refusal::Origin);
+    }
+    let principal = authenticate(req, state).map_err(Refusal::Auth)?;
+    let session =
+        owned_session(&state.store, principal.user.id, session_id).map_err(|e| match e {
+            ApiError::NotFound => Refusal::NotFound,
+            other => Refusal::Auth(AuthError::Internal(other.to_string())),
+        })?;
+    Ok((principal, session))
+}
+
+/// The first credential present, in the contract's order of precedence.
+fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, AuthError> {
+    let auth = &state.auth;
+    let query: Credentials = web::Query::<Credentials>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .unwrap_or_default();
+    if let Some(ticket) = &query.ticket {
+        return auth.consume_ticket(ticket);
+    }
+    if let Some(token) = subprotocol_token(req) {
+        return auth.verify_access(token);
+    }
+    if let Some(token) = &query.token {
+        return auth.verify_access(token);
+    }
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(bearer_token)
+            .ok_or(AuthError::Invalid(
+                "expected `Authorization: Bearer <token>`",
+            ))?;
+        return auth.verify_access(token);
+    }
+    if let Some(key) = &query.api_key {
+        return auth.verify_api_key(key);
+    }
+    if let Some(value) = req.headers().get("x-api-key") {
+        let key = value
+            .to_str()
+            .map_err(|_| AuthError::Invalid("malformed API key"))?;
+        return auth.verify_api_key(key.trim());
+    }
+    Err(AuthError::Missing)
+}
+
+/// `bearer.<jwt>` among the offered subprotocols.
+fn subprotocol_token(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("bearer."))
+}
+
+/// With no allowed origins configured, only the server's own origin (the
+/// `Origin` matches `http://` + the request's `Host`); otherwise exactly the
+/// listed ones. No `Origin` header: not a browser, not cross-site: allowed.
+fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if allowed.is_empty() {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        return !host.is_empty() && origin.eq_ignore_ascii_case(&format!("http://{host}"));
+    }
+    allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
+}
+
+fn refuse(
+    req: &HttpRequest,
+    body: web::Payload,
+    state: &AppState,
+    refusal: Refusal,
+) -> Result<HttpResponse, ApiError> {
+    let (code, reason) = refusal.close_code();
+    tracing::info!(code, reason, "websocket refused");
+    if state.config.ws.reject_with == RejectWith::Http {
+        return Err(refusal.http_error());
+    }
+    // Complete the handshake only to deliver the close code; the client's
+    // frames are never read (the stream is dropped unread).
+    let (response, socket, _unread) = actix_ws::handle_with_protocols(req, body, &[SUBPROTOCOL])
+        .map_err(|e| ApiError::invalid(format!("not a WebSocket upgrade: {e}")))?;
+    actix_rt::spawn(async move {
+        let _ = socket
+            .close(Some(CloseReason {
+                code: CloseCode::from(code),
+                description: Some(reason.to_owned()),
+            }))
+            .await;
+    });
+    Ok(response)
+}
