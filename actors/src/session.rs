@@ -379,26 +379,11 @@ impl SessionActor {
                     }
                 }
             };
-            // The question's durable write also makes the count durable.
-            let messages = deps.store.messages();
-            let question = messages
-                .append(
-                    session_id,
-                    Role::User,
-                    text,
-                    MessageStatus::Complete,
-                    vec![],
-                )
+            // The question and the reply's placeholder (so a crash mid-reply
+            // leaves a `failed` reply, not none) become durable in one flush,
+            // which also covers the count.
+            let (question, reply) = store_question(&deps.store, session_id, text)
                 .await
-                .map_err(Refused::Storage)?;
-            let reply = messages
-                .append_nowait(
-                    session_id,
-                    Role::Assistant,
-                    String::new(),
-                    MessageStatus::Streaming,
-                    vec![],
-                )
                 .map_err(Refused::Storage)?;
             Ok((question, reply, standing))
         };
@@ -485,6 +470,27 @@ impl SessionActor {
     }
 }
 
+/// Stores a question and the placeholder of its reply (`streaming`), both
+/// durable when it returns.
+pub async fn store_question(
+    store: &Store,
+    session: Uuid,
+    text: String,
+) -> Result<(Message, Message), StorageError> {
+    let messages = store.messages();
+    let question =
+        messages.append_nowait(session, Role::User, text, MessageStatus::Complete, vec![])?;
+    let reply = messages.append_nowait(
+        session,
+        Role::Assistant,
+        String::new(),
+        MessageStatus::Streaming,
+        vec![],
+    )?;
+    store.durable().await?;
+    Ok((question, reply))
+}
+
 enum Refused {
     Quota(Standing),
     Storage(StorageError),
@@ -536,6 +542,7 @@ impl Actor for SessionActor {
         let ping_every = self.deps.limits.ping_interval;
         ctx.run_interval(ping_every, |act, ctx| {
             if act.last_heard.elapsed() >= act.deps.limits.idle_timeout {
+                tracing::info!(conn = act.conn_id, "idle timeout: closing");
                 act.close(close::GOING_AWAY, "idle timeout", ctx);
             } else {
                 act.out.control(Out::Ping);

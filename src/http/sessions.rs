@@ -7,7 +7,8 @@ use std::sync::Arc;
 use palaver_actors::analysis::{Cancel, Event, Job};
 use palaver_actors::messages::SessionDeleted;
 use palaver_actors::protocol::message_json;
-use palaver_storage::{MessageStatus, Role, Session, Store, UserId};
+use palaver_actors::session::store_question;
+use palaver_storage::{Session, Store, UserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -224,23 +225,7 @@ async fn ask(
         return Err(ApiError::invalid("text: the question is empty"));
     }
     let slot = state.pool.reserve().map_err(|_| ApiError::Busy)?;
-    let messages = state.store.messages();
-    let question = messages
-        .append(
-            session.id,
-            Role::User,
-            text,
-            MessageStatus::Complete,
-            vec![],
-        )
-        .await?;
-    let reply = messages.append_nowait(
-        session.id,
-        Role::Assistant,
-        String::new(),
-        MessageStatus::Streaming,
-        vec![],
-    )?;
+    let (question, reply) = store_question(&state.store, session.id, text).await?;
     let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
     slot.submit(Job {
         session,

@@ -904,3 +904,130 @@ async fn the_builtin_engine_announces_tools() {
     assert_eq!(whole["reply"]["tools"][0]["tool"], "word_count");
     assert!(whole["reply"]["text"].as_str().unwrap().contains("words"));
 }
+
+#[tokio::test]
+async fn silent_connections_are_dropped_and_answering_ones_kept() {
+    use std::time::{Duration, Instant};
+    let server = TestServer::with(
+        echo()
+            .env("PALAVER_WS__PING_INTERVAL", "100ms")
+            .env("PALAVER_WS__IDLE_TIMEOUT", "400ms")
+            .env("PALAVER_WS__MAX_CONNECTIONS_PER_USER", "2"),
+    );
+    let ann = user(&server, "ann@example.com").await;
+    let p = path(&ann.session, &format!("?token={}", ann.access));
+    // A client that keeps reading answers the server's pings (tungstenite
+    // does it while polled) and stays connected for many idle timeouts.
+    let (mut lively, _) = ws_connected(&server, &p, &[]).await;
+    let until = Instant::now() + Duration::from_millis(1500);
+    {
+        use futures_util::StreamExt;
+        while let Ok(item) = tokio::time::timeout(
+            until.saturating_duration_since(Instant::now()),
+            lively.next(),
+        )
+        .await
+        {
+            match item {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_))) => {}
+                other => panic!("unexpected while idle: {other:?}"),
+            }
+        }
+    }
+    send_json(&mut lively, json!({"type": "ping"})).await;
+    assert_eq!(next_frame(&mut lively).await["type"], "pong");
+
+    // A client that reads nothing never answers a ping: dropped, and its
+    // place freed (a third connection fits in the limit of two).
+    let (silent, _) = ws_connected(&server, &p, &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server.output().contains("idle timeout") {
+        assert!(Instant::now() < deadline, "never dropped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut third, _) = ws_connected(&server, &p, &[]).await;
+    send_json(&mut third, json!({"type": "ping"})).await;
+    assert_eq!(next_frame(&mut third).await["type"], "pong");
+    drop(silent);
+}
+
+#[tokio::test]
+async fn replies_cut_by_a_crash_or_a_shutdown_are_stored_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let options = || {
+        echo()
+            .env("PALAVER_ANALYSIS__TOKEN_DELAY", "200ms")
+            .env("PALAVER_SERVER__SHUTDOWN_GRACE", "1s")
+            .data(&data)
+    };
+    let history = |server: &TestServer, token: String, session: String| {
+        let url = server.url(&format!("/api/sessions/{session}/messages/"));
+        async move {
+            client()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let long = vec!["word"; 100].join(" ");
+
+    // A crash mid-reply: at the next start the reply is `failed`.
+    let server = TestServer::with(options());
+    let ann = user(&server, "ann@example.com").await;
+    let (mut ws, _) = ws_connected(
+        &server,
+        &path(&ann.session, &format!("?token={}", ann.access)),
+        &[],
+    )
+    .await;
+    send_json(&mut ws, json!({"type": "question", "text": long})).await;
+    assert_eq!(next_frame(&mut ws).await["type"], "message");
+    assert_eq!(next_frame(&mut ws).await["type"], "token");
+    server.kill();
+    let server = TestServer::with(options());
+    let h = history(&server, ann.access.clone(), ann.session.clone()).await;
+    assert_eq!(h["messages"][1]["status"], "failed");
+
+    // A shutdown mid-reply: the grace passes, the reply is stored `failed`
+    // with what was said, the socket gets 1001, the process exits 0.
+    let (mut ws, _) = ws_connected(
+        &server,
+        &path(&ann.session, &format!("?token={}", ann.access)),
+        &[],
+    )
+    .await;
+    send_json(&mut ws, json!({"type": "question", "text": long})).await;
+    assert_eq!(next_frame(&mut ws).await["type"], "message");
+    assert_eq!(next_frame(&mut ws).await["type"], "token");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut last = Value::Null;
+    let code = loop {
+        match crate::support::next_incoming(&mut ws).await {
+            crate::support::Incoming::Json(f) => last = f,
+            crate::support::Incoming::Close(code, _) => break code,
+            crate::support::Incoming::Ended => panic!("no close frame"),
+        }
+    };
+    assert_eq!(code, 1001);
+    assert_eq!(last["type"], "done");
+    assert_eq!(last["status"], "failed");
+    assert_eq!(server.terminate_wait().code(), Some(0));
+    let server = TestServer::with(options());
+    let h = history(&server, ann.access.clone(), ann.session.clone()).await;
+    let reply = &h["messages"][3];
+    assert_eq!(reply["status"], "failed");
+    assert!(
+        reply["text"].as_str().unwrap().starts_with("word"),
+        "what was said is kept: {reply}"
+    );
+}
