@@ -22,6 +22,7 @@ use palaver_storage::User;
 
 use crate::config::Config;
 use crate::http::{self, ApiError};
+use crate::metrics::Metrics;
 
 /// What every handler can reach. Cloned per worker; every field is a handle.
 #[derive(Clone)]
@@ -42,11 +43,13 @@ pub struct AppState {
     pub sessions: Arc<SessionDeps>,
     /// When the server started (for `/health`'s uptime).
     pub started: Instant,
+    /// The Prometheus exposition.
+    pub metrics: Metrics,
 }
 
 impl AppState {
     /// Starts the actors over an open store. Must run inside an actix system.
-    pub fn start(config: Config, store: Store) -> anyhow::Result<AppState> {
+    pub fn start(config: Config, store: Store, metrics: Metrics) -> anyhow::Result<AppState> {
         let failed = store.messages().fail_interrupted()?;
         if failed > 0 {
             tracing::warn!(
@@ -69,6 +72,7 @@ impl AppState {
             pool: booted.pool,
             sessions: booted.sessions,
             started: Instant::now(),
+            metrics,
         })
     }
 }
@@ -113,9 +117,18 @@ pub async fn run(
     let grace = state.config.server.shutdown_grace;
     let json_limit = state.config.server.max_json_bytes;
     let data = web::Data::new(state.clone());
+    let metrics = web::Data::new(state.metrics.clone());
+    // `/metrics` on the main listener unless it has one of its own.
+    let metrics_here = state.config.metrics.bind.is_none();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(metrics.clone())
+            .configure(|cfg| {
+                if metrics_here {
+                    crate::metrics::config(cfg);
+                }
+            })
             .app_data(http::extract::json_config(json_limit))
             .app_data(web::PayloadConfig::new(json_limit))
             .app_data(http::extract::query_config())

@@ -26,6 +26,23 @@ pub fn open_store(config: &Config) -> Result<Store> {
     }
 }
 
+/// Opens the store for the server: like [`open_store`], with every flush
+/// timed into `palaver_storage_flush_seconds`.
+pub fn open_store_observed(config: &Config) -> Result<Store> {
+    let observer: palaver_storage::committer::FlushObserver =
+        Box::new(palaver_actors::telemetry::storage_flush);
+    match Store::open_with(&config.store_config(), Some(observer)) {
+        Ok(store) => Ok(store),
+        Err(e @ StorageError::Locked { .. }) => bail!("{e}"),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "cannot open the database in {}",
+                config.data_dir().display()
+            )
+        }),
+    }
+}
+
 /// Reads the new user's password: one line of stdin with `--password-stdin`,
 /// else a no-echo prompt (twice) when stdin is a terminal.
 pub fn read_password(from_stdin: bool) -> Result<String> {

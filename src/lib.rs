@@ -6,6 +6,7 @@
 //!   the server on an already-bound listener until shutdown.
 //! - [`http`]: one module per HTTP resource, the error mapping, middleware.
 //! - [`cli`]: the operator commands (`user`, `config`).
+//! - [`metrics`]: the Prometheus exposition (`/metrics`).
 //! - [`logging`]: tracing subscriber setup (pretty or JSON).
 //!
 //! The actors live in the `palaver-actors` crate, storage in `palaver-storage`.
@@ -15,3 +16,4 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod metrics;

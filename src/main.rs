@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use palaver::app::{self, AppState};
 use palaver::cli;
 use palaver::config::{Config, Overrides};
+use palaver::metrics::Metrics;
 
 #[derive(Parser)]
 #[command(
@@ -164,14 +165,26 @@ async fn dispatch(command: Option<Command>, config: Config) -> Result<()> {
 
 async fn serve(config: Config) -> Result<()> {
     palaver::logging::init(&config.logging);
-    let store = cli::open_store(&config)?;
+    let metrics = Metrics::install(config.metrics.token.clone())?;
+    let store = cli::open_store_observed(&config)?;
     let listener = TcpListener::bind(config.server.bind)
         .with_context(|| format!("cannot listen on {}", config.server.bind))?;
     let addr = listener.local_addr()?;
     let users = store.users().count();
-    let state = AppState::start(config, store)?;
+    let metrics_listener = match config.metrics.bind {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen on {addr} (metrics.bind)"))?,
+        ),
+        None => None,
+    };
+    let state = AppState::start(config, store, metrics.clone())?;
     let shutdown = shutdown_signal()?;
 
+    if let Some(listener) = metrics_listener {
+        println!("metrics on http://{}/metrics", listener.local_addr()?);
+        actix_rt::spawn(palaver::metrics::serve_separately(listener, metrics)?);
+    }
     println!(
         "palaver {} listening on http://{addr}",
         env!("CARGO_PKG_VERSION")

@@ -11,6 +11,7 @@
 //! - [`registry`]: user → live WebSocket connections (owned by the Supervisor).
 //! - [`session`]: the SessionActor, one per WebSocket connection.
 //! - [`quota`]: the QuotaRegistry, single owner of every request counter.
+//! - [`telemetry`]: every metric, named and described in one place.
 //! - [`password`]: argon2id hashing and verification (CPU-heavy: call it on a
 //!   blocking thread).
 //!
@@ -25,5 +26,6 @@ pub mod quota;
 pub mod registry;
 pub mod session;
 pub mod supervisor;
+pub mod telemetry;
 
 pub use supervisor::{Booted, Supervisor};

@@ -74,6 +74,18 @@ pub enum ClientFrame {
     Ping,
 }
 
+impl ClientFrame {
+    /// The `type` of the frame (for metrics).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientFrame::Question { .. } => "question",
+            ClientFrame::Cancel => "cancel",
+            ClientFrame::Refresh { .. } => "refresh",
+            ClientFrame::Ping => "ping",
+        }
+    }
+}
+
 /// The user as `connected` shows it.
 #[derive(Debug, Serialize)]
 pub struct ConnectedUser {

@@ -160,6 +160,7 @@ impl Handler<Admit> for QuotaRegistry {
         let decided = (|| {
             let counter = self.counter(msg.user, msg.policy, msg.now)?;
             if counter.count >= msg.policy.limit() {
+                crate::telemetry::quota_rejection(msg.policy.name());
                 return Ok(Admission::Rejected(standing(msg.policy, counter, msg.now)));
             }
             counter.count += 1;

@@ -23,6 +23,7 @@ use crate::protocol::{
 };
 use crate::quota::{Admission, Admit, Peek, Policy, QuotaRegistry, Standing};
 use crate::registry::{CloseConnection, Connections};
+use crate::telemetry;
 
 /// The `[ws]` limits a session actor enforces.
 #[derive(Clone, Debug)]
@@ -203,6 +204,7 @@ impl SessionActor {
         if self.closing {
             return;
         }
+        telemetry::ws_message("out", frame.kind());
         if !self.out.text(frame.to_json()) {
             tracing::info!(
                 conn = self.conn_id,
@@ -217,7 +219,8 @@ impl SessionActor {
             return;
         }
         self.closing = true;
-        tracing::debug!(conn = self.conn_id, code, reason, "closing connection");
+        telemetry::ws_close(code);
+        tracing::info!(conn = self.conn_id, user_id = %self.user_id, session_id = %self.session.id, code, reason, "websocket closed");
         self.out.control(Out::Close(code, reason));
         if let Some(writer) = self.writer.take() {
             // A reader that never reads never receives the close: give up on
@@ -283,8 +286,12 @@ impl SessionActor {
             return;
         }
         let frame = match serde_json::from_str::<ClientFrame>(text) {
-            Ok(frame) => frame,
+            Ok(frame) => {
+                telemetry::ws_message("in", frame.kind());
+                frame
+            }
             Err(e) => {
+                telemetry::ws_message("in", "invalid");
                 let message = format!("not a valid message: {e}");
                 self.send(ServerFrame::error("invalid_message", message), ctx);
                 return;
@@ -507,6 +514,7 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        telemetry::ws_connection_opened();
         let (deps, user, policy) = (self.deps.clone(), self.user_id, self.policy);
         // `connected` goes first: nothing else is handled until it is queued.
         let peek = async move {
@@ -552,6 +560,7 @@ impl Actor for SessionActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        telemetry::ws_connection_closed();
         self.deps.connections.unregister(self.user_id, self.conn_id);
         if !self.closing {
             // The client went away without a close handshake: end the writer.

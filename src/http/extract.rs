@@ -73,7 +73,11 @@ impl FromRequest for Authenticated {
         if let Some(principal) = req.extensions().get::<Principal>() {
             return ready(Ok(Authenticated(principal.clone())));
         }
-        ready(authenticate(req).map(Authenticated))
+        let result = authenticate(req).map(Authenticated);
+        if let Ok(who) = &result {
+            tracing::Span::current().record("user_id", tracing::field::display(who.0.user.id));
+        }
+        ready(result)
     }
 }
 
@@ -100,6 +104,7 @@ pub fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
             .map_err(|_| AuthError::Invalid("malformed API key"))?;
         return Ok(auth.verify_api_key(key.trim())?);
     }
+    palaver_actors::telemetry::auth_failure("missing");
     Err(AuthError::Missing.into())
 }
 

@@ -28,6 +28,7 @@ pub async fn trace_requests(
         method = %req.method(),
         route = tracing::field::Empty,
         status = tracing::field::Empty,
+        user_id = tracing::field::Empty,
         %request_id,
     );
     let result = next.call(req).instrument(span.clone()).await;
@@ -41,6 +42,12 @@ pub async fn trace_requests(
                 .unwrap_or_else(|| "unmatched".to_owned());
             span.record("route", route.as_str());
             span.record("status", res.status().as_u16());
+            palaver_actors::telemetry::http_request(
+                res.request().method().as_str(),
+                &route,
+                res.status().as_u16(),
+                started.elapsed(),
+            );
             if let Ok(value) = HeaderValue::from_str(&request_id.to_string()) {
                 res.headers_mut()
                     .insert(header::HeaderName::from_static("x-request-id"), value);

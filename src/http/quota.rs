@@ -144,7 +144,12 @@ mod tests {
         config.auth.secret = Some(Secret::new("quota-test-secret-0123456789-0123456789"));
         config.demo.request_limit = limit;
         config.demo.per_ip_per_hour = 0;
-        let state = AppState::start(config, Store::temporary().unwrap()).unwrap();
+        let state = AppState::start(
+            config,
+            Store::temporary().unwrap(),
+            crate::metrics::Metrics::detached(),
+        )
+        .unwrap();
         let demo = state
             .auth
             .demo(IpAddr::V4(Ipv4Addr::LOCALHOST))

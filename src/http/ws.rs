@@ -16,6 +16,7 @@ use actix_ws::{CloseCode, CloseReason};
 use palaver_actors::auth::{AuthError, Principal};
 use palaver_actors::protocol::close;
 use palaver_actors::session::{Opened, SessionActor};
+use palaver_actors::telemetry;
 use serde::Deserialize;
 
 use super::extract::bearer_token;
@@ -47,6 +48,18 @@ enum Refusal {
 }
 
 impl Refusal {
+    /// The `outcome` label of `palaver_ws_handshakes_total`.
+    fn outcome(&self) -> &'static str {
+        match self {
+            Refusal::Origin => "origin_rejected",
+            Refusal::Auth(AuthError::AccountDisabled) => "user_inactive",
+            Refusal::Auth(AuthError::Storage(_) | AuthError::Internal(_)) => "error",
+            Refusal::Auth(_) => "auth_failed",
+            Refusal::NotFound => "not_found",
+            Refusal::TooMany => "too_many",
+        }
+    }
+
     fn close_code(&self) -> (u16, &'static str) {
         match self {
             Refusal::Origin => (close::POLICY, "origin not allowed"),
@@ -108,6 +121,7 @@ async fn connect(
             }
         };
     let policy = state.quota_policy(&principal.user);
+    telemetry::ws_handshake("ok");
     tracing::info!(conn = conn_id, user_id = %principal.user.id, session_id = %session.id, "websocket connected");
     SessionActor::launch(
         ctx,
@@ -217,6 +231,7 @@ fn refuse(
 ) -> Result<HttpResponse, ApiError> {
     let (code, reason) = refusal.close_code();
     tracing::info!(code, reason, "websocket refused");
+    telemetry::ws_handshake(refusal.outcome());
     if state.config.ws.reject_with == RejectWith::Http {
         return Err(refusal.http_error());
     }
@@ -224,6 +239,7 @@ fn refuse(
     // frames are never read (the stream is dropped unread).
     let (response, socket, _unread) = actix_ws::handle_with_protocols(req, body, &[SUBPROTOCOL])
         .map_err(|e| ApiError::invalid(format!("not a WebSocket upgrade: {e}")))?;
+    telemetry::ws_close(code);
     actix_rt::spawn(async move {
         let _ = socket
             .close(Some(CloseReason {

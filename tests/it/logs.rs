@@ -4,7 +4,10 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{auth_options, client, register, TestServer};
+use crate::support::{
+    auth_options, client, close_code, new_session, next_frame, register, send_json,
+    ticket as issue_ticket, ws_connected, ws_open, TestServer,
+};
 
 async fn exercise(server: &TestServer) -> Vec<String> {
     let http = client();
@@ -70,6 +73,46 @@ async fn exercise(server: &TestServer) -> Vec<String> {
         .send()
         .await
         .unwrap();
+    // Every WebSocket credential form, and a forged one.
+    let session = new_session(server, &access).await;
+    let ws_ticket = issue_ticket(server, &access).await;
+    let bearer = format!("Bearer {access}");
+    let protocol = format!("palaver.v1, bearer.{access}");
+    let forms: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (
+            format!("/ws/sessions/{session}/?ticket={ws_ticket}"),
+            vec![],
+        ),
+        (
+            format!("/ws/sessions/{session}/"),
+            vec![("sec-websocket-protocol", protocol.as_str())],
+        ),
+        (format!("/ws/sessions/{session}/?token={access}"), vec![]),
+        (
+            format!("/ws/sessions/{session}/"),
+            vec![("authorization", bearer.as_str())],
+        ),
+        (format!("/ws/sessions/{session}/?api_key={key}"), vec![]),
+        (
+            format!("/ws/sessions/{session}/"),
+            vec![("x-api-key", key.as_str())],
+        ),
+    ];
+    for (path, headers) in &forms {
+        let (mut ws, _) = ws_connected(server, path, headers).await;
+        send_json(&mut ws, json!({"type": "refresh", "token": access})).await;
+        assert_eq!(next_frame(&mut ws).await["type"], "refreshed");
+    }
+    let forged_ticket = "pvt_forged-ticket-value-do-not-log-0123456789";
+    let (mut ws, _) = ws_open(
+        server,
+        &format!("/ws/sessions/{session}/?ticket={forged_ticket}"),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(close_code(&mut ws).await, 4001);
+
     let rotated: Value = http
         .post(server.url("/api/auth/refresh/"))
         .json(&json!({"refresh": refresh}))
@@ -118,6 +161,8 @@ async fn exercise(server: &TestServer) -> Vec<String> {
         demo_access,
         demo["refresh"].as_str().unwrap().into(),
         crate::support::SECRET.into(),
+        ws_ticket,
+        forged_ticket.into(),
     ]
 }
 

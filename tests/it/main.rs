@@ -7,6 +7,7 @@ mod config;
 mod http;
 mod lifecycle;
 mod logs;
+mod metrics;
 mod quota;
 mod sessions;
 mod support;

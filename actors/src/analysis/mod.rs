@@ -29,6 +29,8 @@ use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
 
+use crate::telemetry;
+
 /// Which engine answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EngineKind {
@@ -139,7 +141,8 @@ pub struct Slot {
 impl Slot {
     pub fn submit(self, job: Job) {
         self.shared.register(&job);
-        self.permit.send(job);
+        let tx = self.permit.send(job);
+        telemetry::analysis_queue_depth(tx.max_capacity() - tx.capacity());
     }
 }
 
@@ -191,11 +194,13 @@ impl AnalysisPool {
         for _ in 0..settings.workers.max(1) {
             let (rx, shared, settings, store) =
                 (rx.clone(), shared.clone(), settings.clone(), store.clone());
+            let tx_probe = tx.downgrade();
             arbiter.spawn(async move {
                 loop {
                     let job = { rx.lock().await.recv().await };
                     let Some(job) = job else { break };
                     shared.active.fetch_add(1, Ordering::SeqCst);
+                    telemetry::analysis_queue_depth(queued(&tx_probe));
                     let id = job.reply.id;
                     run(job, &settings, &store).await;
                     shared.active.fetch_sub(1, Ordering::SeqCst);
@@ -227,7 +232,14 @@ impl AnalysisPool {
     pub fn queued(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }
+}
 
+fn queued(tx: &mpsc::WeakSender<Job>) -> usize {
+    tx.upgrade()
+        .map_or(0, |tx| tx.max_capacity() - tx.capacity())
+}
+
+impl AnalysisPool {
     /// Jobs a worker is running.
     pub fn active(&self) -> usize {
         self.shared.active.load(Ordering::SeqCst)
@@ -369,6 +381,7 @@ impl Run<'_> {
 }
 
 async fn run(job: Job, settings: &AnalysisSettings, store: &Store) {
+    telemetry::analysis_stream_started();
     let mut run = Run {
         job: &job,
         store,
@@ -397,6 +410,16 @@ async fn run(job: Job, settings: &AnalysisSettings, store: &Store) {
         first_token_ms: run.first_token.map_or(0, |d| d.as_millis() as u64),
         total_ms: run.started.elapsed().as_millis() as u64,
     };
+    let engine = match settings.engine {
+        EngineKind::Echo => "echo",
+        EngineKind::Builtin => "builtin",
+    };
+    telemetry::analysis_stream_ended(
+        engine,
+        crate::protocol::status_name(status),
+        run.first_token,
+        run.started.elapsed(),
+    );
     let mut reply = job.reply.clone();
     reply.text = std::mem::take(&mut run.text);
     reply.tools = std::mem::take(&mut run.tools);

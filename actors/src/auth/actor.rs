@@ -16,6 +16,7 @@ use super::{
     TokenType,
 };
 use crate::messages::{RevokeReason, Revoked};
+use crate::telemetry;
 
 pub struct AuthActor {
     settings: AuthSettings,
@@ -99,6 +100,8 @@ fn mint_pair(
         now,
         refresh_exp,
     ))?;
+    telemetry::token_issued("access");
+    telemetry::token_issued("refresh");
     let pair = TokenPair {
         access,
         refresh,
@@ -186,6 +189,7 @@ impl Handler<Rotate> for AuthActor {
             {
                 Rotation::Rotated(_) => Ok(pair),
                 Rotation::Reused(family) => {
+                    telemetry::refresh_reuse();
                     tracing::warn!(user_id = %family.user_id, family = %family.id, "refresh token reuse: family revoked");
                     revocations.do_send(Revoked {
                         user_id: family.user_id,
@@ -278,6 +282,7 @@ impl Handler<Sweep> for AuthActor {
                     }
                 }
             }
+            telemetry::demo_users(store.users().demo_count());
             if let Err(e) = store.families().collect_expired(now.saturating_sub(leeway)) {
                 tracing::error!(error = %e, "cannot collect expired token families");
             }

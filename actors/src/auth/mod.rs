@@ -29,7 +29,7 @@ pub use keys::{KeyError, KeySource};
 pub use tickets::{TicketBook, TicketGrant};
 pub use tokens::{Claims, TokenError, TokenService, TokenType};
 
-use crate::password;
+use crate::{password, telemetry};
 use throttle::{Limiters, WindowLimiter};
 
 /// What the identity layer needs from the configuration.
@@ -85,6 +85,33 @@ pub enum AuthError {
     Storage(#[from] StorageError),
     #[error("internal: {0}")]
     Internal(String),
+}
+
+impl AuthError {
+    /// The `reason` label of `palaver_auth_failures_total`, for failures that
+    /// are the client's (not storage or internal errors).
+    pub fn reason(&self) -> Option<&'static str> {
+        Some(match self {
+            AuthError::Missing => "missing",
+            AuthError::Invalid(_) => "invalid",
+            AuthError::Expired => "expired",
+            AuthError::Revoked => "revoked",
+            AuthError::AccountDisabled => "disabled",
+            AuthError::InvalidCredentials => "invalid_credentials",
+            AuthError::RateLimited { .. } => "rate_limited",
+            _ => return None,
+        })
+    }
+}
+
+/// Counts a failed authentication, then hands the result on.
+fn observe<T>(result: Result<T, AuthError>) -> Result<T, AuthError> {
+    if let Err(e) = &result {
+        if let Some(reason) = e.reason() {
+            telemetry::auth_failure(reason);
+        }
+    }
+    result
 }
 
 impl From<TokenError> for AuthError {
@@ -271,6 +298,10 @@ impl Auth {
     /// Verifies an access JWT: signature and claims, token type, family not
     /// revoked, user present and active.
     pub fn verify_access(&self, token: &str) -> Result<Principal, AuthError> {
+        observe(self.verify_access_inner(token))
+    }
+
+    fn verify_access_inner(&self, token: &str) -> Result<Principal, AuthError> {
         let claims = self.inner.tokens.decode(token)?;
         if claims.token_type != TokenType::Access {
             return Err(AuthError::Invalid("not an access token"));
@@ -287,6 +318,10 @@ impl Auth {
 
     /// Verifies an API key.
     pub fn verify_api_key(&self, key: &str) -> Result<Principal, AuthError> {
+        observe(self.verify_api_key_inner(key))
+    }
+
+    fn verify_api_key_inner(&self, key: &str) -> Result<Principal, AuthError> {
         if !key.starts_with(API_KEY_PREFIX) {
             return Err(AuthError::Invalid("malformed API key"));
         }
@@ -319,6 +354,10 @@ impl Auth {
 
     /// Consumes a single-use ticket.
     pub fn consume_ticket(&self, ticket: &str) -> Result<Principal, AuthError> {
+        observe(self.consume_ticket_inner(ticket))
+    }
+
+    fn consume_ticket_inner(&self, ticket: &str) -> Result<Principal, AuthError> {
         let grant = self
             .inner
             .tickets
@@ -344,6 +383,7 @@ impl Auth {
             family: principal.family(),
             credential_expires_at: principal.expires_at(),
         };
+        telemetry::token_issued("ticket");
         (self.inner.tickets.issue(grant, ttl), ttl)
     }
 
@@ -361,6 +401,15 @@ impl Auth {
 
     /// Email + password login, throttled per email and per client IP.
     pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        ip: IpAddr,
+    ) -> Result<TokenPair, AuthError> {
+        observe(self.login_inner(email, password, ip).await)
+    }
+
+    async fn login_inner(
         &self,
         email: &str,
         password: &str,
@@ -429,11 +478,16 @@ impl Auth {
             })
             .await?;
         tracing::info!(user_id = %user.id, "demo user created");
+        telemetry::demo_users(inner.store.users().demo_count());
         self.send(IssueTokens { user }).await
     }
 
     /// Rotates a refresh token (reuse revokes its family).
     pub async fn refresh(&self, token: &str) -> Result<TokenPair, AuthError> {
+        observe(self.refresh_inner(token).await)
+    }
+
+    async fn refresh_inner(&self, token: &str) -> Result<TokenPair, AuthError> {
         let claims = self.inner.tokens.decode(token)?;
         if claims.token_type != TokenType::Refresh {
             return Err(AuthError::Invalid("not a refresh token"));
@@ -514,6 +568,7 @@ pub async fn create_api_key(
         last_used_at: None,
     };
     store.api_keys().create(&record).await?;
+    telemetry::token_issued("api_key");
     tracing::info!(user_id = %user.id, key_id = %record.id, "API key created");
     Ok((record, key))
 }

@@ -1,0 +1,182 @@
+//! Every metric palaver exports, named and described in one place (the
+//! `metrics` facade; the root crate installs the Prometheus recorder). Names
+//! start with `palaver_`, carry their unit, and every label takes a bounded set
+//! of values (route patterns, outcome and code enums; never ids or raw paths).
+
+use std::time::Duration;
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+
+pub const HTTP_REQUESTS: &str = "palaver_http_requests_total";
+pub const HTTP_DURATION: &str = "palaver_http_request_duration_seconds";
+pub const WS_CONNECTIONS: &str = "palaver_ws_connections";
+pub const WS_HANDSHAKES: &str = "palaver_ws_handshakes_total";
+pub const WS_MESSAGES: &str = "palaver_ws_messages_total";
+pub const WS_CLOSES: &str = "palaver_ws_closes_total";
+pub const AUTH_TOKENS_ISSUED: &str = "palaver_auth_tokens_issued_total";
+pub const AUTH_FAILURES: &str = "palaver_auth_failures_total";
+pub const AUTH_REFRESH_REUSE: &str = "palaver_auth_refresh_reuse_total";
+pub const QUOTA_REJECTIONS: &str = "palaver_quota_rejections_total";
+pub const ANALYSIS_QUEUE_DEPTH: &str = "palaver_analysis_queue_depth";
+pub const ANALYSIS_ACTIVE_STREAMS: &str = "palaver_analysis_active_streams";
+pub const ANALYSIS_FIRST_TOKEN: &str = "palaver_analysis_first_token_seconds";
+pub const ANALYSIS_STREAM_DURATION: &str = "palaver_analysis_stream_duration_seconds";
+pub const STORAGE_FLUSH: &str = "palaver_storage_flush_seconds";
+pub const DEMO_USERS: &str = "palaver_demo_users";
+
+/// Registers the description and unit of every metric (call once at start).
+pub fn describe() {
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests answered, by method, route pattern and status."
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "HTTP request latency, by method and route pattern."
+    );
+    describe_gauge!(WS_CONNECTIONS, "WebSocket connections open now.");
+    describe_counter!(WS_HANDSHAKES, "WebSocket handshakes, by outcome.");
+    describe_counter!(
+        WS_MESSAGES,
+        "WebSocket frames, by direction (in/out) and type."
+    );
+    describe_counter!(
+        WS_CLOSES,
+        "WebSocket connections closed by the server, by close code."
+    );
+    describe_counter!(
+        AUTH_TOKENS_ISSUED,
+        "Credentials issued, by kind (access, refresh, ticket, api_key)."
+    );
+    describe_counter!(AUTH_FAILURES, "Authentication failures, by reason.");
+    describe_counter!(
+        AUTH_REFRESH_REUSE,
+        "Spent refresh tokens presented again (each revoked a family)."
+    );
+    describe_counter!(
+        QUOTA_REJECTIONS,
+        "Counted requests refused over quota, by policy (demo, user)."
+    );
+    describe_gauge!(
+        ANALYSIS_QUEUE_DEPTH,
+        "Questions waiting for an analysis worker."
+    );
+    describe_gauge!(ANALYSIS_ACTIVE_STREAMS, "Replies being generated now.");
+    describe_histogram!(
+        ANALYSIS_FIRST_TOKEN,
+        Unit::Seconds,
+        "Time from a job's start to its first token."
+    );
+    describe_histogram!(
+        ANALYSIS_STREAM_DURATION,
+        Unit::Seconds,
+        "Duration of a reply, by engine and final status."
+    );
+    describe_histogram!(
+        STORAGE_FLUSH,
+        Unit::Seconds,
+        "Duration of one group-commit flush of the database."
+    );
+    describe_gauge!(
+        DEMO_USERS,
+        "Demo users stored (live or awaiting the sweep)."
+    );
+}
+
+/// HTTP methods as a bounded label.
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+pub fn http_request(method: &str, route: &str, status: u16, elapsed: Duration) {
+    let method = method_label(method);
+    counter!(HTTP_REQUESTS, "method" => method, "route" => route.to_owned(), "status" => status.to_string())
+        .increment(1);
+    histogram!(HTTP_DURATION, "method" => method, "route" => route.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
+/// Handshake outcomes: `ok`, `auth_failed`, `user_inactive`, `forbidden`,
+/// `not_found`, `origin_rejected`, `too_many`, `error`.
+pub fn ws_handshake(outcome: &'static str) {
+    counter!(WS_HANDSHAKES, "outcome" => outcome).increment(1);
+}
+
+pub fn ws_connection_opened() {
+    gauge!(WS_CONNECTIONS).increment(1.0);
+}
+
+pub fn ws_connection_closed() {
+    gauge!(WS_CONNECTIONS).decrement(1.0);
+}
+
+/// `direction`: `in` or `out`; `kind`: a frame type (bounded by the protocol).
+pub fn ws_message(direction: &'static str, kind: &'static str) {
+    counter!(WS_MESSAGES, "direction" => direction, "type" => kind).increment(1);
+}
+
+pub fn ws_close(code: u16) {
+    // Close codes come from the protocol's fixed table.
+    counter!(WS_CLOSES, "code" => code.to_string()).increment(1);
+}
+
+/// `kind`: `access`, `refresh`, `ticket`, `api_key`.
+pub fn token_issued(kind: &'static str) {
+    counter!(AUTH_TOKENS_ISSUED, "kind" => kind).increment(1);
+}
+
+/// `reason`: `missing`, `invalid`, `expired`, `revoked`, `disabled`,
+/// `invalid_credentials`, `rate_limited`.
+pub fn auth_failure(reason: &'static str) {
+    counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+}
+
+pub fn refresh_reuse() {
+    counter!(AUTH_REFRESH_REUSE).increment(1);
+}
+
+pub fn quota_rejection(policy: &'static str) {
+    counter!(QUOTA_REJECTIONS, "kind" => policy).increment(1);
+}
+
+pub fn analysis_queue_depth(depth: usize) {
+    gauge!(ANALYSIS_QUEUE_DEPTH).set(depth as f64);
+}
+
+pub fn analysis_stream_started() {
+    gauge!(ANALYSIS_ACTIVE_STREAMS).increment(1.0);
+}
+
+pub fn analysis_stream_ended(
+    engine: &'static str,
+    status: &'static str,
+    first_token: Option<Duration>,
+    total: Duration,
+) {
+    gauge!(ANALYSIS_ACTIVE_STREAMS).decrement(1.0);
+    if let Some(first) = first_token {
+        histogram!(ANALYSIS_FIRST_TOKEN).record(first.as_secs_f64());
+    }
+    histogram!(ANALYSIS_STREAM_DURATION, "engine" => engine, "status" => status)
+        .record(total.as_secs_f64());
+}
+
+pub fn storage_flush(elapsed: Duration) {
+    histogram!(STORAGE_FLUSH).record(elapsed.as_secs_f64());
+}
+
+pub fn demo_users(count: usize) {
+    gauge!(DEMO_USERS).set(count as f64);
+}

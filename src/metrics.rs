@@ -1,0 +1,124 @@
+//! The Prometheus exposition: installs the recorder behind the `metrics`
+//! facade (the one process-wide piece of state palaver has: the facade is
+//! global by design), adds the standard `process_*` metrics, and renders a
+//! scrape. `GET /metrics` is served on the main listener, or on `metrics.bind`
+//! when set, behind `metrics.token` when set.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use subtle::ConstantTimeEq;
+
+use crate::config::Secret;
+use crate::http::extract::bearer_token;
+use crate::http::ApiError;
+
+/// Buckets of every `_seconds` histogram: 0.5 ms to 10 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    handle: PrometheusHandle,
+    process: metrics_process::Collector,
+    token: Option<Secret>,
+}
+
+impl Metrics {
+    /// Installs the global recorder. Fails if one is installed already.
+    pub fn install(token: Option<Secret>) -> anyhow::Result<Metrics> {
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?
+            .install_recorder()?;
+        palaver_actors::telemetry::describe();
+        let process = metrics_process::Collector::default();
+        process.describe();
+        Ok(Metrics {
+            inner: Arc::new(Inner {
+                handle,
+                process,
+                token,
+            }),
+        })
+    }
+
+    /// A recorder that is not installed: scrapes show only process metrics.
+    /// For tests that run several servers in one process.
+    pub fn detached() -> Metrics {
+        let handle = PrometheusBuilder::new().build_recorder().handle();
+        Metrics {
+            inner: Arc::new(Inner {
+                handle,
+                process: metrics_process::Collector::default(),
+                token: None,
+            }),
+        }
+    }
+
+    /// One scrape in the Prometheus text format.
+    pub fn render(&self) -> String {
+        self.inner.process.collect();
+        self.inner.handle.run_upkeep();
+        self.inner.handle.render()
+    }
+
+    /// Checks `Authorization: Bearer <metrics.token>` when a token is set.
+    fn authorized(&self, req: &HttpRequest) -> bool {
+        let Some(token) = &self.inner.token else {
+            return true;
+        };
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_token)
+            .unwrap_or("");
+        bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes()))
+    }
+}
+
+/// `GET /metrics`, for whichever listener serves it.
+pub fn config(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/metrics").get(scrape));
+}
+
+async fn scrape(metrics: web::Data<Metrics>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    if !metrics.authorized(&req) {
+        return Err(ApiError::Unauthorized {
+            code: "token_invalid",
+            message: "a valid metrics token is required".into(),
+        });
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(metrics.render()))
+}
+
+/// Serves `/metrics` alone on its own listener (`metrics.bind`).
+pub fn serve_separately(
+    listener: TcpListener,
+    metrics: Metrics,
+) -> std::io::Result<actix_web::dev::Server> {
+    let data = web::Data::new(metrics);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .configure(config)
+            .default_service(web::to(|| async {
+                Err::<HttpResponse, _>(ApiError::NotFound)
+            }))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)?
+    .run())
+}
