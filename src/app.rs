@@ -102,7 +102,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(http::ops::config)
         .configure(http::auth::config)
         .configure(http::sessions::config)
-        .configure(http::ws::config);
+        .configure(http::ws::config)
+        .configure(http::client::config);
 }
 
 /// Serves `listener` until `shutdown` resolves, then shuts down in order:

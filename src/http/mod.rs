@@ -4,6 +4,7 @@
 //! actix-web request and response types.
 
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod extract;
 pub mod middleware;

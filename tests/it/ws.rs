@@ -886,7 +886,7 @@ async fn the_builtin_engine_announces_tools() {
         .map(|f| f["text"].as_str().unwrap())
         .collect();
     assert!(
-        text.starts_with("This conversation has 1 messages"),
+        text.starts_with("This conversation has 1 message"),
         "{text}"
     );
     // Whole answers over HTTP run the same analysis.

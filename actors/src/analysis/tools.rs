@@ -62,6 +62,15 @@ fn asks_count(q: &str) -> bool {
         .any(|w| q.contains(w))
 }
 
+/// "1 message", "3 messages".
+fn count(n: &Value, one: &str, many: &str) -> String {
+    if n.as_u64() == Some(1) {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
 fn words(text: &str) -> usize {
     text.split_whitespace().count()
 }
@@ -89,8 +98,10 @@ impl Tool for MessageCount {
 
     fn describe(&self, r: &Value) -> String {
         format!(
-            "This conversation has {} messages: {} questions and {} replies.",
-            r["messages"], r["questions"], r["replies"]
+            "This conversation has {}: {} and {}.",
+            count(&r["messages"], "message", "messages"),
+            count(&r["questions"], "question", "questions"),
+            count(&r["replies"], "reply", "replies"),
         )
     }
 }
@@ -124,8 +135,10 @@ impl Tool for WordCount {
 
     fn describe(&self, r: &Value) -> String {
         format!(
-            "Your questions add up to {} words and my replies to {}; this question has {}.",
-            r["words_in_questions"], r["words_in_replies"], r["words_in_this_question"]
+            "Your questions add up to {} and my replies to {}; this question has {}.",
+            count(&r["words_in_questions"], "word", "words"),
+            count(&r["words_in_replies"], "word", "words"),
+            count(&r["words_in_this_question"], "word", "words"),
         )
     }
 }
@@ -234,8 +247,14 @@ impl Tool for SessionSummary {
 
     fn describe(&self, r: &Value) -> String {
         let mut out = format!(
-            "So far {} messages, {} of them questions.",
-            r["messages"], r["questions"]
+            "So far {}, {} of them {}.",
+            count(&r["messages"], "message", "messages"),
+            r["questions"],
+            if r["questions"].as_u64() == Some(1) {
+                "a question"
+            } else {
+                "questions"
+            }
         );
         if let Some(first) = r["first_question"].as_str() {
             out.push_str(&format!(" It began with \"{first}\""));
@@ -331,7 +350,10 @@ mod tests {
         .await;
         let m = MessageCount.call(&i).unwrap();
         assert_eq!(m, json!({"messages": 3, "questions": 2, "replies": 1}));
-        assert!(MessageCount.describe(&m).contains("3 messages"));
+        assert_eq!(
+            MessageCount.describe(&m),
+            "This conversation has 3 messages: 2 questions and 1 reply."
+        );
         let w = WordCount.call(&i).unwrap();
         assert_eq!(
             w,

@@ -1,0 +1,410 @@
+//! The browser client end to end, in a real headless Chromium driven over
+//! WebDriver (Debian's `chromium` and `chromium-driver`; `.ci/run` installs
+//! them). Missing browsers fail these tests: they are never skipped.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+use crate::support::{auth_options, client, register, TestServer};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// How long the page may take to reach a state (a cold Chromium on a loaded
+/// 2-core machine).
+const UI_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One Chromium at a time: several at once would starve the 2 cores.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Browser {
+    driver: Child,
+    client: Client,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        for binary in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                std::path::Path::new(binary).exists(),
+                "{binary} is missing: install Debian's chromium and chromium-driver (.ci/run does)"
+            );
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let deadline = Instant::now() + UI_TIMEOUT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--no-first-run", "--window-size=1100,760",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }),
+        );
+        let client = ClientBuilder::rustls()
+            .expect("TLS roots")
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a WebDriver session");
+        Browser {
+            driver,
+            client,
+            _profile: profile,
+        }
+    }
+
+    async fn testid(&self, id: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(UI_TIMEOUT)
+            .for_element(Locator::Css(&format!("[data-testid=\"{id}\"]")))
+            .await
+            .unwrap_or_else(|e| panic!("no [data-testid={id}]: {e}"))
+    }
+
+    async fn click(&self, id: &str) {
+        self.testid(id)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {id}: {e}"));
+    }
+
+    async fn text(&self, id: &str) -> String {
+        self.testid(id).await.text().await.unwrap_or_default()
+    }
+
+    /// Polls `check` (on page state read by `read`) until it holds.
+    async fn until<F: Fn(&str) -> bool>(&self, id: &str, what: &str, check: F) -> String {
+        let deadline = Instant::now() + UI_TIMEOUT;
+        loop {
+            let text = self.text(id).await;
+            if check(&text) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: [data-testid={id}] is {text:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The texts of the messages shown, as (role, text).
+    async fn messages(&self) -> Vec<(String, String)> {
+        let value = self
+            .client
+            .execute(
+                "return [...document.querySelectorAll('[data-testid=\"message-list\"] > [data-role]')]
+                   .map(m => [m.dataset.role, m.querySelector('.body').textContent, m.dataset.status || '']);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m[0].as_str().unwrap().to_owned(),
+                    m[1].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    async fn ask(&self, question: &str) {
+        self.testid("question-input")
+            .await
+            .send_keys(question)
+            .await
+            .unwrap();
+        self.click("send-button").await;
+    }
+
+    /// Waits until the last reply is finished (the send button is enabled).
+    async fn reply_done(&self) {
+        let deadline = Instant::now() + UI_TIMEOUT;
+        loop {
+            let enabled = self.testid("send-button").await.is_enabled().await.unwrap();
+            if enabled {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the reply never finished");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.client.close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_demo_user_chats_with_streaming_and_meets_the_limit() {
+    let _one = ONE_BROWSER.lock().await;
+    let server = TestServer::with(
+        auth_options()
+            .env("PALAVER_ANALYSIS__ENGINE", "echo")
+            .env("PALAVER_ANALYSIS__TOKEN_DELAY", "40ms"),
+    );
+    let browser = Browser::start().await;
+    browser.client.goto(&server.base).await.unwrap();
+    browser.click("demo-button").await;
+    browser
+        .until("connection-status", "connected", |t| t == "online")
+        .await;
+    // The demo made one counted request: its first session.
+    browser
+        .until("quota-remaining", "quota after the session", |t| {
+            t.starts_with("4 of 5 requests left")
+        })
+        .await;
+    assert!(browser.text("quota-remaining").await.contains("demo ends"));
+
+    // A long question streams: the reply is seen partial, then whole.
+    let question = (1..=30)
+        .map(|i| format!("word{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    browser.ask(&question).await;
+    let deadline = Instant::now() + UI_TIMEOUT;
+    let mut saw_partial = false;
+    loop {
+        let msgs = browser.messages().await;
+        if let Some((_, text)) = msgs.iter().rev().find(|(role, _)| role == "assistant") {
+            if !text.is_empty() && text.len() < question.len() {
+                saw_partial = true;
+            }
+            if *text == question {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no complete reply: {msgs:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(saw_partial, "the reply appeared token by token");
+    let msgs = browser.messages().await;
+    assert_eq!(msgs[0], ("user".to_owned(), question.clone()));
+    browser
+        .until("quota-remaining", "quota after a question", |t| {
+            t.starts_with("3 of 5")
+        })
+        .await;
+    browser.reply_done().await;
+
+    // Use the rest, then the limit is named plainly.
+    for n in [2, 1, 0] {
+        browser.ask("short question").await;
+        browser
+            .until("quota-remaining", "quota counting down", |t| {
+                t.starts_with(&format!("{n} of 5"))
+            })
+            .await;
+        browser.reply_done().await;
+    }
+    browser.ask("one too many").await;
+    browser
+        .until("error-banner", "the limit message", |t| {
+            t.contains("demo limit is reached")
+        })
+        .await;
+    browser.stop().await;
+}
+
+#[tokio::test]
+async fn history_survives_a_reload_after_login() {
+    let _one = ONE_BROWSER.lock().await;
+    // The builtin engine, so the reply shows its tool calls.
+    let server = TestServer::with(auth_options().env("PALAVER_ANALYSIS__TOKEN_DELAY", "10ms"));
+    register(&server, "ann@example.com", "correct horse battery").await;
+    let browser = Browser::start().await;
+    browser.client.goto(&server.base).await.unwrap();
+    browser
+        .testid("login-email")
+        .await
+        .send_keys("ann@example.com")
+        .await
+        .unwrap();
+    browser
+        .testid("login-password")
+        .await
+        .send_keys("correct horse battery")
+        .await
+        .unwrap();
+    browser.click("login-submit").await;
+    browser
+        .until("connection-status", "connected", |t| t == "online")
+        .await;
+    assert!(!browser
+        .testid("quota-remaining")
+        .await
+        .is_displayed()
+        .await
+        .unwrap());
+
+    // A second session, and a question in it.
+    browser.click("new-session-button").await;
+    let deadline = Instant::now() + UI_TIMEOUT;
+    while browser
+        .client
+        .find_all(Locator::Css("[data-testid=\"session-list\"] li"))
+        .await
+        .unwrap()
+        .len()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "the new session is not listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    browser
+        .until("connection-status", "connected to the new session", |t| {
+            t == "online"
+        })
+        .await;
+    browser.ask("Hi! How many messages so far?").await;
+    browser.reply_done().await;
+    browser.ask("Summarize this session").await;
+    browser.reply_done().await;
+    let before = browser.messages().await;
+    assert_eq!(before.len(), 4, "{before:?}");
+    let tools = browser
+        .client
+        .execute(
+            "return [...document.querySelectorAll('.msg .tools li')].map(li => li.dataset.tool);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        tools,
+        json!(["message_count", "session_summary", "session_summary"])
+    );
+    // The screenshot in docs/ (the README shows it) is taken here, so it
+    // always shows the page as it is.
+    let chat = browser.client.screenshot().await.unwrap();
+    std::fs::write(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/docs/screenshot.png"),
+        chat,
+    )
+    .unwrap();
+
+    browser.client.refresh().await.unwrap();
+    browser
+        .until("connection-status", "reconnected after reload", |t| {
+            t == "online"
+        })
+        .await;
+    let deadline = Instant::now() + UI_TIMEOUT;
+    loop {
+        let after = browser.messages().await;
+        if after == before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "history after reload: {after:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        before[0],
+        (
+            "user".to_owned(),
+            "Hi! How many messages so far?".to_owned()
+        )
+    );
+    assert!(
+        before[1].1.starts_with("This conversation has 1 message"),
+        "{before:?}"
+    );
+    browser.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_side_logout_asks_to_sign_in_again() {
+    let _one = ONE_BROWSER.lock().await;
+    let server = TestServer::with(auth_options().env("PALAVER_ANALYSIS__ENGINE", "echo"));
+    register(&server, "ann@example.com", "correct horse battery").await;
+    let browser = Browser::start().await;
+    browser.client.goto(&server.base).await.unwrap();
+    browser
+        .testid("login-email")
+        .await
+        .send_keys("ann@example.com")
+        .await
+        .unwrap();
+    browser
+        .testid("login-password")
+        .await
+        .send_keys("correct horse battery")
+        .await
+        .unwrap();
+    browser.click("login-submit").await;
+    browser
+        .until("connection-status", "connected", |t| t == "online")
+        .await;
+
+    // Tokens are in sessionStorage (never localStorage): take the refresh
+    // token from there and log the family out from elsewhere.
+    let stored = browser
+        .client
+        .execute(
+            "return [sessionStorage.getItem('palaver.auth'), localStorage.length];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored[1], 0, "nothing in localStorage");
+    let auth: Value = serde_json::from_str(stored[0].as_str().unwrap()).unwrap();
+    let res = client()
+        .post(server.url("/api/auth/logout/"))
+        .json(&json!({"refresh": auth["refresh"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+
+    browser
+        .until("error-banner", "the sign-in message", |t| {
+            t.contains("sign in again")
+        })
+        .await;
+    assert!(browser
+        .testid("login-email")
+        .await
+        .is_displayed()
+        .await
+        .unwrap());
+    assert!(!browser
+        .testid("logout-button")
+        .await
+        .is_displayed()
+        .await
+        .unwrap());
+    browser.stop().await;
+}
