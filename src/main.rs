@@ -165,6 +165,7 @@ async fn dispatch(command: Option<Command>, config: Config) -> Result<()> {
 
 async fn serve(config: Config) -> Result<()> {
     palaver::logging::init(&config.logging);
+    raise_open_files_limit();
     let metrics = Metrics::install(config.metrics.token.clone())?;
     let store = cli::open_store_observed(&config)?;
     let listener = TcpListener::bind(config.server.bind)
@@ -199,6 +200,19 @@ async fn serve(config: Config) -> Result<()> {
     app::run(listener, state, shutdown).await?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Every WebSocket is an open file: raise the soft limit to the hard one and
+/// say how many connections that allows.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(
+            open_files = limit,
+            connections = limit.saturating_sub(64),
+            "open files limit raised to the hard limit (about that many connections, less ~64 for the server itself)"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
 }
 
 /// Installs the SIGTERM and SIGINT handlers now (before the banner tells

@@ -1,11 +1,21 @@
-//! palaver's benchmark harness. Scenarios so far:
+//! palaver's benchmark harness (never a timed test).
 //!
-//! - `verify`: the cost of verifying an access token in the caller (what the
-//!   HTTP and WebSocket paths do) against routing each verification through
-//!   one actor's mailbox (the design we rejected), in one run.
+//! - `all`: every load scenario against palaver (the release binary beside
+//!   this one, on its own temporary data directory) and against the bare
+//!   baseline server, in one run, printed as a table with ratios: `handshake`,
+//!   `hold`, `stream`, `quota`. `--smoke` runs them with tiny sizes (the test
+//!   suite does, so the harness cannot rot).
+//! - `baseline`: the bare baseline server (palaver's wire protocol, no
+//!   authentication, no storage), which `all` starts in its own process.
+//! - `verify`: token verification in the caller vs through one actor.
 //! - `login`: logins per second against a running server (argon2id bound).
+//! - `quota-latency`: a counted request's latency with and without admission.
 //!
-//! Figures are medians of several rounds; compare ratios within one run.
+//! Compare ratios within one run: the machine is shared and noisy.
+
+mod baseline;
+mod scenarios;
+mod target;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -28,6 +38,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Scenario {
+    /// Every load scenario against palaver and the baseline; prints a table.
+    All {
+        /// Tiny sizes: checks the harness works, measures nothing.
+        #[arg(long)]
+        smoke: bool,
+        /// Connections held at once in `hold`.
+        #[arg(long, default_value_t = 19_000)]
+        hold: usize,
+    },
+    /// Run the bare baseline server.
+    Baseline {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: String,
+    },
     /// Access-token verification: in the caller vs through one actor.
     Verify {
         #[arg(long, default_value_t = 20_000)]
@@ -38,7 +62,7 @@ enum Scenario {
     /// Counted-request latency with quota admission (a demo user) and without
     /// (a regular user, no user limit), interleaved, against a running server
     /// started with open registration and a huge `demo.request_limit`.
-    Quota {
+    QuotaLatency {
         #[arg(long)]
         url: String,
         #[arg(long, default_value_t = 200)]
@@ -60,6 +84,20 @@ enum Scenario {
 
 fn main() -> Result<()> {
     match Cli::parse().scenario {
+        Scenario::All { smoke, hold } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(all(smoke, hold))
+        }
+        Scenario::Baseline { bind } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(baseline::serve(&bind))
+        }
         Scenario::Verify { iterations, rounds } => {
             actix_rt::System::new().block_on(verify(iterations, rounds))
         }
@@ -68,7 +106,7 @@ fn main() -> Result<()> {
             concurrency,
             logins,
         } => tokio::runtime::Runtime::new()?.block_on(login(&url, concurrency, logins)),
-        Scenario::Quota {
+        Scenario::QuotaLatency {
             url,
             requests,
             rounds,
@@ -347,5 +385,179 @@ async fn quota(url: &str, requests: usize, rounds: usize) -> Result<()> {
         "  admission adds               {:>8.1} %",
         (on / off - 1.0) * 100.0
     );
+    Ok(())
+}
+
+/// Sizes of one `all` run.
+struct Sizes {
+    handshakes: usize,
+    handshake_concurrency: usize,
+    hold: usize,
+    stream_sockets: usize,
+    stream_questions: usize,
+    quota_requests: usize,
+    quota_concurrency: usize,
+}
+
+async fn all(smoke: bool, hold: usize) -> Result<()> {
+    use scenarios::Setup;
+    use target::Target;
+
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => eprintln!("open files limit: {limit}"),
+        Err(e) => eprintln!("cannot raise the open files limit: {e}"),
+    }
+    let sizes = if smoke {
+        Sizes {
+            handshakes: 40,
+            handshake_concurrency: 4,
+            hold: 20,
+            stream_sockets: 2,
+            stream_questions: 3,
+            quota_requests: 20,
+            quota_concurrency: 2,
+        }
+    } else {
+        Sizes {
+            handshakes: 5_000,
+            handshake_concurrency: 50,
+            hold,
+            stream_sockets: 50,
+            stream_questions: 20,
+            quota_requests: 2_000,
+            quota_concurrency: 8,
+        }
+    };
+    let bin = target::palaver_binary()?;
+    let mut rows: Vec<(String, String, String, String)> = Vec::new();
+    let mut row = |what: &str, p: f64, b: Option<f64>, unit: &str| {
+        let ratio = b.map_or("".to_owned(), |b| format!("{:.2}", p / b));
+        rows.push((
+            what.to_owned(),
+            format!("{p:.1} {unit}"),
+            b.map_or("—".to_owned(), |b| format!("{b:.1} {unit}")),
+            ratio,
+        ));
+    };
+
+    // handshake
+    let base = Target::baseline()?;
+    let bh = scenarios::handshake(
+        &base,
+        None,
+        sizes.handshakes,
+        sizes.handshake_concurrency,
+        0,
+    )
+    .await?;
+    drop(base);
+    let pal = Target::palaver(&bin)?;
+    let setup = Setup::palaver(&pal, 1).await?;
+    let ph = scenarios::handshake(
+        &pal,
+        Some(&setup),
+        sizes.handshakes,
+        sizes.handshake_concurrency,
+        20,
+    )
+    .await?;
+    drop(pal);
+    eprintln!("handshake: palaver {ph:?}\nhandshake: baseline {bh:?}");
+    anyhow::ensure!(
+        ph.refused == sizes.handshakes / 20,
+        "every forged token must be refused: {ph:?}"
+    );
+    anyhow::ensure!(
+        ph.ok + ph.refused == sizes.handshakes && bh.ok == sizes.handshakes,
+        "every handshake answered"
+    );
+    row("handshakes per second", ph.per_sec, Some(bh.per_sec), "/s");
+    row("handshake latency p50", ph.p50_ms, Some(bh.p50_ms), "ms");
+    row("handshake latency p99", ph.p99_ms, Some(bh.p99_ms), "ms");
+    row("server CPU per handshake", ph.cpu_us, Some(bh.cpu_us), "µs");
+
+    // hold
+    let base = Target::baseline()?;
+    let bhold = scenarios::hold(&base, None, sizes.hold).await?;
+    drop(base);
+    let pal = Target::palaver(&bin)?;
+    let setup = Setup::palaver(&pal, 1).await?;
+    let phold = scenarios::hold(&pal, Some(&setup), sizes.hold).await?;
+    drop(pal);
+    eprintln!("hold: palaver {phold:?}\nhold: baseline {bhold:?}");
+    row(
+        &format!("server RSS per idle connection ({} held)", phold.held),
+        phold.rss_per_conn / 1024.0,
+        Some(bhold.rss_per_conn / 1024.0),
+        "KiB",
+    );
+
+    // stream
+    let base = Target::baseline()?;
+    let bs = scenarios::stream(&base, None, sizes.stream_sockets, sizes.stream_questions).await?;
+    drop(base);
+    let pal = Target::palaver(&bin)?;
+    let setup = Setup::palaver(&pal, sizes.stream_sockets).await?;
+    let ps = scenarios::stream(
+        &pal,
+        Some(&setup),
+        sizes.stream_sockets,
+        sizes.stream_questions,
+    )
+    .await?;
+    eprintln!("stream: palaver {ps:?}\nstream: baseline {bs:?}");
+    row(
+        "streamed replies per second (echo, persisted)",
+        ps.replies_per_sec,
+        Some(bs.replies_per_sec),
+        "/s",
+    );
+    row(
+        "time to first token p50",
+        ps.ttft_p50_ms,
+        Some(bs.ttft_p50_ms),
+        "ms",
+    );
+    row(
+        "time to first token p99",
+        ps.ttft_p99_ms,
+        Some(bs.ttft_p99_ms),
+        "ms",
+    );
+    row(
+        "time to done p50",
+        ps.done_p50_ms,
+        Some(bs.done_p50_ms),
+        "ms",
+    );
+    row(
+        "time to done p99",
+        ps.done_p99_ms,
+        Some(bs.done_p99_ms),
+        "ms",
+    );
+    row("server CPU per reply", ps.cpu_us, Some(bs.cpu_us), "µs");
+
+    // quota (palaver only: the baseline has no quotas)
+    let q = scenarios::quota(&pal, &setup, sizes.quota_requests, sizes.quota_concurrency).await?;
+    drop(pal);
+    row(
+        "counted requests per second, quota off",
+        q.off_per_sec,
+        None,
+        "/s",
+    );
+    row(
+        "counted requests per second, quota on",
+        q.on_per_sec,
+        Some(q.off_per_sec),
+        "/s",
+    );
+
+    println!("| scenario | palaver | baseline | ratio |");
+    println!("|---|---|---|---|");
+    for (what, p, b, r) in rows {
+        println!("| {what} | {p} | {b} | {r} |");
+    }
     Ok(())
 }

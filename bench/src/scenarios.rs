@@ -1,0 +1,413 @@
+//! The load scenarios. Each runs against a [`Target`] and reports what the
+//! client saw (rates, latencies from hdrhistogram) and what the server paid
+//! (its CPU time per operation, its resident memory).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::target::{Target, SECRET};
+
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// What palaver needs before load: a user, its id, and sessions to talk in.
+pub struct Setup {
+    pub user_id: String,
+    pub access: String,
+    pub sessions: Vec<String>,
+    pub http: reqwest::Client,
+}
+
+impl Setup {
+    pub async fn palaver(target: &Target, sessions: usize) -> Result<Setup> {
+        let http = reqwest::Client::new();
+        let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
+        let password = "bench-password-123";
+        let res = http
+            .post(format!("{}/api/auth/register/", target.base))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await?;
+        anyhow::ensure!(res.status() == 201, "register: {}", res.status());
+        let login: Value = http
+            .post(format!("{}/api/auth/login/", target.base))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let access = login["access"].as_str().context("access")?.to_owned();
+        let user_id = login["user"]["id"].as_str().context("user id")?.to_owned();
+        let mut setup = Setup {
+            user_id,
+            access,
+            sessions: Vec::new(),
+            http,
+        };
+        setup.more_sessions(target, sessions).await?;
+        Ok(setup)
+    }
+
+    pub async fn more_sessions(&mut self, target: &Target, n: usize) -> Result<()> {
+        while self.sessions.len() < n {
+            let session: Value = self
+                .http
+                .post(format!("{}/api/sessions/", target.base))
+                .bearer_auth(&self.access)
+                .json(&json!({}))
+                .send()
+                .await?
+                .json()
+                .await?;
+            self.sessions
+                .push(session["id"].as_str().context("session id")?.to_owned());
+        }
+        Ok(())
+    }
+
+    /// A fresh access token, minted with the server's secret.
+    pub fn mint(&self) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let claims = json!({
+            "iss": "palaver", "sub": self.user_id, "user_id": self.user_id,
+            "token_type": "access", "jti": uuid::Uuid::new_v4(), "fam": uuid::Uuid::new_v4(),
+            "iat": now, "exp": now + 3600, "is_demo": false,
+        });
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("HS256 encodes")
+    }
+
+    /// A token with a broken signature (must be refused with 4001).
+    pub fn forged(&self) -> String {
+        let mut token = self.mint();
+        let last = token.pop().unwrap_or('A');
+        token.push(if last == 'A' { 'B' } else { 'A' });
+        token
+    }
+
+    fn path(&self, i: usize, token: &str) -> String {
+        format!(
+            "/ws/sessions/{}/?token={token}",
+            self.sessions[i % self.sessions.len()]
+        )
+    }
+}
+
+/// Opens a WebSocket from source address `src` (several loopback sources
+/// pass the per-address ephemeral port limit).
+pub async fn connect(target: &Target, path: &str, src: IpAddr) -> Result<Ws> {
+    let addr: SocketAddr = target.base.trim_start_matches("http://").parse()?;
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(src, 0))?;
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let url = format!("{}{path}", target.ws_base());
+    let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+    Ok(ws)
+}
+
+pub fn source(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % 8) as u8))
+}
+
+/// The next text frame as JSON, or the close code.
+pub async fn next(ws: &mut Ws) -> Result<std::result::Result<Value, u16>> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Err(_) => bail!("no frame within 30 s"),
+            Ok(None) => bail!("connection ended"),
+            Ok(Some(msg)) => match msg? {
+                Message::Text(t) => return Ok(Ok(serde_json::from_str(t.as_str())?)),
+                Message::Close(f) => return Ok(Err(f.map_or(1005, |f| u16::from(f.code)))),
+                _ => continue,
+            },
+        }
+    }
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+#[derive(Debug)]
+pub struct HandshakeResult {
+    pub per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub cpu_us: f64,
+    pub ok: usize,
+    pub refused: usize,
+}
+
+/// `total` handshakes, `concurrency` at a time: connect, wait for `connected`,
+/// close. Every `bad_every`-th uses a forged token and must be refused.
+pub async fn handshake(
+    target: &Target,
+    setup: Option<&Setup>,
+    total: usize,
+    concurrency: usize,
+    bad_every: usize,
+) -> Result<HandshakeResult> {
+    // Tokens minted before the clock starts: minting is the client's work.
+    let paths: Vec<(String, bool)> = (0..total)
+        .map(|i| {
+            let bad = bad_every > 0 && i % bad_every == bad_every - 1;
+            match setup {
+                Some(s) => (s.path(i, &if bad { s.forged() } else { s.mint() }), bad),
+                None => ("/ws".to_owned(), false),
+            }
+        })
+        .collect();
+    let paths = Arc::new(paths);
+    let next_job = Arc::new(AtomicUsize::new(0));
+    let cpu0 = target.cpu_seconds();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let (paths, next_job) = (paths.clone(), next_job.clone());
+        let target_base = (target.base.clone(), target.name);
+        let _ = target_base;
+        tasks.push(async move {
+            let mut h = hist();
+            let (mut ok, mut refused) = (0, 0);
+            loop {
+                let i = next_job.fetch_add(1, Ordering::Relaxed);
+                let Some((path, bad)) = paths.get(i) else {
+                    break;
+                };
+                let t = Instant::now();
+                let mut ws = connect(target, path, source(worker)).await?;
+                match next(&mut ws).await? {
+                    Ok(frame) if frame["type"] == "connected" && !bad => ok += 1,
+                    Err(4001) if *bad => refused += 1,
+                    other => bail!("handshake {i}: unexpected {other:?}"),
+                }
+                h.record(t.elapsed().as_micros().max(1) as u64)?;
+                let _ = ws.close(None).await;
+            }
+            Ok::<_, anyhow::Error>((h, ok, refused))
+        });
+    }
+    let results = futures_util::future::join_all(tasks).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = target.cpu_seconds() - cpu0;
+    let mut h = hist();
+    let (mut ok, mut refused) = (0, 0);
+    for r in results {
+        let (part, o, f) = r?;
+        h.add(part)?;
+        ok += o;
+        refused += f;
+    }
+    Ok(HandshakeResult {
+        per_sec: total as f64 / elapsed,
+        p50_ms: ms(&h, 0.5),
+        p99_ms: ms(&h, 0.99),
+        cpu_us: cpu * 1e6 / total as f64,
+        ok,
+        refused,
+    })
+}
+
+#[derive(Debug)]
+pub struct HoldResult {
+    pub held: usize,
+    pub rss_per_conn: f64,
+}
+
+/// Opens `n` idle connections and keeps them; the server's resident memory
+/// grows by this much per connection.
+pub async fn hold(target: &Target, setup: Option<&Setup>, n: usize) -> Result<HoldResult> {
+    // Let the server settle, then measure from there.
+    let rss0 = target.rss_bytes();
+    let mut held = Vec::with_capacity(n);
+    let batch = 200;
+    for start in (0..n).step_by(batch) {
+        let opens = (start..(start + batch).min(n)).map(|i| async move {
+            let path = match setup {
+                Some(s) => s.path(i, &s.mint()),
+                None => "/ws".to_owned(),
+            };
+            let mut ws = connect(target, &path, source(i)).await?;
+            match next(&mut ws).await? {
+                Ok(f) if f["type"] == "connected" => Ok(ws),
+                other => bail!("hold {i}: unexpected {other:?}"),
+            }
+        });
+        for ws in futures_util::future::join_all(opens).await {
+            held.push(ws?);
+        }
+    }
+    let rss1 = target.rss_bytes();
+    let result = HoldResult {
+        held: held.len(),
+        rss_per_conn: (rss1.saturating_sub(rss0)) as f64 / n.max(1) as f64,
+    };
+    drop(held);
+    Ok(result)
+}
+
+#[derive(Debug)]
+pub struct StreamResult {
+    pub replies_per_sec: f64,
+    pub ttft_p50_ms: f64,
+    pub ttft_p99_ms: f64,
+    pub done_p50_ms: f64,
+    pub done_p99_ms: f64,
+    pub cpu_us: f64,
+}
+
+/// `sockets` connections each asking `questions` 20-word questions back to
+/// back; time to first token and to `done`.
+pub async fn stream(
+    target: &Target,
+    setup: Option<&Setup>,
+    sockets: usize,
+    questions: usize,
+) -> Result<StreamResult> {
+    let question = (1..=20)
+        .map(|i| format!("word{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut conns = Vec::new();
+    for i in 0..sockets {
+        let path = match setup {
+            Some(s) => s.path(i, &s.mint()),
+            None => "/ws".to_owned(),
+        };
+        let mut ws = connect(target, &path, source(i)).await?;
+        match next(&mut ws).await? {
+            Ok(f) if f["type"] == "connected" => conns.push(ws),
+            other => bail!("stream {i}: unexpected {other:?}"),
+        }
+    }
+    let cpu0 = target.cpu_seconds();
+    let started = Instant::now();
+    let tasks = conns.into_iter().map(|mut ws| {
+        let question = question.clone();
+        async move {
+            let (mut ttft, mut done) = (hist(), hist());
+            for _ in 0..questions {
+                let t = Instant::now();
+                ws.send(Message::text(
+                    json!({"type": "question", "text": question}).to_string(),
+                ))
+                .await?;
+                let mut first = true;
+                loop {
+                    let frame = match next(&mut ws).await? {
+                        Ok(f) => f,
+                        Err(code) => bail!("closed {code} mid-reply"),
+                    };
+                    match frame["type"].as_str() {
+                        Some("token") if first => {
+                            ttft.record(t.elapsed().as_micros().max(1) as u64)?;
+                            first = false;
+                        }
+                        Some("done") => {
+                            done.record(t.elapsed().as_micros().max(1) as u64)?;
+                            break;
+                        }
+                        Some("error") => bail!("error frame: {frame}"),
+                        _ => {}
+                    }
+                }
+            }
+            let _ = ws.close(None).await;
+            Ok::<_, anyhow::Error>((ttft, done))
+        }
+    });
+    let results = futures_util::future::join_all(tasks).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = target.cpu_seconds() - cpu0;
+    let (mut ttft, mut done) = (hist(), hist());
+    for r in results {
+        let (a, b) = r?;
+        ttft.add(a)?;
+        done.add(b)?;
+    }
+    let replies = (sockets * questions) as f64;
+    Ok(StreamResult {
+        replies_per_sec: replies / elapsed,
+        ttft_p50_ms: ms(&ttft, 0.5),
+        ttft_p99_ms: ms(&ttft, 0.99),
+        done_p50_ms: ms(&done, 0.5),
+        done_p99_ms: ms(&done, 0.99),
+        cpu_us: cpu * 1e6 / replies,
+    })
+}
+
+#[derive(Debug)]
+pub struct QuotaResult {
+    pub off_per_sec: f64,
+    pub on_per_sec: f64,
+}
+
+/// Counted requests (`POST /api/sessions/`) per second, `concurrency` at a
+/// time: from a regular user (no quota) and from a demo user (admitted by the
+/// QuotaRegistry).
+pub async fn quota(
+    target: &Target,
+    setup: &Setup,
+    requests: usize,
+    concurrency: usize,
+) -> Result<QuotaResult> {
+    let demo: Value = setup
+        .http
+        .post(format!("{}/api/auth/demo/", target.base))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let demo_access = demo["access"].as_str().context("demo access")?.to_owned();
+    let mut rates = Vec::new();
+    for token in [setup.access.clone(), demo_access] {
+        let left = Arc::new(AtomicUsize::new(requests));
+        let started = Instant::now();
+        let tasks = (0..concurrency).map(|_| {
+            let (left, token, http) = (left.clone(), token.clone(), setup.http.clone());
+            let url = format!("{}/api/sessions/", target.base);
+            async move {
+                while left
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    let res = http
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&json!({}))
+                        .send()
+                        .await?;
+                    anyhow::ensure!(res.status() == 201, "create: {}", res.status());
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+        });
+        for r in futures_util::future::join_all(tasks).await {
+            r?;
+        }
+        rates.push(requests as f64 / started.elapsed().as_secs_f64());
+    }
+    Ok(QuotaResult {
+        off_per_sec: rates[0],
+        on_per_sec: rates[1],
+    })
+}

@@ -1,0 +1,162 @@
+//! The servers under test, each in a process of its own: palaver (the
+//! release binary beside this one, with its own temporary data directory) and
+//! the bare baseline (this binary, `baseline` subcommand). Their CPU time and
+//! memory are read from /proc, which the load generator does not distort.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+/// The HS256 secret the harness gives palaver, so it can mint tokens itself.
+pub const SECRET: &str = "palaver-bench-secret-0123456789abcdef0123456789abcdef";
+
+pub struct Target {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub name: &'static str,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Target {
+    /// Starts palaver (`bin`) on a loopback port with the benchmark settings.
+    pub fn palaver(bin: &Path) -> Result<Target> {
+        let dir = tempfile::tempdir()?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["serve", "--bind", "127.0.0.1:0", "--data"])
+            .arg(dir.path().join("data"))
+            .current_dir(dir.path())
+            .env("PALAVER_AUTH__SECRET", SECRET)
+            .env("PALAVER_AUTH__ALLOW_REGISTRATION", "true")
+            .env("PALAVER_ANALYSIS__ENGINE", "echo")
+            .env("PALAVER_WS__MAX_CONNECTIONS_PER_USER", "1000000")
+            .env("PALAVER_WS__MAX_MESSAGES_PER_MINUTE", "100000000")
+            .env("PALAVER_DEMO__REQUEST_LIMIT", "4000000000")
+            .env("PALAVER_DEMO__PER_IP_PER_HOUR", "1000000")
+            .env("PALAVER_LOGGING__LEVEL", "warn");
+        Self::spawn(cmd, "palaver", Some(dir))
+    }
+
+    /// Starts the bare baseline server.
+    pub fn baseline() -> Result<Target> {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["baseline", "--bind", "127.0.0.1:0"]);
+        Self::spawn(cmd, "baseline", None)
+    }
+
+    fn spawn(
+        mut cmd: Command,
+        name: &'static str,
+        dir: Option<tempfile::TempDir>,
+    ) -> Result<Target> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(pos) = line.find("listening on http://") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(line[pos + "listening on ".len()..].trim().to_owned());
+                    }
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("ERROR") || line.contains("panicked") {
+                    eprintln!("[server] {line}");
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                bail!("{name} did not start");
+            }
+        };
+        Ok(Target {
+            child,
+            base,
+            name,
+            _dir: dir,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn ws_base(&self) -> String {
+        self.base.replace("http://", "ws://")
+    }
+
+    /// User + system CPU seconds the server has used.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the command name (which may contain spaces) in parens.
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // utime and stime are fields 14 and 15 (1-based) of the whole line,
+        // 12 and 13 (0-based) after the command name.
+        (ticks(11) + ticks(12)) / clock_ticks()
+    }
+
+    /// Resident memory, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+}
+
+fn clock_ticks() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100.0, |t| t as f64)
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The palaver binary built beside this one (`cargo build --release -p palaver`).
+pub fn palaver_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("no parent directory")?;
+    for candidate in [dir.join("palaver"), dir.join("../palaver")] {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "no palaver binary beside {}: build it with `cargo build --release -p palaver` (or use bench/run)",
+        exe.display()
+    )
+}
