@@ -397,6 +397,8 @@ struct Sizes {
     stream_questions: usize,
     quota_requests: usize,
     quota_concurrency: usize,
+    open_sockets: usize,
+    open_seconds: u64,
 }
 
 async fn all(smoke: bool, hold: usize) -> Result<()> {
@@ -416,6 +418,8 @@ async fn all(smoke: bool, hold: usize) -> Result<()> {
             stream_questions: 3,
             quota_requests: 20,
             quota_concurrency: 2,
+            open_sockets: 10,
+            open_seconds: 2,
         }
     } else {
         Sizes {
@@ -426,6 +430,8 @@ async fn all(smoke: bool, hold: usize) -> Result<()> {
             stream_questions: 20,
             quota_requests: 2_000,
             quota_concurrency: 8,
+            open_sockets: 1_000,
+            open_seconds: 10,
         }
     };
     let bin = target::palaver_binary()?;
@@ -537,6 +543,43 @@ async fn all(smoke: bool, hold: usize) -> Result<()> {
         "ms",
     );
     row("server CPU per reply", ps.cpu_us, Some(bs.cpu_us), "µs");
+
+    // open loop: many sockets, one question per second each
+    let base = Target::baseline()?;
+    let bo = scenarios::open_loop(&base, None, sizes.open_sockets, sizes.open_seconds).await?;
+    drop(base);
+    let pal_open = Target::palaver(&bin)?;
+    let open_setup = Setup::palaver(&pal_open, 50).await?;
+    let po = scenarios::open_loop(
+        &pal_open,
+        Some(&open_setup),
+        sizes.open_sockets,
+        sizes.open_seconds,
+    )
+    .await?;
+    drop(pal_open);
+    eprintln!("open loop: palaver {po:?}\nopen loop: baseline {bo:?}");
+    anyhow::ensure!(
+        po.replies == sizes.open_sockets * sizes.open_seconds as usize,
+        "every open-loop question answered"
+    );
+    let label = format!(
+        "open loop ({} sockets × 1 question/s): time to first token p50",
+        sizes.open_sockets
+    );
+    row(&label, po.ttft_p50_ms, Some(bo.ttft_p50_ms), "ms");
+    row(
+        "open loop: time to first token p99",
+        po.ttft_p99_ms,
+        Some(bo.ttft_p99_ms),
+        "ms",
+    );
+    row(
+        "open loop: time to first token max",
+        po.ttft_max_ms,
+        Some(bo.ttft_max_ms),
+        "ms",
+    );
 
     // quota (palaver only: the baseline has no quotas)
     let q = scenarios::quota(&pal, &setup, sizes.quota_requests, sizes.quota_concurrency).await?;

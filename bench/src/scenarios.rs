@@ -411,3 +411,90 @@ pub async fn quota(
         on_per_sec: rates[1],
     })
 }
+
+#[derive(Debug)]
+pub struct OpenLoopResult {
+    pub replies: usize,
+    pub ttft_p50_ms: f64,
+    pub ttft_p99_ms: f64,
+    pub ttft_max_ms: f64,
+}
+
+/// `sockets` connections, each asking one 20-word question per second for
+/// `seconds` seconds on a fixed schedule (open loop: a slow reply does not
+/// delay the next question's send time); time to first token.
+pub async fn open_loop(
+    target: &Target,
+    setup: Option<&Setup>,
+    sockets: usize,
+    seconds: u64,
+) -> Result<OpenLoopResult> {
+    let question = (1..=20)
+        .map(|i| format!("word{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut conns = Vec::new();
+    for start in (0..sockets).step_by(100) {
+        let opens = (start..(start + 100).min(sockets)).map(|i| async move {
+            let path = match setup {
+                Some(s) => s.path(i, &s.mint()),
+                None => "/ws".to_owned(),
+            };
+            let mut ws = connect(target, &path, source(i)).await?;
+            match next(&mut ws).await? {
+                Ok(f) if f["type"] == "connected" => Ok(ws),
+                other => bail!("open loop {i}: unexpected {other:?}"),
+            }
+        });
+        for ws in futures_util::future::join_all(opens).await {
+            conns.push(ws?);
+        }
+    }
+    let epoch = tokio::time::Instant::now() + Duration::from_millis(200);
+    let tasks = conns.into_iter().enumerate().map(|(i, mut ws)| {
+        let question = question.clone();
+        async move {
+            let mut ttft = hist();
+            // Spread the sockets evenly over each second.
+            let phase = Duration::from_micros((i as u64 * 1_000_000) / sockets.max(1) as u64);
+            for second in 0..seconds {
+                let at = epoch + phase + Duration::from_secs(second);
+                tokio::time::sleep_until(at).await;
+                ws.send(Message::text(
+                    json!({"type": "question", "text": question}).to_string(),
+                ))
+                .await?;
+                let mut first = true;
+                loop {
+                    let frame = match next(&mut ws).await? {
+                        Ok(f) => f,
+                        Err(code) => bail!("closed {code} mid-reply"),
+                    };
+                    match frame["type"].as_str() {
+                        // Measured from the scheduled send time: a late send
+                        // (client overload) counts against the figure.
+                        Some("token") if first => {
+                            ttft.record(at.elapsed().as_micros().max(1) as u64)?;
+                            first = false;
+                        }
+                        Some("done") => break,
+                        Some("error") => bail!("error frame: {frame}"),
+                        _ => {}
+                    }
+                }
+            }
+            let _ = ws.close(None).await;
+            Ok::<_, anyhow::Error>(ttft)
+        }
+    });
+    let mut all = hist();
+    for r in futures_util::future::join_all(tasks).await {
+        all.add(r?)?;
+    }
+    Ok(OpenLoopResult {
+        replies: all.len() as usize,
+        ttft_p50_ms: ms(&all, 0.5),
+        ttft_p99_ms: ms(&all, 0.99),
+        ttft_max_ms: all.max() as f64 / 1000.0,
+    })
+}

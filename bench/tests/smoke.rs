@@ -43,6 +43,7 @@ fn all_scenarios_run_in_smoke_mode() {
         "streamed replies per second",
         "time to first token p99",
         "counted requests per second, quota on",
+        "open loop: time to first token p99",
     ] {
         assert!(stdout.contains(row), "no {row:?} row in:\n{stdout}");
     }
