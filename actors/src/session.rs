@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_ws::{AggregatedMessage, CloseReason, ProtocolError};
 use palaver_storage::{Message, MessageStatus, Role, Session, StorageError, Store, UserId};
+use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
+use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use uuid::Uuid;
@@ -62,7 +64,7 @@ enum Out {
 
 /// Outgoing frames not yet handed to the socket, bounded in bytes.
 struct Outbox {
-    tx: mpsc::UnboundedSender<Out>,
+    tx: UnboundedSender<Out>,
     buffered: Arc<AtomicUsize>,
     limit: usize,
 }
@@ -75,21 +77,21 @@ impl Outbox {
             return false;
         }
         self.buffered.fetch_add(len, Ordering::Relaxed);
-        let _ = self.tx.send(Out::Text(json));
+        let _ = self.tx.unbounded_send(Out::Text(json));
         true
     }
 
     fn control(&self, out: Out) {
-        let _ = self.tx.send(out);
+        let _ = self.tx.unbounded_send(out);
     }
 }
 
 async fn write(
     mut socket: actix_ws::Session,
-    mut rx: mpsc::UnboundedReceiver<Out>,
+    mut rx: UnboundedReceiver<Out>,
     buffered: Arc<AtomicUsize>,
 ) {
-    while let Some(out) = rx.recv().await {
+    while let Some(out) = rx.next().await {
         let sent = match out {
             Out::Text(text) => {
                 let len = text.len();
@@ -142,7 +144,10 @@ pub struct SessionActor {
     streaming: Option<Streaming>,
     /// The id of the reply streaming now (for its events).
     current_reply: Option<String>,
-    expiry_timers: Vec<SpawnHandle>,
+    /// The next expiry event (warning, then close).
+    expiry_timer: Option<SpawnHandle>,
+    /// `token_expiring` was sent for the current credential.
+    warned: bool,
     closing: bool,
 }
 
@@ -164,7 +169,9 @@ impl SessionActor {
         socket: actix_ws::Session,
         stream: actix_ws::MessageStream,
     ) -> Addr<Self> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        // futures' unbounded channel allocates per message, not a block up
+        // front: an idle connection's outbox costs almost nothing.
+        let (tx, rx) = futures_channel::mpsc::unbounded();
         let buffered = Arc::new(AtomicUsize::new(0));
         let writer = actix_rt::spawn(write(socket, rx, buffered.clone()));
         let stream = stream
@@ -194,7 +201,8 @@ impl SessionActor {
             frames_in_window: 0,
             streaming: None,
             current_reply: None,
-            expiry_timers: Vec::new(),
+            expiry_timer: None,
+            warned: false,
             closing: false,
         };
         ctx.run(actor)
@@ -235,23 +243,34 @@ impl SessionActor {
         ctx.stop();
     }
 
+    /// Arms the one expiry timer: the `token_expiring` warning first (once
+    /// per credential), then the 4001 close at expiry.
     fn schedule_expiry(&mut self, ctx: &mut Context<Self>) {
-        for handle in self.expiry_timers.drain(..) {
+        if let Some(handle) = self.expiry_timer.take() {
             ctx.cancel_future(handle);
         }
         let Some(expires_at) = self.expires_at else {
             return;
         };
         let left = Duration::from_secs(expires_at.saturating_sub(now_secs()));
-        let warning = self.deps.limits.expiry_warning;
-        let warn_in = left.saturating_sub(warning);
-        self.expiry_timers.push(ctx.run_later(warn_in, |act, ctx| {
-            let expires_in = act.expires_at.map_or(0, |at| at.saturating_sub(now_secs()));
-            act.send(ServerFrame::TokenExpiring { expires_in }, ctx);
-        }));
-        self.expiry_timers.push(ctx.run_later(left, |act, ctx| {
-            act.close(close::AUTH, "credential expired", ctx);
-        }));
+        let warn_in = left.saturating_sub(self.deps.limits.expiry_warning);
+        let close_at_expiry =
+            |ctx: &mut Context<Self>| ctx.run_later(left, |act, ctx| act.close(close::AUTH, "credential expired", ctx));
+        self.expiry_timer = Some(if self.warned {
+            close_at_expiry(ctx)
+        } else if warn_in.is_zero() {
+            // Already inside the warning window: warn now, close at expiry.
+            self.warned = true;
+            self.send(ServerFrame::TokenExpiring { expires_in: left.as_secs() }, ctx);
+            close_at_expiry(ctx)
+        } else {
+            ctx.run_later(warn_in, |act, ctx| {
+                act.warned = true;
+                let expires_in = act.expires_at.map_or(0, |at| at.saturating_sub(now_secs()));
+                act.send(ServerFrame::TokenExpiring { expires_in }, ctx);
+                act.schedule_expiry(ctx);
+            })
+        });
     }
 
     /// Counts a frame against `ws.max_messages_per_minute`; `false` when the
@@ -314,6 +333,7 @@ impl SessionActor {
             Ok(principal) if principal.user.id == self.user_id => {
                 self.expires_at = principal.expires_at();
                 self.family = principal.family();
+                self.warned = false;
                 self.schedule_expiry(ctx);
                 self.send(
                     ServerFrame::Refreshed {
@@ -546,6 +566,9 @@ impl Actor for SessionActor {
                 }),
             };
             act.send(frame, ctx);
+            // Only after `connected` is queued: a credential already inside
+            // its warning window gets `token_expiring` right after it.
+            act.schedule_expiry(ctx);
         }));
         let ping_every = self.deps.limits.ping_interval;
         ctx.run_interval(ping_every, |act, ctx| {
@@ -556,7 +579,6 @@ impl Actor for SessionActor {
                 act.out.control(Out::Ping);
             }
         });
-        self.schedule_expiry(ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {

@@ -47,6 +47,11 @@ enum Scenario {
         #[arg(long, default_value_t = 19_000)]
         hold: usize,
     },
+    /// Only the `hold` scenario (server RSS per idle connection), both servers.
+    Hold {
+        #[arg(long, default_value_t = 5_000)]
+        n: usize,
+    },
     /// Run the bare baseline server.
     Baseline {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -90,6 +95,24 @@ fn main() -> Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(all(smoke, hold))
+        }
+        Scenario::Hold { n } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            runtime.block_on(async {
+                let _ = rlimit::increase_nofile_limit(u64::MAX);
+                let base = target::Target::baseline()?;
+                let b = scenarios::hold(&base, None, n).await?;
+                drop(base);
+                let pal = target::Target::palaver(&target::palaver_binary()?)?;
+                let setup = scenarios::Setup::palaver(&pal, 1).await?;
+                let p = scenarios::hold(&pal, Some(&setup), n).await?;
+                println!(
+                    "hold {n}: palaver {:.1} KiB, baseline {:.1} KiB per connection",
+                    p.rss_per_conn / 1024.0,
+                    b.rss_per_conn / 1024.0
+                );
+                Ok(())
+            })
         }
         Scenario::Baseline { bind } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
