@@ -138,6 +138,7 @@ pub async fn run(
                 Err::<actix_web::HttpResponse, _>(ApiError::NotFound)
             }))
             .wrap(from_fn(http::quota::admit_counted))
+            .wrap(from_fn(http::middleware::cors))
             .wrap(ErrorHandlers::new().default_handler(http::middleware::json_error_body))
             .wrap(from_fn(http::middleware::trace_requests))
             .wrap(NormalizePath::new(TrailingSlash::Trim))

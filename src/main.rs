@@ -253,7 +253,8 @@ async fn user(cmd: UserCommand, config: &Config) -> Result<()> {
         }
         UserCommand::Delete { email } => {
             let user = cli::find_user(&store, &email)?;
-            store.users().delete(user.id).await?;
+            // Everything the user owns goes too (sessions, keys, counters).
+            store.purge_user(user.id).await?;
             println!("deleted {}", user.email);
         }
     }

@@ -8,7 +8,10 @@ use serde_json::{json, Value};
 
 /// RFC 3339 (UTC, seconds) for a Unix-milliseconds time.
 pub fn rfc3339_millis(millis: u64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis);
+    // RFC 3339 has four-digit years: clamp a corrupt or absurd time to the
+    // last representable second rather than fail to format it.
+    const MAX_MILLIS: u64 = 253_402_300_799_000; // 9999-12-31T23:59:59Z
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis.min(MAX_MILLIS));
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
@@ -227,6 +230,12 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<ClientFrame>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn times_format_and_never_panic() {
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_millis(u64::MAX), "9999-12-31T23:59:59Z");
     }
 
     #[test]

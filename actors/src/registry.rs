@@ -25,6 +25,8 @@ pub struct CloseConnection {
 struct Entry {
     id: u64,
     family: Option<Uuid>,
+    /// The API key the connection was opened with (directly or by ticket).
+    api_key: Option<Uuid>,
     session: Uuid,
     addr: Recipient<CloseConnection>,
 }
@@ -49,6 +51,7 @@ impl Connections {
         &self,
         user: UserId,
         family: Option<Uuid>,
+        api_key: Option<Uuid>,
         session: Uuid,
         max: usize,
         addr: Recipient<CloseConnection>,
@@ -62,6 +65,7 @@ impl Connections {
         entries.push(Entry {
             id,
             family,
+            api_key,
             session,
             addr,
         });
@@ -76,6 +80,34 @@ impl Connections {
                 map.remove(&user);
             }
         }
+    }
+
+    /// A connection now follows another token family (an in-band refresh).
+    pub fn set_family(&self, user: UserId, id: u64, family: Option<Uuid>) {
+        if let Some(entry) = self
+            .lock()
+            .get_mut(&user)
+            .and_then(|v| v.iter_mut().find(|e| e.id == id))
+        {
+            entry.family = family;
+            entry.api_key = None;
+        }
+    }
+
+    /// Closes the connections opened with an API key (it was deleted).
+    pub fn close_api_key(&self, user: UserId, key: Uuid, code: u16, reason: &'static str) -> usize {
+        let map = self.lock();
+        let mut closed = 0;
+        for e in map
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.api_key == Some(key))
+        {
+            e.addr.do_send(CloseConnection { code, reason });
+            closed += 1;
+        }
+        closed
     }
 
     /// Connections open now.

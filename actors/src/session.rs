@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_ws::{AggregatedMessage, CloseReason, ProtocolError};
-use palaver_storage::{Message, MessageStatus, Role, Session, StorageError, Store, UserId};
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures_util::StreamExt;
+use palaver_storage::{Message, MessageStatus, Role, Session, StorageError, Store, UserId};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use uuid::Uuid;
@@ -23,7 +23,7 @@ use crate::auth::{now_secs, Auth, Principal};
 use crate::protocol::{
     close, message_json, status_name, ClientFrame, ConnectedUser, QuotaView, ServerFrame, Usage,
 };
-use crate::quota::{Admission, Admit, Peek, Policy, QuotaRegistry, Standing};
+use crate::quota::{Admission, Admit, Peek, Policy, QuotaRegistry, Refund, Standing};
 use crate::registry::{CloseConnection, Connections};
 use crate::telemetry;
 
@@ -81,6 +81,16 @@ impl Outbox {
         true
     }
 
+    /// Queues a control frame counted as `len` bytes; `false` past the limit.
+    fn charged(&self, out: Out, len: usize) -> bool {
+        if self.buffered.load(Ordering::Relaxed) + len > self.limit {
+            return false;
+        }
+        self.buffered.fetch_add(len, Ordering::Relaxed);
+        let _ = self.tx.unbounded_send(out);
+        true
+    }
+
     fn control(&self, out: Out) {
         let _ = self.tx.unbounded_send(out);
     }
@@ -100,7 +110,11 @@ async fn write(
                 sent
             }
             Out::Ping => socket.ping(b"").await,
-            Out::Pong(bytes) => socket.pong(&bytes).await,
+            Out::Pong(bytes) => {
+                let sent = socket.pong(&bytes).await;
+                buffered.fetch_sub(bytes.len() + 16, Ordering::Relaxed);
+                sent
+            }
             Out::Close(code, reason) => {
                 let reason = CloseReason {
                     code: code.into(),
@@ -148,6 +162,8 @@ pub struct SessionActor {
     expiry_timer: Option<SpawnHandle>,
     /// `token_expiring` was sent for the current credential.
     warned: bool,
+    /// Asked to stop while a question was starting: stop once it started.
+    stop_when_started: bool,
     closing: bool,
 }
 
@@ -203,6 +219,7 @@ impl SessionActor {
             current_reply: None,
             expiry_timer: None,
             warned: false,
+            stop_when_started: false,
             closing: false,
         };
         ctx.run(actor)
@@ -254,14 +271,22 @@ impl SessionActor {
         };
         let left = Duration::from_secs(expires_at.saturating_sub(now_secs()));
         let warn_in = left.saturating_sub(self.deps.limits.expiry_warning);
-        let close_at_expiry =
-            |ctx: &mut Context<Self>| ctx.run_later(left, |act, ctx| act.close(close::AUTH, "credential expired", ctx));
+        let close_at_expiry = |ctx: &mut Context<Self>| {
+            ctx.run_later(left, |act, ctx| {
+                act.close(close::AUTH, "credential expired", ctx)
+            })
+        };
         self.expiry_timer = Some(if self.warned {
             close_at_expiry(ctx)
         } else if warn_in.is_zero() {
             // Already inside the warning window: warn now, close at expiry.
             self.warned = true;
-            self.send(ServerFrame::TokenExpiring { expires_in: left.as_secs() }, ctx);
+            self.send(
+                ServerFrame::TokenExpiring {
+                    expires_in: left.as_secs(),
+                },
+                ctx,
+            );
             close_at_expiry(ctx)
         } else {
             ctx.run_later(warn_in, |act, ctx| {
@@ -333,6 +358,9 @@ impl SessionActor {
             Ok(principal) if principal.user.id == self.user_id => {
                 self.expires_at = principal.expires_at();
                 self.family = principal.family();
+                self.deps
+                    .connections
+                    .set_family(self.user_id, self.conn_id, self.family);
                 self.warned = false;
                 self.schedule_expiry(ctx);
                 self.send(
@@ -409,42 +437,63 @@ impl SessionActor {
             // The question and the reply's placeholder (so a crash mid-reply
             // leaves a `failed` reply, not none) become durable in one flush,
             // which also covers the count.
-            let (question, reply) = store_question(&deps.store, session_id, text)
-                .await
-                .map_err(Refused::Storage)?;
+            let stored = store_question(&deps.store, session_id, text).await;
+            let (question, reply) = match stored {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Nothing was asked: give the counted request back.
+                    if let (Some(policy), Some(_)) = (policy, standing) {
+                        deps.quotas.do_send(Refund {
+                            user,
+                            policy,
+                            now: now_secs(),
+                        });
+                    }
+                    return Err(Refused::Storage(e));
+                }
+            };
             Ok((question, reply, standing))
         };
-        ctx.spawn(
-            start
-                .into_actor(self)
-                .map(move |result, act, ctx| match result {
-                    Ok((question, reply, standing)) => {
-                        act.started(question, reply, standing, client_id, slot, ctx)
+        ctx.spawn(start.into_actor(self).map(move |result, act, ctx| {
+            act.start_finished(result, client_id, slot, ctx);
+            // The client left while the question was starting: the
+            // reply was submitted (it finishes and is stored), now stop.
+            if act.stop_when_started {
+                ctx.stop();
+            }
+        }));
+    }
+
+    fn start_finished(
+        &mut self,
+        result: Result<(Message, Message, Option<Standing>), Refused>,
+        client_id: Option<String>,
+        slot: crate::analysis::Slot,
+        ctx: &mut Context<Self>,
+    ) {
+        let act = self;
+        match result {
+            Ok((question, reply, standing)) => {
+                act.started(question, reply, standing, client_id, slot, ctx)
+            }
+            Err(refused) => {
+                act.streaming = None;
+                let frame = match refused {
+                    Refused::Quota(s) => ServerFrame::Error {
+                        code: "quota_exceeded",
+                        message: "request quota exceeded".into(),
+                        request_count: Some(s.count),
+                        request_limit: Some(s.limit()),
+                    },
+                    Refused::Storage(e) => {
+                        tracing::error!(error = %e, "cannot store a question");
+                        ServerFrame::error("analysis_failed", "the question could not be stored")
                     }
-                    Err(refused) => {
-                        act.streaming = None;
-                        let frame = match refused {
-                            Refused::Quota(s) => ServerFrame::Error {
-                                code: "quota_exceeded",
-                                message: "request quota exceeded".into(),
-                                request_count: Some(s.count),
-                                request_limit: Some(s.limit()),
-                            },
-                            Refused::Storage(e) => {
-                                tracing::error!(error = %e, "cannot store a question");
-                                ServerFrame::error(
-                                    "analysis_failed",
-                                    "the question could not be stored",
-                                )
-                            }
-                            Refused::Internal => {
-                                ServerFrame::error("analysis_failed", "internal error")
-                            }
-                        };
-                        act.send(frame, ctx);
-                    }
-                }),
-        );
+                    Refused::Internal => ServerFrame::error("analysis_failed", "internal error"),
+                };
+                act.send(frame, ctx);
+            }
+        }
     }
 
     fn started(
@@ -581,6 +630,17 @@ impl Actor for SessionActor {
         });
     }
 
+    fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
+        // A question being admitted and stored runs as a future of this
+        // context, which stopping would drop: its quota spent, its reply
+        // never written. Finish starting it first.
+        if matches!(self.streaming, Some(Streaming::Starting { .. })) {
+            self.stop_when_started = true;
+            return Running::Continue;
+        }
+        Running::Stop
+    }
+
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         telemetry::ws_connection_closed();
         self.deps.connections.unregister(self.user_id, self.conn_id);
@@ -599,7 +659,15 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for SessionActor {
             Ok(AggregatedMessage::Binary(_)) => {
                 self.close(close::UNSUPPORTED, "only text frames are spoken", ctx)
             }
-            Ok(AggregatedMessage::Ping(bytes)) => self.out.control(Out::Pong(bytes)),
+            Ok(AggregatedMessage::Ping(bytes)) => {
+                // Pings are frames like any other (rate limit), and their
+                // pongs count against the outbox bound.
+                if self.within_rate(ctx)
+                    && !self.out.charged(Out::Pong(bytes.clone()), bytes.len() + 16)
+                {
+                    self.close(close::POLICY, "slow reader: outgoing buffer full", ctx);
+                }
+            }
             Ok(AggregatedMessage::Pong(_)) => {}
             Ok(AggregatedMessage::Close(_)) => self.close(close::NORMAL, "", ctx),
             Err(ProtocolError::Overflow) => self.close(close::TOO_BIG, "message too big", ctx),

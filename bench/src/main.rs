@@ -97,7 +97,10 @@ fn main() -> Result<()> {
             runtime.block_on(all(smoke, hold))
         }
         Scenario::Hold { n } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
             runtime.block_on(async {
                 let _ = rlimit::increase_nofile_limit(u64::MAX);
                 let base = target::Target::baseline()?;

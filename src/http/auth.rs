@@ -220,6 +220,13 @@ async fn delete_api_key(
     }
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::NotFound)?;
     state.auth.delete_api_key(&who.0.user, id).await?;
+    // Sockets opened with the key (or a ticket it asked for) go with it.
+    state.sessions.connections.close_api_key(
+        who.0.user.id,
+        id,
+        palaver_actors::protocol::close::AUTH,
+        "API key deleted",
+    );
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -259,7 +266,9 @@ async fn register(
     if state.store.users().find_by_email(&email)?.is_some() {
         return Err(ApiError::EmailTaken);
     }
-    let hash = web::block(move || password::hash(&password))
+    let hash = state
+        .auth
+        .argon2(move || password::hash(&password))
         .await?
         .map_err(ApiError::internal)?;
     let user = state

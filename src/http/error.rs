@@ -175,6 +175,9 @@ impl From<AuthError> for ApiError {
             AuthError::Invalid(why) => {
                 ApiError::unauthorized("token_invalid", format!("invalid credential: {why}"))
             }
+            AuthError::UnknownUser => {
+                ApiError::unauthorized("token_invalid", "invalid credential: unknown user")
+            }
             AuthError::Expired => ApiError::unauthorized("token_expired", "the token has expired"),
             AuthError::Revoked => {
                 ApiError::unauthorized("token_revoked", "the token has been revoked")
@@ -192,6 +195,7 @@ impl From<AuthError> for ApiError {
             }
             AuthError::DemoForbidden => ApiError::Forbidden("demo users cannot do this".into()),
             AuthError::NotFound => ApiError::NotFound,
+            AuthError::Busy => ApiError::Busy,
             AuthError::BadRequest(message) => ApiError::InvalidRequest(message),
             AuthError::Storage(e) => e.into(),
             AuthError::Internal(detail) => ApiError::Internal(detail),

@@ -112,3 +112,60 @@ fn describe(status: StatusCode) -> (&'static str, &'static str) {
         _ => ("invalid_request", "the request cannot be served"),
     }
 }
+
+/// CORS for `/api/` (API.md §7: `server.allowed_origins` drives it). A
+/// request whose `Origin` is listed gets `Access-Control-Allow-Origin` (and a
+/// preflight is answered 204); anything else gets no CORS headers, so the
+/// browser keeps it same-origin. No cookies are used, so no credentials mode.
+pub async fn cors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let allowed = req
+        .app_data::<actix_web::web::Data<crate::app::AppState>>()
+        .map(|s| s.config.server.allowed_origins.clone())
+        .unwrap_or_default();
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .filter(|o| {
+            req.path().starts_with("/api/") && allowed.iter().any(|a| a.eq_ignore_ascii_case(o))
+        })
+        .map(str::to_owned);
+    let Some(origin) = origin else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let preflight = req.method() == actix_web::http::Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    if preflight {
+        let (req, _) = req.into_parts();
+        let res = HttpResponse::NoContent()
+            .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin))
+            .insert_header((header::VARY, "Origin"))
+            .insert_header((
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                "GET, POST, PUT, PATCH, DELETE",
+            ))
+            .insert_header((
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "authorization, content-type, x-api-key",
+            ))
+            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
+            .finish();
+        return Ok(ServiceResponse::new(req, res).map_into_right_body());
+    }
+    let mut res = next.call(req).await?;
+    let headers = res.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&origin) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("ratelimit, ratelimit-policy, retry-after, x-request-id"),
+        );
+    }
+    Ok(res.map_into_left_body())
+}

@@ -35,7 +35,10 @@ pub async fn admit_counted(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    if !is_counted(req.method(), req.path()) || !req.resource_map().has_resource(req.path()) {
+    // The decoded path, as the router matches it: the raw one would let
+    // `/api/sessions/x/m%65ssages` skip counting yet reach its handler.
+    let path = req.match_info().as_str().to_owned();
+    if !is_counted(req.method(), &path) || !req.resource_map().has_resource(&path) {
         return Ok(next.call(req).await?.map_into_left_body());
     }
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {

@@ -52,7 +52,7 @@ impl Refusal {
     fn outcome(&self) -> &'static str {
         match self {
             Refusal::Origin => "origin_rejected",
-            Refusal::Auth(AuthError::AccountDisabled) => "user_inactive",
+            Refusal::Auth(AuthError::AccountDisabled | AuthError::UnknownUser) => "user_inactive",
             Refusal::Auth(AuthError::Storage(_) | AuthError::Internal(_)) => "error",
             Refusal::Auth(_) => "auth_failed",
             Refusal::NotFound => "not_found",
@@ -63,7 +63,7 @@ impl Refusal {
     fn close_code(&self) -> (u16, &'static str) {
         match self {
             Refusal::Origin => (close::POLICY, "origin not allowed"),
-            Refusal::Auth(AuthError::AccountDisabled) => {
+            Refusal::Auth(AuthError::AccountDisabled | AuthError::UnknownUser) => {
                 (close::USER_INACTIVE, "account unavailable")
             }
             Refusal::Auth(AuthError::Storage(_) | AuthError::Internal(_)) => {
@@ -102,6 +102,7 @@ async fn connect(
     let conn_id = match state.sessions.connections.register(
         principal.user.id,
         principal.family(),
+        principal.api_key(),
         session.id,
         max,
         ctx.address().recipient(),
@@ -109,6 +110,17 @@ async fn connect(
         Ok(id) => id,
         Err(_) => return refuse(&req, body, &state, Refusal::TooMany),
     };
+    // A logout between the verification and the registration would have
+    // missed this connection: look again now that it is registered.
+    if let Some(family) = principal.family() {
+        if !matches!(state.store.families().is_revoked(family), Ok(false)) {
+            state
+                .sessions
+                .connections
+                .unregister(principal.user.id, conn_id);
+            return refuse(&req, body, &state, Refusal::Auth(AuthError::Revoked));
+        }
+    }
     let (response, socket, stream) =
         match actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL]) {
             Ok(upgraded) => upgraded,

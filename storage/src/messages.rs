@@ -45,9 +45,16 @@ impl<'a> Messages<'a> {
             tools,
             created_at: crate::now_millis(),
         };
+        let streaming = status == MessageStatus::Streaming;
         loop {
             message.seq = seq;
             let key = keys::message(session, seq);
+            // The marker first: a marker without its message is harmless at
+            // start, a streaming message without its marker would stay
+            // `streaming` forever after a crash.
+            if streaming {
+                t.messages_streaming.insert(key, &[])?;
+            }
             let value = codec::encode(&message)?;
             if t.messages
                 .compare_and_swap(key, None::<&[u8]>, Some(value))?
@@ -55,11 +62,17 @@ impl<'a> Messages<'a> {
             {
                 break;
             }
+            if streaming {
+                t.messages_streaming.remove(key)?;
+            }
             seq += 1;
         }
-        if status == MessageStatus::Streaming {
-            t.messages_streaming
-                .insert(keys::message(session, seq), &[])?;
+        // A session deleted meanwhile must not keep an orphan message.
+        if self.store.sessions().get(session)?.is_none() {
+            let key = keys::message(session, message.seq);
+            t.messages.remove(key)?;
+            t.messages_streaming.remove(key)?;
+            return Err(StorageError::NotFound);
         }
         self.store.sessions().touch(session)?;
         Ok(message)
@@ -84,11 +97,16 @@ impl<'a> Messages<'a> {
     pub async fn update(&self, message: &Message) -> Result<()> {
         let t = self.store.trees();
         let key = keys::message(message.session_id, message.seq);
-        if !t.messages.contains_key(key)? {
-            // The session was deleted meanwhile: nothing to update.
+        let value = codec::encode(message)?;
+        // Only over an existing message (atomically): a session deleted
+        // meanwhile stays deleted.
+        let replaced = t
+            .messages
+            .fetch_and_update(key, |old| old.map(|_| value.clone()))?;
+        if replaced.is_none() {
+            t.messages_streaming.remove(key)?;
             return Err(StorageError::NotFound);
         }
-        t.messages.insert(key, codec::encode(message)?)?;
         if message.status != MessageStatus::Streaming {
             t.messages_streaming.remove(key)?;
         }
@@ -267,6 +285,30 @@ mod tests {
             MessageStatus::Complete
         );
         assert_eq!(msgs.fail_interrupted().unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn no_message_outlives_its_session() {
+        let store = Store::temporary().unwrap();
+        let s = store
+            .sessions()
+            .create(UserId::new(), "t".into(), None)
+            .await
+            .unwrap();
+        store.sessions().delete(s.id).await.unwrap();
+        let late = store
+            .messages()
+            .append(
+                s.id,
+                Role::User,
+                "late".into(),
+                MessageStatus::Streaming,
+                vec![],
+            )
+            .await;
+        assert!(matches!(late, Err(StorageError::NotFound)));
+        assert!(store.messages().list(s.id, 0, 10).unwrap().items.is_empty());
+        assert_eq!(store.messages().fail_interrupted().unwrap(), 0);
     }
 
     #[tokio::test]

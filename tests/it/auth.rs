@@ -795,3 +795,28 @@ async fn requests_to_no_route_are_not_counted() {
     let who: Value = me(&server, access).await.json().await.unwrap();
     assert_eq!(who["quota"]["request_count"], 0);
 }
+
+#[tokio::test]
+async fn concurrent_guesses_cannot_slip_past_the_throttle() {
+    let server = TestServer::with(auth_options());
+    register(&server, "ann@example.com", PASSWORD).await;
+    let guesses = (0..20).map(|i| {
+        post(
+            &server,
+            "/api/auth/login/",
+            json!({"email": "ann@example.com", "password": format!("guess-{i}")}),
+        )
+    });
+    let mut checked = 0;
+    for res in futures_util::future::join_all(guesses).await {
+        match res.status().as_u16() {
+            401 => checked += 1,
+            429 | 503 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        checked <= 5,
+        "{checked} guesses were checked; the limit is 5"
+    );
+}

@@ -148,3 +148,51 @@ async fn registration_is_closed_by_default() {
         .unwrap();
     assert_error(res, 403, "registration_closed").await;
 }
+
+#[tokio::test]
+async fn cors_follows_allowed_origins() {
+    let server = TestServer::with(ServerOptions::default().env(
+        "PALAVER_SERVER__ALLOWED_ORIGINS",
+        "[\"https://app.example.com\"]",
+    ));
+    let http = client();
+    // A preflight from a listed origin is answered.
+    let res = http
+        .request(reqwest::Method::OPTIONS, server.url("/api/auth/login/"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert!(res.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("authorization"));
+    // Responses to it carry the origin; other origins get nothing.
+    let res = http
+        .post(server.url("/api/auth/register/"))
+        .header("origin", "https://app.example.com")
+        .json(&json!({"email": "a@example.com", "password": "long enough"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let res = http
+        .post(server.url("/api/auth/register/"))
+        .header("origin", "https://evil.example.com")
+        .json(&json!({"email": "a@example.com", "password": "long enough"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(!res.headers().contains_key("access-control-allow-origin"));
+    assert_error(res, 403, "registration_closed").await;
+}

@@ -223,3 +223,35 @@ async fn regular_users_are_unlimited_by_default() {
         assert!(!res.headers().contains_key("ratelimit"));
     }
 }
+
+#[tokio::test]
+async fn percent_encoded_paths_are_counted_like_plain_ones() {
+    let server = TestServer::with(options().env("PALAVER_ANALYSIS__ENGINE", "echo"));
+    let token = demo(&server).await;
+    let session: Value = create_session(&server, &token).await.json().await.unwrap(); // 1
+    let id = session["id"].as_str().unwrap();
+    let ask = |path: String| {
+        let (url, token) = (server.url(&path), token.clone());
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"text": "hi"}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for i in 0..4 {
+        let path = if i % 2 == 0 {
+            format!("/api/sessions/{id}/m%65ssages/")
+        } else {
+            format!("/api/%73essions/{id}/messages")
+        };
+        let res = ask(path).await;
+        assert_eq!(res.status(), 200, "request {i}");
+        assert!(res.headers().contains_key("ratelimit"), "counted");
+    }
+    let res = ask(format!("/api/sessions/{id}/m%65ssages/")).await;
+    assert_error(res, 429, "quota_exceeded").await;
+}

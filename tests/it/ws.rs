@@ -1031,3 +1031,119 @@ async fn replies_cut_by_a_crash_or_a_shutdown_are_stored_failed() {
         "what was said is kept: {reply}"
     );
 }
+
+#[tokio::test]
+async fn deleting_an_api_key_closes_its_sockets_and_refresh_follows_the_new_family() {
+    let server = TestServer::with(echo());
+    let ann = user(&server, "ann@example.com").await;
+    let key = api_key(&server, &ann.access).await;
+    let (mut by_key, _) = ws_connected(
+        &server,
+        &path(&ann.session, ""),
+        &[("x-api-key", key.as_str())],
+    )
+    .await;
+    let keys: Value = client()
+        .get(server.url("/api/auth/api-keys/"))
+        .bearer_auth(&ann.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = keys["api_keys"][0]["id"].as_str().unwrap();
+    let res = client()
+        .delete(server.url(&format!("/api/auth/api-keys/{id}/")))
+        .bearer_auth(&ann.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(close_code(&mut by_key).await, 4001);
+
+    // A socket refreshed in-band with another login's token follows that
+    // family: logging the new family out closes it.
+    let (mut ws, _) = ws_connected(
+        &server,
+        &path(&ann.session, &format!("?token={}", ann.access)),
+        &[],
+    )
+    .await;
+    let other = crate::support::login(&server, "ann@example.com", "correct horse battery").await;
+    send_json(
+        &mut ws,
+        json!({"type": "refresh", "token": other["access"]}),
+    )
+    .await;
+    assert_eq!(next_frame(&mut ws).await["type"], "refreshed");
+    let res = client()
+        .post(server.url("/api/auth/logout/"))
+        .json(&json!({"refresh": other["refresh"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(close_code(&mut ws).await, 4001);
+}
+
+#[tokio::test]
+async fn pings_count_against_the_rate_limit() {
+    use futures_util::SinkExt;
+    let server = TestServer::with(echo().env("PALAVER_WS__MAX_MESSAGES_PER_MINUTE", "5"));
+    let ann = user(&server, "ann@example.com").await;
+    let (mut ws, _) = ws_connected(
+        &server,
+        &path(&ann.session, &format!("?token={}", ann.access)),
+        &[],
+    )
+    .await;
+    for _ in 0..30 {
+        if ws
+            .send(tokio_tungstenite::tungstenite::Message::Ping(
+                vec![0u8; 8].into(),
+            ))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(close_code(&mut ws).await, 1008);
+}
+
+#[tokio::test]
+async fn a_deleted_users_token_closes_4002() {
+    use crate::support::{palaver, text};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let server = TestServer::with(echo().data(&data));
+    let ann = user(&server, "ann@example.com").await;
+    let _bob = user(&server, "bob@example.com").await;
+    assert_eq!(server.terminate().code(), Some(0));
+    let out = palaver(
+        dir.path(),
+        &["user", "delete", "--email", "ann@example.com", "--data", d],
+        &[],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let server = TestServer::with(echo().data(&data));
+    let (mut ws, _) = ws_open(
+        &server,
+        &path(&ann.session, &format!("?token={}", ann.access)),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(close_code(&mut ws).await, 4002);
+    // Her sessions went with her.
+    let store_check = client()
+        .get(server.url("/api/sessions/"))
+        .bearer_auth(&ann.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(store_check.status(), 401);
+}

@@ -147,6 +147,8 @@ impl Slot {
 }
 
 struct Shared {
+    /// Set by `drain`: no new job is taken (`reserve` answers `Busy`).
+    draining: std::sync::atomic::AtomicBool,
     /// Jobs queued or running, by reply id (for shutdown).
     running: Mutex<HashMap<Uuid, Arc<Cancel>>>,
     /// Jobs taken by a worker and not finished.
@@ -186,6 +188,7 @@ impl AnalysisPool {
         let (tx, rx) = mpsc::channel::<Job>(settings.queue.max(1));
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let shared = Arc::new(Shared {
+            draining: std::sync::atomic::AtomicBool::new(false),
             running: Mutex::new(HashMap::new()),
             active: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -221,6 +224,9 @@ impl AnalysisPool {
 
     /// Reserves a place, or `Busy` when the queue is full.
     pub fn reserve(&self) -> Result<Slot, Busy> {
+        if self.shared.draining.load(Ordering::SeqCst) {
+            return Err(Busy);
+        }
         let permit = self.tx.clone().try_reserve_owned().map_err(|_| Busy)?;
         Ok(Slot {
             permit,
@@ -249,7 +255,8 @@ impl AnalysisPool {
     /// then stops the rest, whose replies are stored as `failed`. Returns
     /// once every job has ended.
     pub async fn drain(&self, grace: Duration) {
-        let all_done = async {
+        self.shared.draining.store(true, Ordering::SeqCst);
+        let all_done = || async {
             loop {
                 let idle = self.shared.idle.notified();
                 if self.shared.lock().is_empty() {
@@ -258,7 +265,7 @@ impl AnalysisPool {
                 idle.await;
             }
         };
-        if tokio::time::timeout(grace, all_done).await.is_err() {
+        if tokio::time::timeout(grace, all_done()).await.is_err() {
             let cancels: Vec<_> = self.shared.lock().values().cloned().collect();
             tracing::warn!(
                 unfinished = cancels.len(),
@@ -267,12 +274,15 @@ impl AnalysisPool {
             for cancel in &cancels {
                 cancel.by_shutdown();
             }
-            loop {
-                let idle = self.shared.idle.notified();
-                if self.shared.lock().is_empty() {
-                    return;
-                }
-                idle.await;
+            // Stopped replies only store what they said: bounded, but do not
+            // let a stuck disk hold the shutdown forever.
+            if tokio::time::timeout(Duration::from_secs(10), all_done())
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    "replies still unfinished 10 s after being stopped; shutting down anyway"
+                );
             }
         }
     }

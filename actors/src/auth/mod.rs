@@ -63,6 +63,9 @@ pub enum AuthError {
     Missing,
     #[error("the credential is invalid")]
     Invalid(&'static str),
+    /// The credential names a user that does not exist (any more).
+    #[error("the credential's user does not exist")]
+    UnknownUser,
     #[error("the token has expired")]
     Expired,
     #[error("the token has been revoked")]
@@ -79,6 +82,8 @@ pub enum AuthError {
     DemoForbidden,
     #[error("not found")]
     NotFound,
+    #[error("too many password checks in progress; try again shortly")]
+    Busy,
     #[error("{0}")]
     BadRequest(String),
     #[error("storage: {0}")]
@@ -93,7 +98,7 @@ impl AuthError {
     pub fn reason(&self) -> Option<&'static str> {
         Some(match self {
             AuthError::Missing => "missing",
-            AuthError::Invalid(_) => "invalid",
+            AuthError::Invalid(_) | AuthError::UnknownUser => "invalid",
             AuthError::Expired => "expired",
             AuthError::Revoked => "revoked",
             AuthError::AccountDisabled => "disabled",
@@ -154,6 +159,15 @@ impl Principal {
             Via::Access(c) => Some(c.fam),
             Via::ApiKey(_) => None,
             Via::Ticket(g) => g.family,
+        }
+    }
+
+    /// The API key behind the credential, if any.
+    pub fn api_key(&self) -> Option<Uuid> {
+        match &self.via {
+            Via::ApiKey(id) => Some(*id),
+            Via::Ticket(g) => g.api_key,
+            Via::Access(_) => None,
         }
     }
 
@@ -225,6 +239,9 @@ struct Inner {
     /// A hash of a random password, verified against when the email is
     /// unknown so both failures cost the same.
     dummy_hash: String,
+    /// Bounds argon2 work in flight (each takes 19 MiB and tens of ms of a
+    /// core): past it, `Busy` rather than unbounded memory.
+    hashing: Arc<tokio::sync::Semaphore>,
     actor: Addr<AuthActor>,
 }
 
@@ -277,9 +294,31 @@ impl Auth {
                 tickets,
                 limiters,
                 dummy_hash,
+                hashing: Arc::new(tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+                )),
                 actor,
             }),
         })
+    }
+
+    /// Runs argon2 work on a blocking thread, at most a few at a time.
+    pub async fn argon2<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let permit = self
+            .inner
+            .hashing
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| AuthError::Busy)?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|e| AuthError::Internal(e.to_string()))
     }
 
     /// The actor, for messages such as [`Sweep`].
@@ -382,6 +421,7 @@ impl Auth {
             user_id: principal.user.id,
             family: principal.family(),
             credential_expires_at: principal.expires_at(),
+            api_key: principal.api_key(),
         };
         telemetry::token_issued("ticket");
         (self.inner.tickets.issue(grant, ttl), ttl)
@@ -394,7 +434,7 @@ impl Auth {
             .store
             .users()
             .get(id)?
-            .ok_or(AuthError::Invalid("unknown user"))?;
+            .ok_or(AuthError::UnknownUser)?;
         ensure_usable(&user)?;
         Ok(user)
     }
@@ -418,11 +458,15 @@ impl Auth {
         let email_key = palaver_storage::keys::normalize_email(email);
         let inner = &self.inner;
         let limits = &inner.limiters;
-        if let Err(retry_after) = limits
+        // Every attempt counts as a failure until proven otherwise, checked
+        // and recorded in one step: concurrent guesses cannot all slip in
+        // under the limit.
+        limits
             .failures_by_email
-            .check(&email_key)
-            .and(limits.failures_by_ip.check(&ip))
-        {
+            .try_hit(&email_key)
+            .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
+        if let Err(retry_after) = limits.failures_by_ip.try_hit(&ip) {
+            limits.failures_by_email.unhit(&email_key);
             return Err(AuthError::RateLimited { retry_after });
         }
         let user = inner.store.users().find_by_email(email)?;
@@ -434,18 +478,24 @@ impl Auth {
             .map(|u| u.password_hash.clone())
             .unwrap_or_else(|| inner.dummy_hash.clone());
         let password = password.to_owned();
-        let matches = tokio::task::spawn_blocking(move || password::verify(&password, &hash))
-            .await
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
-        let user = match (matches, user) {
-            (true, Some(user)) if !user.is_demo => user,
-            _ => {
-                limits.failures_by_email.hit(&email_key);
-                limits.failures_by_ip.hit(&ip);
-                return Err(AuthError::InvalidCredentials);
+        let matches = self
+            .argon2(move || password::verify(&password, &hash))
+            .await;
+        let matches = match matches {
+            Ok(m) => m,
+            Err(e) => {
+                // Not an attempt (the server was too busy to check): take it back.
+                limits.failures_by_email.unhit(&email_key);
+                limits.failures_by_ip.unhit(&ip);
+                return Err(e);
             }
         };
+        let user = match (matches, user) {
+            (true, Some(user)) if !user.is_demo => user,
+            _ => return Err(AuthError::InvalidCredentials),
+        };
         limits.failures_by_email.clear(&email_key);
+        limits.failures_by_ip.unhit(&ip);
         if !user.is_active {
             return Err(AuthError::AccountDisabled);
         }
@@ -458,12 +508,11 @@ impl Auth {
         if !inner.settings.demo.enabled {
             return Err(AuthError::DemoDisabled);
         }
-        let limits = &inner.limiters;
-        limits
+        inner
+            .limiters
             .demos_by_ip
-            .check(&ip)
+            .try_hit(&ip)
             .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
-        limits.demos_by_ip.hit(&ip);
         let expires_at = now_secs() + inner.settings.demo.lifetime.as_secs().max(1);
         let id = Uuid::new_v4().simple().to_string();
         let user = inner

@@ -58,6 +58,31 @@ impl<K: Eq + Hash + Clone> WindowLimiter<K> {
         Ok(())
     }
 
+    /// Checks and records in one step: of many concurrent attempts, no more
+    /// than the limit pass. `Err(retry_after)` records nothing.
+    pub fn try_hit(&self, key: &K) -> Result<(), Duration> {
+        if self.limit == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut hits = self.lock();
+        let q = hits.entry(key.clone()).or_default();
+        prune(q, now, self.window);
+        if q.len() as u32 >= self.limit {
+            let oldest = *q.front().expect("non-empty: len >= limit > 0");
+            return Err((oldest + self.window).saturating_duration_since(now));
+        }
+        q.push_back(now);
+        Ok(())
+    }
+
+    /// Takes back the latest hit of `key` (an attempt that turned out fine).
+    pub fn unhit(&self, key: &K) {
+        if let Some(q) = self.lock().get_mut(key) {
+            q.pop_back();
+        }
+    }
+
     /// Records a hit for `key`.
     pub fn hit(&self, key: &K) {
         if self.limit == 0 {
@@ -117,6 +142,17 @@ mod tests {
         assert!(l.check(&"b").is_ok(), "keys are independent");
         l.clear(&"a");
         assert!(l.check(&"a").is_ok());
+    }
+
+    #[test]
+    fn try_hit_is_check_and_record_in_one() {
+        let l = WindowLimiter::new(2, Duration::from_secs(60));
+        assert!(l.try_hit(&"a").is_ok());
+        assert!(l.try_hit(&"a").is_ok());
+        assert!(l.try_hit(&"a").is_err());
+        l.unhit(&"a");
+        assert!(l.try_hit(&"a").is_ok());
+        assert!(l.check(&"a").is_err());
     }
 
     #[test]

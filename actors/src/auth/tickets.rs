@@ -26,6 +26,8 @@ pub struct TicketGrant {
     pub family: Option<Uuid>,
     /// When the credential that asked for it expires (Unix seconds), if it does.
     pub credential_expires_at: Option<u64>,
+    /// The API key that asked for it, if one did.
+    pub api_key: Option<Uuid>,
 }
 
 struct Entry {
@@ -94,6 +96,7 @@ mod tests {
             user_id: UserId::new(),
             family: Some(Uuid::new_v4()),
             credential_expires_at: None,
+            api_key: None,
         }
     }
 
