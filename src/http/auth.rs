@@ -181,9 +181,12 @@ async fn me(state: web::Data<AppState>, who: Authenticated) -> Result<HttpRespon
     })))
 }
 
-async fn ws_ticket(state: web::Data<AppState>, who: Authenticated) -> HttpResponse {
-    let (ticket, ttl) = state.auth.issue_ticket(&who.0);
-    no_store(HttpResponse::Ok()).json(json!({"ticket": ticket, "expires_in": ttl.as_secs()}))
+async fn ws_ticket(
+    state: web::Data<AppState>,
+    who: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let (ticket, ttl) = state.auth.issue_ticket(&who.0)?;
+    Ok(no_store(HttpResponse::Ok()).json(json!({"ticket": ticket, "expires_in": ttl.as_secs()})))
 }
 
 async fn create_api_key(

@@ -414,8 +414,9 @@ impl Auth {
         })
     }
 
-    /// Issues a ticket bound to the principal's user and family.
-    pub fn issue_ticket(&self, principal: &Principal) -> (String, Duration) {
+    /// Issues a ticket bound to the principal's user and family
+    /// (`RateLimited` when the user holds too many unused ones).
+    pub fn issue_ticket(&self, principal: &Principal) -> Result<(String, Duration), AuthError> {
         let ttl = self.inner.settings.ticket_ttl;
         let grant = TicketGrant {
             user_id: principal.user.id,
@@ -423,8 +424,13 @@ impl Auth {
             credential_expires_at: principal.expires_at(),
             api_key: principal.api_key(),
         };
+        let ticket = self
+            .inner
+            .tickets
+            .issue(grant, ttl)
+            .map_err(|_| AuthError::RateLimited { retry_after: ttl })?;
         telemetry::token_issued("ticket");
-        (self.inner.tickets.issue(grant, ttl), ttl)
+        Ok((ticket, ttl))
     }
 
     fn active_user(&self, id: Option<UserId>) -> Result<User, AuthError> {
@@ -682,7 +688,7 @@ mod tests {
             .unwrap();
         let principal = auth.verify_access(&pair.access).unwrap();
 
-        let (ticket, ttl) = auth.issue_ticket(&principal);
+        let (ticket, ttl) = auth.issue_ticket(&principal).unwrap();
         assert_eq!(ttl, Duration::from_secs(30));
         let admitted = auth.consume_ticket(&ticket).unwrap();
         assert_eq!(admitted.user.id, principal.user.id);
@@ -694,7 +700,7 @@ mod tests {
         ));
 
         // A ticket of a family logged out meanwhile is refused.
-        let (ticket, _) = auth.issue_ticket(&principal);
+        let (ticket, _) = auth.issue_ticket(&principal).unwrap();
         auth.logout(&pair.refresh).await.unwrap();
         assert!(matches!(
             auth.consume_ticket(&ticket),
@@ -715,7 +721,9 @@ mod tests {
             .await
             .unwrap();
         let (_, key) = auth.create_api_key(&ann, "k").await.unwrap();
-        let (ticket, _) = auth.issue_ticket(&auth.verify_access(&pair.access).unwrap());
+        let (ticket, _) = auth
+            .issue_ticket(&auth.verify_access(&pair.access).unwrap())
+            .unwrap();
         store.users().set_active(ann.id, false).await.unwrap();
         assert!(matches!(
             auth.verify_access(&pair.access),

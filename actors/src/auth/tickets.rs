@@ -35,25 +35,45 @@ struct Entry {
     expires: Instant,
 }
 
+/// Outstanding (unexpired, unused) tickets one user may hold: enough for
+/// many tabs reconnecting at once, too few to fill memory by asking in a loop.
+pub const MAX_TICKETS_PER_USER: usize = 64;
+
 #[derive(Default)]
 pub struct TicketBook {
     entries: Mutex<HashMap<[u8; 32], Entry>>,
 }
+
+/// A user holds [`MAX_TICKETS_PER_USER`] outstanding tickets already.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TooManyTickets;
 
 fn digest(ticket: &str) -> [u8; 32] {
     Sha256::digest(ticket.as_bytes()).into()
 }
 
 impl TicketBook {
-    /// Issues a ticket for `grant`, valid for `ttl`.
-    pub fn issue(&self, grant: TicketGrant, ttl: Duration) -> String {
+    /// Issues a ticket for `grant`, valid for `ttl`, unless the user already
+    /// holds [`MAX_TICKETS_PER_USER`] unexpired ones.
+    pub fn issue(&self, grant: TicketGrant, ttl: Duration) -> Result<String, TooManyTickets> {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        let held = entries
+            .values()
+            .filter(|e| e.grant.user_id == grant.user_id && e.expires > now)
+            .count();
+        if held >= MAX_TICKETS_PER_USER {
+            return Err(TooManyTickets);
+        }
         let ticket = secret_string("pvt_");
-        let entry = Entry {
-            grant,
-            expires: Instant::now() + ttl,
-        };
-        self.lock().insert(digest(&ticket), entry);
-        ticket
+        entries.insert(
+            digest(&ticket),
+            Entry {
+                grant,
+                expires: now + ttl,
+            },
+        );
+        Ok(ticket)
     }
 
     /// Consumes a ticket: its grant the first time, while unexpired; `None`
@@ -104,7 +124,7 @@ mod tests {
     fn a_ticket_works_once() {
         let book = TicketBook::default();
         let g = grant();
-        let t = book.issue(g.clone(), Duration::from_secs(30));
+        let t = book.issue(g.clone(), Duration::from_secs(30)).unwrap();
         assert!(t.starts_with("pvt_") && t.len() > 40);
         assert_eq!(book.consume(&t), Some(g));
         assert_eq!(book.consume(&t), None);
@@ -112,11 +132,33 @@ mod tests {
     }
 
     #[test]
+    fn a_user_holds_a_bounded_number_of_tickets() {
+        let book = TicketBook::default();
+        let g = grant();
+        let tickets: Vec<_> = (0..MAX_TICKETS_PER_USER)
+            .map(|_| book.issue(g.clone(), Duration::from_secs(30)).unwrap())
+            .collect();
+        assert_eq!(
+            book.issue(g.clone(), Duration::from_secs(30)),
+            Err(TooManyTickets)
+        );
+        assert!(
+            book.issue(grant(), Duration::from_secs(30)).is_ok(),
+            "others are not affected"
+        );
+        book.consume(&tickets[0]).unwrap();
+        assert!(
+            book.issue(g, Duration::from_secs(30)).is_ok(),
+            "a used one frees its place"
+        );
+    }
+
+    #[test]
     fn expired_tickets_are_refused_and_collected() {
         let book = TicketBook::default();
-        let t = book.issue(grant(), Duration::ZERO);
-        book.issue(grant(), Duration::ZERO);
-        let live = book.issue(grant(), Duration::from_secs(30));
+        let t = book.issue(grant(), Duration::ZERO).unwrap();
+        book.issue(grant(), Duration::ZERO).unwrap();
+        let live = book.issue(grant(), Duration::from_secs(30)).unwrap();
         assert_eq!(book.consume(&t), None);
         assert_eq!(book.collect_expired(), 1);
         assert_eq!(book.len(), 1);
