@@ -86,6 +86,9 @@ impl Store {
         let db = sled::Config::new()
             .path(&db_path)
             .cache_capacity(config.cache_bytes)
+            // Durability is the group committer's job: a background flush
+            // every 500 ms only competes with it (and stalls replies).
+            .flush_every_ms(None)
             .open()
             .map_err(|e| classify_open_error(e, &config.path))?;
         let fsync_file = if config.fsync {
