@@ -138,6 +138,24 @@ impl Browser {
             .collect()
     }
 
+    /// Opens the page, signs in through the form, waits for the socket.
+    async fn log_in(&self, base: &str, email: &str, password: &str) {
+        self.client.goto(base).await.unwrap();
+        self.testid("login-email")
+            .await
+            .send_keys(email)
+            .await
+            .unwrap();
+        self.testid("login-password")
+            .await
+            .send_keys(password)
+            .await
+            .unwrap();
+        self.click("login-submit").await;
+        self.until("connection-status", "connected", |t| t == "online")
+            .await;
+    }
+
     async fn ask(&self, question: &str) {
         self.testid("question-input")
             .await
@@ -246,22 +264,8 @@ async fn history_survives_a_reload_after_login() {
     let server = TestServer::with(auth_options().env("PALAVER_ANALYSIS__TOKEN_DELAY", "10ms"));
     register(&server, "ann@example.com", "correct horse battery").await;
     let browser = Browser::start().await;
-    browser.client.goto(&server.base).await.unwrap();
     browser
-        .testid("login-email")
-        .await
-        .send_keys("ann@example.com")
-        .await
-        .unwrap();
-    browser
-        .testid("login-password")
-        .await
-        .send_keys("correct horse battery")
-        .await
-        .unwrap();
-    browser.click("login-submit").await;
-    browser
-        .until("connection-status", "connected", |t| t == "online")
+        .log_in(&server.base, "ann@example.com", "correct horse battery")
         .await;
     assert!(!browser
         .testid("quota-remaining")
@@ -351,22 +355,8 @@ async fn a_server_side_logout_asks_to_sign_in_again() {
     let server = TestServer::with(auth_options().env("PALAVER_ANALYSIS__ENGINE", "echo"));
     register(&server, "ann@example.com", "correct horse battery").await;
     let browser = Browser::start().await;
-    browser.client.goto(&server.base).await.unwrap();
     browser
-        .testid("login-email")
-        .await
-        .send_keys("ann@example.com")
-        .await
-        .unwrap();
-    browser
-        .testid("login-password")
-        .await
-        .send_keys("correct horse battery")
-        .await
-        .unwrap();
-    browser.click("login-submit").await;
-    browser
-        .until("connection-status", "connected", |t| t == "online")
+        .log_in(&server.base, "ann@example.com", "correct horse battery")
         .await;
 
     // Tokens are in sessionStorage (never localStorage): take the refresh

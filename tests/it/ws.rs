@@ -29,6 +29,19 @@ async fn user(server: &TestServer, email: &str) -> User {
     }
 }
 
+/// A session's messages, oldest first (the history endpoint's body).
+async fn history(server: &TestServer, token: &str, session: &str) -> Value {
+    client()
+        .get(server.url(&format!("/api/sessions/{session}/messages/")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn path(session: &str, query: &str) -> String {
     format!("/ws/sessions/{session}/{query}")
 }
@@ -394,15 +407,7 @@ async fn a_question_streams_message_tokens_done_and_is_stored() {
     assert!(done["usage"]["total_ms"].is_u64() && done["usage"]["first_token_ms"].is_u64());
 
     // History holds both, oldest first.
-    let history: Value = client()
-        .get(server.url(&format!("/api/sessions/{}/messages/", ann.session)))
-        .bearer_auth(&ann.access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = history(&server, &ann.access, &ann.session).await;
     let msgs = history["messages"].as_array().unwrap();
     assert_eq!(msgs.len(), 2);
     assert_eq!(msgs[1]["id"], reply_id);
@@ -504,15 +509,7 @@ async fn cancel_ends_the_reply_cancelled() {
     let done = frames.last().unwrap();
     assert_eq!(done["status"], "cancelled");
     assert!(done["usage"]["tokens"].as_u64().unwrap() < 200);
-    let history: Value = client()
-        .get(server.url(&format!("/api/sessions/{}/messages/", ann.session)))
-        .bearer_auth(&ann.access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = history(&server, &ann.access, &ann.session).await;
     assert_eq!(history["messages"][1]["status"], "cancelled");
 }
 
@@ -549,15 +546,7 @@ async fn question_too_long_and_busy_pool() {
         (Some("error"), Some("busy"))
     );
     // Nothing was stored for the refused question.
-    let history: Value = client()
-        .get(server.url(&format!("/api/sessions/{s3}/messages/")))
-        .bearer_auth(&ann.access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = history(&server, &ann.access, &s3).await;
     assert_eq!(history["messages"], json!([]));
     send_json(&mut a, json!({"type": "cancel"})).await;
     send_json(&mut b, json!({"type": "cancel"})).await;
@@ -757,15 +746,7 @@ async fn a_reply_finishes_and_is_stored_after_the_socket_drops() {
     drop(ws);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let history: Value = client()
-            .get(server.url(&format!("/api/sessions/{}/messages/", ann.session)))
-            .bearer_auth(&ann.access)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let history: Value = history(&server, &ann.access, &ann.session).await;
         let reply = &history["messages"][1];
         if reply["status"] == "complete" {
             assert_eq!(reply["text"], question.as_str());
@@ -961,20 +942,6 @@ async fn replies_cut_by_a_crash_or_a_shutdown_are_stored_failed() {
             .env("PALAVER_SERVER__SHUTDOWN_GRACE", "1s")
             .data(&data)
     };
-    let history = |server: &TestServer, token: String, session: String| {
-        let url = server.url(&format!("/api/sessions/{session}/messages/"));
-        async move {
-            client()
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    };
     let long = vec!["word"; 100].join(" ");
 
     // A crash mid-reply: at the next start the reply is `failed`.
@@ -991,7 +958,7 @@ async fn replies_cut_by_a_crash_or_a_shutdown_are_stored_failed() {
     assert_eq!(next_frame(&mut ws).await["type"], "token");
     server.kill();
     let server = TestServer::with(options());
-    let h = history(&server, ann.access.clone(), ann.session.clone()).await;
+    let h = history(&server, &ann.access, &ann.session).await;
     assert_eq!(h["messages"][1]["status"], "failed");
 
     // A shutdown mid-reply: the grace passes, the reply is stored `failed`
@@ -1023,7 +990,7 @@ async fn replies_cut_by_a_crash_or_a_shutdown_are_stored_failed() {
     assert_eq!(last["status"], "failed");
     assert_eq!(server.terminate_wait().code(), Some(0));
     let server = TestServer::with(options());
-    let h = history(&server, ann.access.clone(), ann.session.clone()).await;
+    let h = history(&server, &ann.access, &ann.session).await;
     let reply = &h["messages"][3];
     assert_eq!(reply["status"], "failed");
     assert!(
