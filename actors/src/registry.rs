@@ -110,19 +110,6 @@ impl Connections {
         closed
     }
 
-    /// Connections open now.
-    pub fn len(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn count_for(&self, user: UserId) -> usize {
-        self.lock().get(&user).map_or(0, Vec::len)
-    }
-
     /// Closes a user's connections (of one family, if given). Returns how many.
     pub fn close_user(
         &self,

@@ -20,7 +20,7 @@ pub mod echo;
 pub mod tools;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -142,7 +142,7 @@ impl Slot {
     pub fn submit(self, job: Job) {
         self.shared.register(&job);
         let tx = self.permit.send(job);
-        telemetry::analysis_queue_depth(tx.max_capacity() - tx.capacity());
+        telemetry::analysis_queue_depth(depth(&tx));
     }
 }
 
@@ -151,8 +151,6 @@ struct Shared {
     draining: std::sync::atomic::AtomicBool,
     /// Jobs queued or running, by reply id (for shutdown).
     running: Mutex<HashMap<Uuid, Arc<Cancel>>>,
-    /// Jobs taken by a worker and not finished.
-    active: AtomicUsize,
     idle: Notify,
 }
 
@@ -190,7 +188,6 @@ impl AnalysisPool {
         let shared = Arc::new(Shared {
             draining: std::sync::atomic::AtomicBool::new(false),
             running: Mutex::new(HashMap::new()),
-            active: AtomicUsize::new(0),
             idle: Notify::new(),
         });
         let arbiter = actix::Arbiter::new();
@@ -202,11 +199,9 @@ impl AnalysisPool {
                 loop {
                     let job = { rx.lock().await.recv().await };
                     let Some(job) = job else { break };
-                    shared.active.fetch_add(1, Ordering::SeqCst);
-                    telemetry::analysis_queue_depth(queued(&tx_probe));
+                    telemetry::analysis_queue_depth(tx_probe.upgrade().map_or(0, |tx| depth(&tx)));
                     let id = job.reply.id;
                     run(job, &settings, &store).await;
-                    shared.active.fetch_sub(1, Ordering::SeqCst);
                     shared.finished(id);
                 }
             });
@@ -232,23 +227,6 @@ impl AnalysisPool {
             permit,
             shared: self.shared.clone(),
         })
-    }
-
-    /// Jobs waiting for a worker.
-    pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
-    }
-}
-
-fn queued(tx: &mpsc::WeakSender<Job>) -> usize {
-    tx.upgrade()
-        .map_or(0, |tx| tx.max_capacity() - tx.capacity())
-}
-
-impl AnalysisPool {
-    /// Jobs a worker is running.
-    pub fn active(&self) -> usize {
-        self.shared.active.load(Ordering::SeqCst)
     }
 
     /// Shutdown: lets running and queued replies finish for up to `grace`,
@@ -286,6 +264,11 @@ impl AnalysisPool {
             }
         }
     }
+}
+
+/// Jobs waiting in the queue (for `palaver_analysis_queue_depth`).
+fn depth(tx: &mpsc::Sender<Job>) -> usize {
+    tx.max_capacity() - tx.capacity()
 }
 
 /// Why an engine stopped early.

@@ -39,25 +39,6 @@ impl<K: Eq + Hash + Clone> WindowLimiter<K> {
         }
     }
 
-    /// `Err(retry_after)` when `key` already has `limit` hits in the window.
-    /// A limit of 0 disables the limiter.
-    pub fn check(&self, key: &K) -> Result<(), Duration> {
-        if self.limit == 0 {
-            return Ok(());
-        }
-        let now = Instant::now();
-        let mut hits = self.lock();
-        let Some(q) = hits.get_mut(key) else {
-            return Ok(());
-        };
-        prune(q, now, self.window);
-        if q.len() as u32 >= self.limit {
-            let oldest = *q.front().expect("non-empty: len >= limit > 0");
-            return Err((oldest + self.window).saturating_duration_since(now));
-        }
-        Ok(())
-    }
-
     /// Checks and records in one step: of many concurrent attempts, no more
     /// than the limit pass. `Err(retry_after)` records nothing.
     pub fn try_hit(&self, key: &K) -> Result<(), Duration> {
@@ -80,22 +61,6 @@ impl<K: Eq + Hash + Clone> WindowLimiter<K> {
     pub fn unhit(&self, key: &K) {
         if let Some(q) = self.lock().get_mut(key) {
             q.pop_back();
-        }
-    }
-
-    /// Records a hit for `key`.
-    pub fn hit(&self, key: &K) {
-        if self.limit == 0 {
-            return;
-        }
-        let now = Instant::now();
-        let mut hits = self.lock();
-        let q = hits.entry(key.clone()).or_default();
-        prune(q, now, self.window);
-        q.push_back(now);
-        // Never keep more than the limit: older hits cannot matter.
-        while q.len() as u32 > self.limit {
-            q.pop_front();
         }
     }
 
@@ -134,39 +99,39 @@ mod tests {
     fn limits_within_the_window() {
         let l = WindowLimiter::new(3, Duration::from_secs(60));
         for _ in 0..3 {
-            assert!(l.check(&"a").is_ok());
-            l.hit(&"a");
+            assert!(l.try_hit(&"a").is_ok());
         }
-        let retry = l.check(&"a").unwrap_err();
+        let retry = l.try_hit(&"a").unwrap_err();
         assert!(retry <= Duration::from_secs(60) && retry > Duration::from_secs(58));
-        assert!(l.check(&"b").is_ok(), "keys are independent");
+        assert!(l.try_hit(&"b").is_ok(), "keys are independent");
         l.clear(&"a");
-        assert!(l.check(&"a").is_ok());
+        assert!(l.try_hit(&"a").is_ok());
     }
 
     #[test]
-    fn try_hit_is_check_and_record_in_one() {
+    fn unhit_takes_back_the_latest() {
         let l = WindowLimiter::new(2, Duration::from_secs(60));
         assert!(l.try_hit(&"a").is_ok());
         assert!(l.try_hit(&"a").is_ok());
         assert!(l.try_hit(&"a").is_err());
         l.unhit(&"a");
         assert!(l.try_hit(&"a").is_ok());
-        assert!(l.check(&"a").is_err());
+        assert!(l.try_hit(&"a").is_err());
     }
 
     #[test]
     fn hits_age_out() {
         let l = WindowLimiter::new(1, Duration::ZERO);
-        l.hit(&1);
-        assert!(l.check(&1).is_ok());
+        assert!(l.try_hit(&1).is_ok());
+        assert!(l.try_hit(&1).is_ok());
         assert_eq!(l.collect(), 0);
     }
 
     #[test]
     fn zero_disables() {
         let l = WindowLimiter::new(0, Duration::from_secs(60));
-        l.hit(&1);
-        assert!(l.check(&1).is_ok());
+        for _ in 0..5 {
+            assert!(l.try_hit(&1).is_ok());
+        }
     }
 }
