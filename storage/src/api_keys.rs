@@ -108,14 +108,21 @@ impl<'a> ApiKeys<'a> {
         {
             return Ok(());
         }
-        let tree = &self.store.trees().api_keys;
-        let k = keys::api_key(key.id);
-        if let Some(current) = tree.get(k)? {
-            let mut record: ApiKey = codec::decode(&current)?;
-            record.last_used_at = Some(now_millis);
-            // A lost race means someone else touched it just now: fine.
-            let _ = tree.compare_and_swap(k, Some(&current), Some(codec::encode(&record)?))?;
-        }
+        codec::update::<ApiKey>(&self.store.trees().api_keys, &keys::api_key(key.id), |k| {
+            k.last_used_at = Some(now_millis);
+            true
+        })?;
+        Ok(())
+    }
+
+    /// Removes a key from its three trees, the hash index first (so it
+    /// stops authenticating before anything else goes).
+    fn remove(&self, key: &ApiKey) -> Result<()> {
+        let t = self.store.trees();
+        t.api_keys_by_hash.remove(key.hash)?;
+        t.api_keys_by_user
+            .remove(keys::user_api_key(key.user_id, key.id))?;
+        t.api_keys.remove(keys::api_key(key.id))?;
         Ok(())
     }
 
@@ -124,27 +131,19 @@ impl<'a> ApiKeys<'a> {
         let Some(key) = self.get(id)? else {
             return Ok(false);
         };
-        let t = self.store.trees();
-        t.api_keys_by_hash.remove(key.hash)?;
-        t.api_keys_by_user
-            .remove(keys::user_api_key(key.user_id, id))?;
-        t.api_keys.remove(keys::api_key(id))?;
+        self.remove(&key)?;
         self.store.durable().await?;
         Ok(true)
     }
 
     /// Deletes every key of a user (when the user goes). Durable when it returns.
     pub async fn delete_all_for(&self, user: UserId) -> Result<usize> {
-        let keys: Vec<_> = self.list_for(user)?;
-        for key in &keys {
-            let t = self.store.trees();
-            t.api_keys_by_hash.remove(key.hash)?;
-            t.api_keys_by_user
-                .remove(keys::user_api_key(key.user_id, key.id))?;
-            t.api_keys.remove(keys::api_key(key.id))?;
+        let all = self.list_for(user)?;
+        for key in &all {
+            self.remove(key)?;
         }
         self.store.durable().await?;
-        Ok(keys.len())
+        Ok(all.len())
     }
 }
 

@@ -35,6 +35,32 @@ pub fn decode<R: Record>(bytes: &[u8]) -> Result<R> {
     }
 }
 
+/// Read-modify-write of one record with compare-and-swap, so a concurrent
+/// update is never lost. `change` returns `false` to leave the record as it
+/// is. Answers the record as stored afterwards, or `None` if there is none.
+/// Not durable: the caller waits for the committer when it must be.
+pub fn update<R: Record>(
+    tree: &sled::Tree,
+    key: &[u8],
+    mut change: impl FnMut(&mut R) -> bool,
+) -> Result<Option<R>> {
+    loop {
+        let Some(current) = tree.get(key)? else {
+            return Ok(None);
+        };
+        let mut record: R = decode(&current)?;
+        if !change(&mut record) {
+            return Ok(Some(record));
+        }
+        if tree
+            .compare_and_swap(key, Some(&current), Some(encode(&record)?))?
+            .is_ok()
+        {
+            return Ok(Some(record));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,6 +85,30 @@ mod tests {
         let bytes = encode(&s).unwrap();
         assert_eq!(bytes[0], 3);
         assert_eq!(decode::<Sample>(&bytes).unwrap(), s);
+    }
+
+    #[test]
+    fn update_changes_in_place_or_reports_none() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        assert!(update::<Sample>(&tree, b"k", |_| true).unwrap().is_none());
+        tree.insert(
+            b"k",
+            encode(&Sample {
+                a: 1,
+                b: "x".into(),
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        let after = update::<Sample>(&tree, b"k", |s| {
+            s.a += 1;
+            true
+        })
+        .unwrap();
+        assert_eq!(after.map(|s| s.a), Some(2));
+        let untouched = update::<Sample>(&tree, b"k", |_| false).unwrap();
+        assert_eq!(untouched.map(|s| s.a), Some(2));
     }
 
     #[test]

@@ -119,24 +119,17 @@ impl<'a> Families<'a> {
 
     /// Revokes a family. `Ok(None)` if it does not exist. Durable when it returns.
     pub async fn revoke(&self, id: Uuid) -> Result<Option<Family>> {
-        let tree = &self.store.trees().families;
-        let key = keys::family(id);
-        loop {
-            let Some(current) = tree.get(key)? else {
-                return Ok(None);
-            };
-            let mut family: Family = codec::decode(&current)?;
-            if family.revoked {
-                return Ok(Some(family));
-            }
-            family.revoked = true;
-            let swapped =
-                tree.compare_and_swap(key, Some(&current), Some(codec::encode(&family)?))?;
-            if swapped.is_ok() {
-                self.store.durable().await?;
-                return Ok(Some(family));
-            }
+        let mut changed = false;
+        let family =
+            codec::update::<Family>(&self.store.trees().families, &keys::family(id), |f| {
+                changed = !f.revoked;
+                f.revoked = true;
+                changed
+            })?;
+        if changed {
+            self.store.durable().await?;
         }
+        Ok(family)
     }
 
     /// Deletes families whose tokens have all expired (`expires_at < before`),

@@ -147,30 +147,20 @@ impl<'a> Sessions<'a> {
             None => keys::prefix_end(&prefix),
         };
         let mut items = Vec::with_capacity(limit.min(100));
+        let mut last_key = None;
         let mut next = None;
         for entry in t.sessions_by_user.range(prefix.to_vec()..end).rev() {
             let (key, _) = entry?;
             if items.len() == limit {
+                // Something older remains: the page ends at the last key taken.
+                next = last_key.map(|k: sled::IVec| keys::cursor_encode(&k[16..]));
                 break;
             }
             let id = keys::user_session_id(&key)
                 .ok_or_else(|| StorageError::corrupt("sessions_by_user", "bad key"))?;
             if let Some(session) = self.get(id)? {
                 items.push(session);
-                next = Some(keys::cursor_encode(&key[16..]));
-            }
-        }
-        // A next cursor only when something older remains.
-        if let Some(cursor) = &next {
-            let suffix = keys::cursor_decode(cursor).ok_or(StorageError::BadCursor)?;
-            let mut end = prefix.to_vec();
-            end.extend_from_slice(&suffix);
-            if t.sessions_by_user
-                .range(prefix.to_vec()..end)
-                .next_back()
-                .is_none()
-            {
-                next = None;
+                last_key = Some(key);
             }
         }
         Ok(Page { items, next })
@@ -187,38 +177,22 @@ impl<'a> Sessions<'a> {
 
     /// Marks a session as touched now (a new message).
     pub fn touch(&self, id: Uuid) -> Result<()> {
-        let tree = &self.store.trees().sessions;
-        let key = keys::session(id);
-        loop {
-            let Some(current) = tree.get(key)? else {
-                return Ok(());
-            };
-            let mut session: Session = codec::decode(&current)?;
-            session.updated_at = crate::now_millis();
-            if tree
-                .compare_and_swap(key, Some(&current), Some(codec::encode(&session)?))?
-                .is_ok()
-            {
-                return Ok(());
-            }
-        }
+        let now = crate::now_millis();
+        codec::update::<Session>(&self.store.trees().sessions, &keys::session(id), |s| {
+            s.updated_at = now;
+            true
+        })?;
+        Ok(())
     }
 
     async fn update(&self, id: Uuid, change: impl Fn(&mut Session)) -> Result<Session> {
-        let tree = &self.store.trees().sessions;
-        let key = keys::session(id);
-        loop {
-            let current = tree.get(key)?.ok_or(StorageError::NotFound)?;
-            let mut session: Session = codec::decode(&current)?;
-            change(&mut session);
-            if tree
-                .compare_and_swap(key, Some(&current), Some(codec::encode(&session)?))?
-                .is_ok()
-            {
-                self.store.durable().await?;
-                return Ok(session);
-            }
-        }
+        let updated = codec::update(&self.store.trees().sessions, &keys::session(id), |s| {
+            change(s);
+            true
+        })?
+        .ok_or(StorageError::NotFound)?;
+        self.store.durable().await?;
+        Ok(updated)
     }
 
     /// Deletes a session and its messages. `false` if it did not exist.

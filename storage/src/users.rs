@@ -185,21 +185,13 @@ impl<'a> Users<'a> {
     /// Read-modify-write of one user record with compare-and-swap, so a
     /// concurrent update is never lost.
     async fn update(&self, id: UserId, change: impl Fn(&mut User)) -> Result<User> {
-        let tree = &self.store.trees().users;
-        let key = keys::user(id);
-        loop {
-            let current = tree.get(key)?.ok_or(StorageError::NotFound)?;
-            let mut user: User = codec::decode(&current)?;
-            change(&mut user);
-            let next = codec::encode(&user)?;
-            if tree
-                .compare_and_swap(key, Some(&current), Some(next))?
-                .is_ok()
-            {
-                self.store.durable().await?;
-                return Ok(user);
-            }
-        }
+        let updated = codec::update(&self.store.trees().users, &keys::user(id), |u| {
+            change(u);
+            true
+        })?
+        .ok_or(StorageError::NotFound)?;
+        self.store.durable().await?;
+        Ok(updated)
     }
 }
 
