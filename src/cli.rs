@@ -14,24 +14,23 @@ pub use palaver_actors::protocol::rfc3339_millis;
 /// Opens the store named by the config, turning a held lock into a plain
 /// sentence (the error's own text says it).
 pub fn open_store(config: &Config) -> Result<Store> {
-    match Store::open(&config.store_config()) {
-        Ok(store) => Ok(store),
-        Err(e @ StorageError::Locked { .. }) => bail!("{e}"),
-        Err(e) => Err(e).with_context(|| {
-            format!(
-                "cannot open the database in {}",
-                config.data_dir().display()
-            )
-        }),
-    }
+    open(config, None)
 }
 
 /// Opens the store for the server: like [`open_store`], with every flush
 /// timed into `palaver_storage_flush_seconds`.
 pub fn open_store_observed(config: &Config) -> Result<Store> {
-    let observer: palaver_storage::committer::FlushObserver =
-        Box::new(palaver_actors::telemetry::storage_flush);
-    match Store::open_with(&config.store_config(), Some(observer)) {
+    open(
+        config,
+        Some(Box::new(palaver_actors::telemetry::storage_flush)),
+    )
+}
+
+fn open(
+    config: &Config,
+    observer: Option<palaver_storage::committer::FlushObserver>,
+) -> Result<Store> {
+    match Store::open_with(&config.store_config(), observer) {
         Ok(store) => Ok(store),
         Err(e @ StorageError::Locked { .. }) => bail!("{e}"),
         Err(e) => Err(e).with_context(|| {

@@ -8,7 +8,7 @@ use actix_web::dev::Payload;
 use actix_web::error::JsonPayloadError;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
-use palaver_actors::auth::{AuthError, Principal};
+use palaver_actors::auth::{Auth, AuthError, Principal};
 
 use super::ApiError;
 use crate::app::AppState;
@@ -88,24 +88,44 @@ pub fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::internal("application state missing"))?;
     let auth = &state.auth;
-    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
-        let token = value
+    Ok(authorization_header(req, auth)
+        .or_else(|| api_key_header(req, auth))
+        .unwrap_or_else(missing)?)
+}
+
+/// `Authorization: Bearer <access JWT>`, verified, if the header is present.
+pub fn authorization_header(
+    req: &HttpRequest,
+    auth: &Auth,
+) -> Option<Result<Principal, AuthError>> {
+    let value = req.headers().get(header::AUTHORIZATION)?;
+    Some(
+        value
             .to_str()
             .ok()
             .and_then(bearer_token)
             .ok_or(AuthError::Invalid(
                 "expected `Authorization: Bearer <token>`",
-            ))?;
-        return Ok(auth.verify_access(token)?);
-    }
-    if let Some(value) = req.headers().get("x-api-key") {
-        let key = value
+            ))
+            .and_then(|token| auth.verify_access(token)),
+    )
+}
+
+/// `X-API-Key: <key>`, verified, if the header is present.
+pub fn api_key_header(req: &HttpRequest, auth: &Auth) -> Option<Result<Principal, AuthError>> {
+    let value = req.headers().get("x-api-key")?;
+    Some(
+        value
             .to_str()
-            .map_err(|_| AuthError::Invalid("malformed API key"))?;
-        return Ok(auth.verify_api_key(key.trim())?);
-    }
+            .map_err(|_| AuthError::Invalid("malformed API key"))
+            .and_then(|key| auth.verify_api_key(key.trim())),
+    )
+}
+
+/// No credential at all (counted like every other authentication failure).
+pub fn missing<T>() -> Result<T, AuthError> {
     palaver_actors::telemetry::auth_failure("missing");
-    Err(AuthError::Missing.into())
+    Err(AuthError::Missing)
 }
 
 /// The token of an `Authorization: Bearer <token>` value (scheme

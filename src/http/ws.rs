@@ -19,7 +19,7 @@ use palaver_actors::session::{Opened, SessionActor};
 use palaver_actors::telemetry;
 use serde::Deserialize;
 
-use super::extract::bearer_token;
+use super::extract::{api_key_header, authorization_header, missing};
 use super::sessions::owned_session;
 use super::ApiError;
 use crate::app::AppState;
@@ -182,26 +182,13 @@ fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, AuthEr
     if let Some(token) = &query.token {
         return auth.verify_access(token);
     }
-    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(bearer_token)
-            .ok_or(AuthError::Invalid(
-                "expected `Authorization: Bearer <token>`",
-            ))?;
-        return auth.verify_access(token);
+    if let Some(verified) = authorization_header(req, auth) {
+        return verified;
     }
     if let Some(key) = &query.api_key {
         return auth.verify_api_key(key);
     }
-    if let Some(value) = req.headers().get("x-api-key") {
-        let key = value
-            .to_str()
-            .map_err(|_| AuthError::Invalid("malformed API key"))?;
-        return auth.verify_api_key(key.trim());
-    }
-    Err(AuthError::Missing)
+    api_key_header(req, auth).unwrap_or_else(missing)
 }
 
 /// `bearer.<jwt>` among the offered subprotocols.

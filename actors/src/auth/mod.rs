@@ -355,6 +355,16 @@ impl Auth {
         })
     }
 
+    /// Verifies a refresh token's signature, claims and type (its family is
+    /// the AuthActor's to check).
+    fn decode_refresh(&self, token: &str) -> Result<Claims, AuthError> {
+        let claims = self.inner.tokens.decode(token)?;
+        if claims.token_type != TokenType::Refresh {
+            return Err(AuthError::Invalid("not a refresh token"));
+        }
+        Ok(claims)
+    }
+
     /// Verifies an API key.
     pub fn verify_api_key(&self, key: &str) -> Result<Principal, AuthError> {
         observe(self.verify_api_key_inner(key))
@@ -543,19 +553,13 @@ impl Auth {
     }
 
     async fn refresh_inner(&self, token: &str) -> Result<TokenPair, AuthError> {
-        let claims = self.inner.tokens.decode(token)?;
-        if claims.token_type != TokenType::Refresh {
-            return Err(AuthError::Invalid("not a refresh token"));
-        }
+        let claims = self.decode_refresh(token)?;
         self.send(Rotate { claims }).await
     }
 
     /// Revokes the family of a refresh token.
     pub async fn logout(&self, token: &str) -> Result<(), AuthError> {
-        let claims = self.inner.tokens.decode(token)?;
-        if claims.token_type != TokenType::Refresh {
-            return Err(AuthError::Invalid("not a refresh token"));
-        }
+        let claims = self.decode_refresh(token)?;
         self.send(RevokeFamily {
             family: claims.fam,
             user_id: claims.user(),
