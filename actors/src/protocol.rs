@@ -2,6 +2,8 @@
 //! server sends back. Only this module defines frames; actors build values of
 //! these types and serialize them once.
 
+use std::sync::Arc;
+
 use palaver_storage::{Message, MessageStatus, Role};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -125,22 +127,22 @@ pub enum ServerFrame {
         client_id: Option<String>,
     },
     ToolCall {
-        message_id: String,
+        message_id: Arc<str>,
         tool: String,
         args: Value,
     },
     ToolResult {
-        message_id: String,
+        message_id: Arc<str>,
         tool: String,
         success: bool,
         result: Value,
     },
     Token {
-        message_id: String,
+        message_id: Arc<str>,
         text: String,
     },
     Done {
-        message_id: String,
+        message_id: Arc<str>,
         status: &'static str,
         usage: Usage,
     },

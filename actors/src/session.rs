@@ -157,7 +157,7 @@ pub struct SessionActor {
     frames_in_window: u32,
     streaming: Option<Streaming>,
     /// The id of the reply streaming now (for its events).
-    current_reply: Option<String>,
+    current_reply: Option<Arc<str>>,
     /// The next expiry event (warning, then close).
     expiry_timer: Option<SpawnHandle>,
     /// `token_expiring` was sent for the current credential.
@@ -471,29 +471,27 @@ impl SessionActor {
         slot: crate::analysis::Slot,
         ctx: &mut Context<Self>,
     ) {
-        let act = self;
-        match result {
+        let refused = match result {
             Ok((question, reply, standing)) => {
-                act.started(question, reply, standing, client_id, slot, ctx)
+                return self.started(question, reply, standing, client_id, slot, ctx);
             }
-            Err(refused) => {
-                act.streaming = None;
-                let frame = match refused {
-                    Refused::Quota(s) => ServerFrame::Error {
-                        code: "quota_exceeded",
-                        message: "request quota exceeded".into(),
-                        request_count: Some(s.count),
-                        request_limit: Some(s.limit()),
-                    },
-                    Refused::Storage(e) => {
-                        tracing::error!(error = %e, "cannot store a question");
-                        ServerFrame::error("analysis_failed", "the question could not be stored")
-                    }
-                    Refused::Internal => ServerFrame::error("analysis_failed", "internal error"),
-                };
-                act.send(frame, ctx);
+            Err(refused) => refused,
+        };
+        self.streaming = None;
+        let frame = match refused {
+            Refused::Quota(s) => ServerFrame::Error {
+                code: "quota_exceeded",
+                message: "request quota exceeded".into(),
+                request_count: Some(s.count),
+                request_limit: Some(s.limit()),
+            },
+            Refused::Storage(e) => {
+                tracing::error!(error = %e, "cannot store a question");
+                ServerFrame::error("analysis_failed", "the question could not be stored")
             }
-        }
+            Refused::Internal => ServerFrame::error("analysis_failed", "internal error"),
+        };
+        self.send(frame, ctx);
     }
 
     fn started(
@@ -528,7 +526,7 @@ impl SessionActor {
                 ctx,
             );
         }
-        self.current_reply = Some(reply.id.hyphenated().to_string());
+        self.current_reply = Some(reply.id.hyphenated().to_string().into());
         let (events, receiver) = mpsc::unbounded_channel();
         let cancel = Arc::new(Cancel::default());
         if cancel_requested {
@@ -574,8 +572,10 @@ enum Refused {
 }
 
 impl SessionActor {
-    fn reply_id(&self) -> String {
-        self.current_reply.clone().unwrap_or_default()
+    /// The streaming reply's id, shared by every frame of the reply (a
+    /// reference count per token, not an allocation).
+    fn reply_id(&self) -> Arc<str> {
+        self.current_reply.clone().unwrap_or_else(|| Arc::from(""))
     }
 }
 
@@ -709,7 +709,7 @@ impl StreamHandler<Event> for SessionActor {
                 self.streaming = None;
                 self.current_reply = None;
                 ServerFrame::Done {
-                    message_id: reply.id.hyphenated().to_string(),
+                    message_id: reply.id.hyphenated().to_string().into(),
                     status: status_name(reply.status),
                     usage: Usage {
                         tokens: usage.tokens,
