@@ -183,8 +183,6 @@ pub async fn handshake(
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
         let (paths, next_job) = (paths.clone(), next_job.clone());
-        let target_base = (target.base.clone(), target.name);
-        let _ = target_base;
         tasks.push(async move {
             let mut h = hist();
             let (mut ok, mut refused) = (0, 0);
@@ -227,6 +225,30 @@ pub async fn handshake(
     })
 }
 
+/// Opens `n` connections, `BATCH` at a time, each waited on until its
+/// `connected` frame (fresh token per connection; sessions round-robin).
+async fn open_many(target: &Target, setup: Option<&Setup>, n: usize) -> Result<Vec<Ws>> {
+    const BATCH: usize = 200;
+    let mut conns = Vec::with_capacity(n);
+    for start in (0..n).step_by(BATCH) {
+        let opens = (start..(start + BATCH).min(n)).map(|i| async move {
+            let path = match setup {
+                Some(s) => s.path(i, &s.mint()),
+                None => "/ws".to_owned(),
+            };
+            let mut ws = connect(target, &path, source(i)).await?;
+            match next(&mut ws).await? {
+                Ok(f) if f["type"] == "connected" => Ok(ws),
+                other => bail!("connection {i}: unexpected {other:?}"),
+            }
+        });
+        for ws in futures_util::future::join_all(opens).await {
+            conns.push(ws?);
+        }
+    }
+    Ok(conns)
+}
+
 #[derive(Debug)]
 pub struct HoldResult {
     pub held: usize,
@@ -238,24 +260,7 @@ pub struct HoldResult {
 pub async fn hold(target: &Target, setup: Option<&Setup>, n: usize) -> Result<HoldResult> {
     // Let the server settle, then measure from there.
     let rss0 = target.rss_bytes();
-    let mut held = Vec::with_capacity(n);
-    let batch = 200;
-    for start in (0..n).step_by(batch) {
-        let opens = (start..(start + batch).min(n)).map(|i| async move {
-            let path = match setup {
-                Some(s) => s.path(i, &s.mint()),
-                None => "/ws".to_owned(),
-            };
-            let mut ws = connect(target, &path, source(i)).await?;
-            match next(&mut ws).await? {
-                Ok(f) if f["type"] == "connected" => Ok(ws),
-                other => bail!("hold {i}: unexpected {other:?}"),
-            }
-        });
-        for ws in futures_util::future::join_all(opens).await {
-            held.push(ws?);
-        }
-    }
+    let held = open_many(target, setup, n).await?;
     let rss1 = target.rss_bytes();
     let result = HoldResult {
         held: held.len(),
@@ -287,18 +292,7 @@ pub async fn stream(
         .map(|i| format!("word{i}"))
         .collect::<Vec<_>>()
         .join(" ");
-    let mut conns = Vec::new();
-    for i in 0..sockets {
-        let path = match setup {
-            Some(s) => s.path(i, &s.mint()),
-            None => "/ws".to_owned(),
-        };
-        let mut ws = connect(target, &path, source(i)).await?;
-        match next(&mut ws).await? {
-            Ok(f) if f["type"] == "connected" => conns.push(ws),
-            other => bail!("stream {i}: unexpected {other:?}"),
-        }
-    }
+    let conns = open_many(target, setup, sockets).await?;
     let cpu0 = target.cpu_seconds();
     let started = Instant::now();
     let tasks = conns.into_iter().map(|mut ws| {
@@ -433,23 +427,7 @@ pub async fn open_loop(
         .map(|i| format!("word{i}"))
         .collect::<Vec<_>>()
         .join(" ");
-    let mut conns = Vec::new();
-    for start in (0..sockets).step_by(100) {
-        let opens = (start..(start + 100).min(sockets)).map(|i| async move {
-            let path = match setup {
-                Some(s) => s.path(i, &s.mint()),
-                None => "/ws".to_owned(),
-            };
-            let mut ws = connect(target, &path, source(i)).await?;
-            match next(&mut ws).await? {
-                Ok(f) if f["type"] == "connected" => Ok(ws),
-                other => bail!("open loop {i}: unexpected {other:?}"),
-            }
-        });
-        for ws in futures_util::future::join_all(opens).await {
-            conns.push(ws?);
-        }
-    }
+    let conns = open_many(target, setup, sockets).await?;
     let epoch = tokio::time::Instant::now() + Duration::from_millis(200);
     let tasks = conns.into_iter().enumerate().map(|(i, mut ws)| {
         let question = question.clone();

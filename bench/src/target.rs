@@ -18,7 +18,6 @@ pub struct Target {
     child: Child,
     /// `http://127.0.0.1:PORT`
     pub base: String,
-    pub name: &'static str,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -89,7 +88,6 @@ impl Target {
         Ok(Target {
             child,
             base,
-            name,
             _dir: dir,
         })
     }
