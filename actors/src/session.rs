@@ -164,6 +164,8 @@ pub struct SessionActor {
     warned: bool,
     /// Asked to stop while a question was starting: stop once it started.
     stop_when_started: bool,
+    /// A shutdown close waiting for the streaming reply's `done`.
+    close_after_done: Option<(u16, &'static str)>,
     closing: bool,
 }
 
@@ -220,6 +222,7 @@ impl SessionActor {
             expiry_timer: None,
             warned: false,
             stop_when_started: false,
+            close_after_done: None,
             closing: false,
         };
         ctx.run(actor)
@@ -685,6 +688,7 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for SessionActor {
 
 impl StreamHandler<Event> for SessionActor {
     fn handle(&mut self, event: Event, ctx: &mut Self::Context) {
+        let done = matches!(event, Event::Done { .. });
         let frame = match event {
             Event::ToolCall { tool, args } => ServerFrame::ToolCall {
                 message_id: self.reply_id(),
@@ -720,6 +724,11 @@ impl StreamHandler<Event> for SessionActor {
             }
         };
         self.send(frame, ctx);
+        if done {
+            if let Some((code, reason)) = self.close_after_done.take() {
+                self.close(code, reason, ctx);
+            }
+        }
     }
 
     fn finished(&mut self, _ctx: &mut Self::Context) {
@@ -731,6 +740,18 @@ impl Handler<CloseConnection> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: CloseConnection, ctx: &mut Self::Context) {
+        // Shutdown closes after the streams finished: a reply's `done` may
+        // still be on its way through the event stream, so let it arrive
+        // first (bounded). Revocations close at once.
+        if msg.code == close::GOING_AWAY
+            && matches!(self.streaming, Some(Streaming::Running { .. }))
+        {
+            self.close_after_done = Some((msg.code, msg.reason));
+            ctx.run_later(Duration::from_secs(1), move |act, ctx| {
+                act.close(msg.code, msg.reason, ctx)
+            });
+            return;
+        }
         self.close(msg.code, msg.reason, ctx);
     }
 }
