@@ -36,7 +36,7 @@ pub struct AppState {
     /// Identity: verification in the caller, writes through the AuthActor.
     pub auth: Auth,
     /// The single owner of every request counter.
-    pub quotas: Addr<QuotaRegistry>,
+    pub quotas: QuotaRegistry,
     /// Answers questions (WebSocket and whole-answer HTTP).
     pub pool: AnalysisPool,
     /// What every WebSocket session actor shares.

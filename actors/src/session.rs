@@ -2,8 +2,9 @@
 //! handshake authenticated the client and checked the session's ownership.
 //! It owns the socket (the incoming stream is added to its context; a small
 //! writer task drains its bounded outbox into the socket), speaks the
-//! protocol of API.md §7, and never blocks: admission, storage and analysis
-//! run as futures and report back as messages or stream items.
+//! protocol of API.md §7, and never blocks: storage and analysis run as
+//! futures and report back as messages or stream items; quota admission is
+//! one short synchronous step (a lock and a sled insert, no flush).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use crate::auth::{now_secs, Auth, Principal};
 use crate::protocol::{
     close, message_json, status_name, ClientFrame, ConnectedUser, QuotaView, ServerFrame, Usage,
 };
-use crate::quota::{Admission, Admit, Peek, Policy, QuotaRegistry, Refund, Standing};
+use crate::quota::{Admission, Policy, QuotaRegistry, Standing};
 use crate::registry::{CloseConnection, Connections};
 use crate::telemetry;
 
@@ -43,7 +44,7 @@ pub struct WsLimits {
 pub struct SessionDeps {
     pub store: Store,
     pub auth: Auth,
-    pub quotas: Addr<QuotaRegistry>,
+    pub quotas: QuotaRegistry,
     pub pool: AnalysisPool,
     pub connections: Arc<Connections>,
     pub limits: WsLimits,
@@ -414,6 +415,16 @@ impl SessionActor {
                 ctx,
             );
         };
+        // Counted in this step, before anything is stored; a refusal leaves
+        // nothing behind (the slot goes back to the pool when dropped).
+        let standing = match self.policy {
+            None => None,
+            Some(policy) => match self.deps.quotas.admit(self.user_id, policy, now_secs()) {
+                Ok(Admission::Admitted(s)) => Some(s),
+                Ok(Admission::Rejected(s)) => return self.refuse(Refused::Quota(s), ctx),
+                Err(e) => return self.refuse(Refused::Storage(e), ctx),
+            },
+        };
         self.streaming = Some(Streaming::Starting {
             cancel_requested: false,
         });
@@ -421,41 +432,21 @@ impl SessionActor {
         let deps = self.deps.clone();
         let (user, policy, session_id) = (self.user_id, self.policy, self.session.id);
         let start = async move {
-            let standing = match policy {
-                None => None,
-                Some(policy) => {
-                    let admit = Admit {
-                        user,
-                        policy,
-                        now: now_secs(),
-                    };
-                    match deps.quotas.send(admit).await {
-                        Ok(Ok(Admission::Admitted(s))) => Some(s),
-                        Ok(Ok(Admission::Rejected(s))) => return Err(Refused::Quota(s)),
-                        Ok(Err(e)) => return Err(Refused::Storage(e)),
-                        Err(_) => return Err(Refused::Internal),
-                    }
-                }
-            };
             // The question and the reply's placeholder (so a crash mid-reply
             // leaves a `failed` reply, not none) become durable in one flush,
             // which also covers the count.
-            let stored = store_question(&deps.store, session_id, text).await;
-            let (question, reply) = match stored {
-                Ok(pair) => pair,
+            match store_question(&deps.store, session_id, text).await {
+                Ok((question, reply)) => Ok((question, reply, standing)),
                 Err(e) => {
                     // Nothing was asked: give the counted request back.
                     if let (Some(policy), Some(_)) = (policy, standing) {
-                        deps.quotas.do_send(Refund {
-                            user,
-                            policy,
-                            now: now_secs(),
-                        });
+                        if let Err(e) = deps.quotas.refund(user, policy, now_secs()) {
+                            tracing::error!(error = %e, "quota refund failed");
+                        }
                     }
-                    return Err(Refused::Storage(e));
+                    Err(Refused::Storage(e))
                 }
-            };
-            Ok((question, reply, standing))
+            }
         };
         ctx.spawn(start.into_actor(self).map(move |result, act, ctx| {
             act.start_finished(result, client_id, slot, ctx);
@@ -474,12 +465,16 @@ impl SessionActor {
         slot: crate::analysis::Slot,
         ctx: &mut Context<Self>,
     ) {
-        let refused = match result {
+        match result {
             Ok((question, reply, standing)) => {
-                return self.started(question, reply, standing, client_id, slot, ctx);
+                self.started(question, reply, standing, client_id, slot, ctx)
             }
-            Err(refused) => refused,
-        };
+            Err(refused) => self.refuse(refused, ctx),
+        }
+    }
+
+    /// A question that did not start: nothing streams, the client is told why.
+    fn refuse(&mut self, refused: Refused, ctx: &mut Context<Self>) {
         self.streaming = None;
         let frame = match refused {
             Refused::Quota(s) => ServerFrame::Error {
@@ -492,7 +487,6 @@ impl SessionActor {
                 tracing::error!(error = %e, "cannot store a question");
                 ServerFrame::error("analysis_failed", "the question could not be stored")
             }
-            Refused::Internal => ServerFrame::error("analysis_failed", "internal error"),
         };
         self.send(frame, ctx);
     }
@@ -571,7 +565,6 @@ pub async fn store_question(
 enum Refused {
     Quota(Standing),
     Storage(StorageError),
-    Internal,
 }
 
 impl SessionActor {
@@ -587,41 +580,28 @@ impl Actor for SessionActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         telemetry::ws_connection_opened();
-        let (deps, user, policy) = (self.deps.clone(), self.user_id, self.policy);
-        // `connected` goes first: nothing else is handled until it is queued.
-        let peek = async move {
-            match policy {
-                Some(policy) => deps
-                    .quotas
-                    .send(Peek {
-                        user,
-                        policy,
-                        now: now_secs(),
-                    })
-                    .await
-                    .ok()
-                    .and_then(Result::ok),
-                None => None,
-            }
+        // `connected` goes first, then (for a credential already inside its
+        // warning window) `token_expiring`.
+        let standing = self.policy.and_then(|policy| {
+            let peeked = self.deps.quotas.peek(self.user_id, policy, now_secs());
+            peeked
+                .map_err(|e| tracing::error!(error = %e, "cannot read a quota counter"))
+                .ok()
+        });
+        let frame = ServerFrame::Connected {
+            session_id: self.session.id.hyphenated().to_string(),
+            user: ConnectedUser {
+                id: self.user_id.to_string(),
+                is_demo: self.is_demo,
+            },
+            expires_at: self.expires_at,
+            quota: standing.map(|s| QuotaView {
+                request_count: s.count,
+                request_limit: s.limit(),
+            }),
         };
-        ctx.wait(peek.into_actor(self).map(|standing, act, ctx| {
-            let frame = ServerFrame::Connected {
-                session_id: act.session.id.hyphenated().to_string(),
-                user: ConnectedUser {
-                    id: act.user_id.to_string(),
-                    is_demo: act.is_demo,
-                },
-                expires_at: act.expires_at,
-                quota: standing.map(|s| QuotaView {
-                    request_count: s.count,
-                    request_limit: s.limit(),
-                }),
-            };
-            act.send(frame, ctx);
-            // Only after `connected` is queued: a credential already inside
-            // its warning window gets `token_expiring` right after it.
-            act.schedule_expiry(ctx);
-        }));
+        self.send(frame, ctx);
+        self.schedule_expiry(ctx);
         let ping_every = self.deps.limits.ping_interval;
         ctx.run_interval(ping_every, |act, ctx| {
             if act.last_heard.elapsed() >= act.deps.limits.idle_timeout {
@@ -634,7 +614,7 @@ impl Actor for SessionActor {
     }
 
     fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
-        // A question being admitted and stored runs as a future of this
+        // A question being stored runs as a future of this
         // context, which stopping would drop: its quota spent, its reply
         // never written. Finish starting it first.
         if matches!(self.streaming, Some(Streaming::Starting { .. })) {

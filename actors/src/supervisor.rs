@@ -1,6 +1,6 @@
-//! The Supervisor: the first actor started at boot. It starts the other
-//! actors (the QuotaRegistry, the AuthActor and the AnalysisPool's workers)
-//! and owns their lifecycle; it owns the connection registry and closes
+//! The Supervisor: the first actor started at boot. It creates the
+//! QuotaRegistry, starts the other actors (the AuthActor and the
+//! AnalysisPool's workers) and owns their lifecycle; it owns the connection registry and closes
 //! sockets when credentials are revoked (4001), a user goes (4002), a session
 //! is deleted (4004), or the server shuts down (1001); and it drives graceful
 //! shutdown: streams finish (or fail) within the grace, sockets close, storage
@@ -15,7 +15,7 @@ use crate::analysis::{AnalysisPool, AnalysisSettings};
 use crate::auth::{Auth, AuthError, AuthSettings};
 use crate::messages::{Drain, RevokeReason, Revoked, SessionDeleted, Shutdown};
 use crate::protocol::close;
-use crate::quota::{Forget, QuotaRegistry};
+use crate::quota::QuotaRegistry;
 use crate::registry::Connections;
 use crate::session::{SessionDeps, WsLimits};
 
@@ -23,7 +23,7 @@ pub struct Supervisor {
     /// The database every child reads and writes; flushed at shutdown.
     store: Store,
     /// Told when a user is deleted, to drop the cached counter.
-    quotas: Addr<QuotaRegistry>,
+    quotas: QuotaRegistry,
     /// Live WebSocket connections, to close on revocation and shutdown.
     connections: Arc<Connections>,
     /// Drained at shutdown.
@@ -36,7 +36,7 @@ pub struct Supervisor {
 pub struct Booted {
     pub supervisor: Addr<Supervisor>,
     pub auth: Auth,
-    pub quotas: Addr<QuotaRegistry>,
+    pub quotas: QuotaRegistry,
     pub pool: AnalysisPool,
     /// What the WebSocket handshake hands every session actor.
     pub sessions: Arc<SessionDeps>,
@@ -50,7 +50,7 @@ impl Supervisor {
         analysis: AnalysisSettings,
         limits: WsLimits,
     ) -> Result<Booted, AuthError> {
-        let quotas = QuotaRegistry::new(store.clone()).start();
+        let quotas = QuotaRegistry::new(store.clone());
         let connections = Arc::new(Connections::default());
         let pool = AnalysisPool::start(analysis, store.clone());
         let supervisor = Supervisor {
@@ -107,7 +107,7 @@ impl Handler<Revoked> for Supervisor {
             .connections
             .close_user(msg.user_id, family, code, reason);
         if msg.reason == RevokeReason::UserDeleted {
-            self.quotas.do_send(Forget { user: msg.user_id });
+            self.quotas.forget(msg.user_id);
         }
         tracing::info!(
             user_id = %msg.user_id,

@@ -6,7 +6,6 @@ use std::net::{IpAddr, Ipv4Addr};
 use actix_web::{web, HttpRequest, HttpResponse};
 use palaver_actors::auth::{now_secs, AuthError, TokenPair};
 use palaver_actors::password;
-use palaver_actors::quota::Peek;
 use palaver_storage::{ApiKey, NewUser, User};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -150,15 +149,7 @@ async fn me(state: web::Data<AppState>, who: Authenticated) -> Result<HttpRespon
     let user = &who.0.user;
     let quota = match state.quota_policy(user) {
         Some(policy) => {
-            let standing = state
-                .quotas
-                .send(Peek {
-                    user: user.id,
-                    policy,
-                    now: now_secs(),
-                })
-                .await
-                .map_err(ApiError::internal)??;
+            let standing = state.quotas.peek(user.id, policy, now_secs())?;
             // A demo's quota ends with the demo; a regular user's window resets.
             let expires_at = user
                 .demo_expires_at

@@ -15,7 +15,7 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, ResponseError};
 use palaver_actors::auth::now_secs;
-use palaver_actors::quota::{Admission, Admit, Refund, Standing};
+use palaver_actors::quota::{Admission, Standing};
 
 use super::extract::authenticate;
 use super::ApiError;
@@ -56,13 +56,7 @@ pub async fn admit_counted(
 
     let admission = state
         .quotas
-        .send(Admit {
-            user,
-            policy,
-            now: now_secs(),
-        })
-        .await
-        .map_err(ApiError::internal)?
+        .admit(user, policy, now_secs())
         .map_err(ApiError::from)?;
     let standing = match admission {
         Admission::Rejected(standing) => {
@@ -78,7 +72,7 @@ pub async fn admit_counted(
         Admission::Admitted(standing) => standing,
     };
     // The count is written; it must be durable before the response goes out.
-    // The handler's own durable write usually covers it (see `Admit`).
+    // The handler's own durable write usually covers it.
     let mark = state.store.durability_mark();
 
     let mut res = next.call(req).await?;
@@ -89,15 +83,13 @@ pub async fn admit_counted(
         .map_err(ApiError::from)?;
     let mut standing = standing;
     if res.status().is_server_error() {
-        let refund = Refund {
-            user,
-            policy,
-            now: now_secs(),
-        };
-        match state.quotas.send(refund).await {
-            Ok(Ok(())) => standing.count = standing.count.saturating_sub(1),
-            Ok(Err(e)) => tracing::error!(error = %e, "quota refund failed"),
-            Err(e) => tracing::error!(error = %e, "quota registry unreachable for a refund"),
+        let refunded = state.quotas.refund(user, policy, now_secs());
+        match refunded {
+            Ok(()) => match state.store.durable().await {
+                Ok(()) => standing.count = standing.count.saturating_sub(1),
+                Err(e) => tracing::error!(error = %e, "quota refund not made durable"),
+            },
+            Err(e) => tracing::error!(error = %e, "quota refund failed"),
         }
     }
     set_headers(res.headers_mut(), &standing, false);
