@@ -10,6 +10,8 @@
 //! - [`messages`]: every message type, with its sender, receiver and reply.
 //! - [`registry`]: user → live WebSocket connections (owned by the Supervisor).
 //! - [`session`]: the SessionActor, one per WebSocket connection.
+//! - [`socket`]: the WebSocket wire under it: frames decoded from the
+//!   request payload, the byte-bounded outbox that is the response body.
 //! - [`quota`]: the QuotaRegistry, single owner of every request counter.
 //! - [`telemetry`]: every metric, named and described in one place.
 //! - [`password`]: argon2id hashing and verification (CPU-heavy: call it on a
@@ -25,6 +27,7 @@ pub mod protocol;
 pub mod quota;
 pub mod registry;
 pub mod session;
+pub mod socket;
 pub mod supervisor;
 pub mod telemetry;
 

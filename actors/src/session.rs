@@ -6,14 +6,11 @@
 //! futures and report back as messages or stream items; quota admission is
 //! one short synchronous step (a lock and a sled insert, no flush).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_ws::{AggregatedMessage, CloseReason, ProtocolError};
-use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
-use futures_util::StreamExt;
+use actix_http::ws::ProtocolError;
 use palaver_storage::{Message, MessageStatus, Role, Session, StorageError, Store, UserId};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -26,6 +23,7 @@ use crate::protocol::{
 };
 use crate::quota::{Admission, Policy, QuotaRegistry, Standing};
 use crate::registry::{CloseConnection, Connections};
+use crate::socket::{Incoming, Out, Outbox, Received};
 use crate::telemetry;
 
 /// The `[ws]` limits a session actor enforces.
@@ -56,81 +54,6 @@ const RATE_LIMIT_GRACE: u32 = 10;
 /// How long a close frame may wait behind a reader that does not read.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 
-enum Out {
-    Text(String),
-    Ping,
-    Pong(bytes::Bytes),
-    Close(u16, &'static str),
-}
-
-/// Outgoing frames not yet handed to the socket, bounded in bytes.
-struct Outbox {
-    tx: UnboundedSender<Out>,
-    buffered: Arc<AtomicUsize>,
-    limit: usize,
-}
-
-impl Outbox {
-    /// Queues a text frame; `false` if that would pass the limit.
-    fn text(&self, json: String) -> bool {
-        let len = json.len();
-        if self.buffered.load(Ordering::Relaxed) + len > self.limit {
-            return false;
-        }
-        self.buffered.fetch_add(len, Ordering::Relaxed);
-        let _ = self.tx.unbounded_send(Out::Text(json));
-        true
-    }
-
-    /// Queues a control frame counted as `len` bytes; `false` past the limit.
-    fn charged(&self, out: Out, len: usize) -> bool {
-        if self.buffered.load(Ordering::Relaxed) + len > self.limit {
-            return false;
-        }
-        self.buffered.fetch_add(len, Ordering::Relaxed);
-        let _ = self.tx.unbounded_send(out);
-        true
-    }
-
-    fn control(&self, out: Out) {
-        let _ = self.tx.unbounded_send(out);
-    }
-}
-
-async fn write(
-    mut socket: actix_ws::Session,
-    mut rx: UnboundedReceiver<Out>,
-    buffered: Arc<AtomicUsize>,
-) {
-    while let Some(out) = rx.next().await {
-        let sent = match out {
-            Out::Text(text) => {
-                let len = text.len();
-                let sent = socket.text(text).await;
-                buffered.fetch_sub(len, Ordering::Relaxed);
-                sent
-            }
-            Out::Ping => socket.ping(b"").await,
-            Out::Pong(bytes) => {
-                let sent = socket.pong(&bytes).await;
-                buffered.fetch_sub(bytes.len() + 16, Ordering::Relaxed);
-                sent
-            }
-            Out::Close(code, reason) => {
-                let reason = CloseReason {
-                    code: code.into(),
-                    description: Some(reason.to_owned()),
-                };
-                let _ = socket.close(Some(reason)).await;
-                return;
-            }
-        };
-        if sent.is_err() {
-            return;
-        }
-    }
-}
-
 enum Streaming {
     /// Admission and storage of the question in progress.
     Starting {
@@ -152,7 +75,6 @@ pub struct SessionActor {
     expires_at: Option<u64>,
     policy: Option<Policy>,
     out: Outbox,
-    writer: Option<actix_rt::task::JoinHandle<()>>,
     last_heard: Instant,
     window_started: Instant,
     frames_in_window: u32,
@@ -185,27 +107,14 @@ impl SessionActor {
         deps: Arc<SessionDeps>,
         opened: Opened,
         conn_id: u64,
-        socket: actix_ws::Session,
-        stream: actix_ws::MessageStream,
+        out: Outbox,
+        incoming: Incoming,
     ) -> Addr<Self> {
-        // futures' unbounded channel allocates per message, not a block up
-        // front: an idle connection's outbox costs almost nothing.
-        let (tx, rx) = futures_channel::mpsc::unbounded();
-        let buffered = Arc::new(AtomicUsize::new(0));
-        let writer = actix_rt::spawn(write(socket, rx, buffered.clone()));
-        let stream = stream
-            .max_frame_size(deps.limits.max_message_bytes)
-            .aggregate_continuations()
-            .max_continuation_size(deps.limits.max_message_bytes);
         let mut ctx = ctx;
-        ctx.add_stream(stream);
+        ctx.add_stream(incoming);
         let now = Instant::now();
         let actor = SessionActor {
-            out: Outbox {
-                tx,
-                buffered,
-                limit: deps.limits.max_buffered_bytes,
-            },
+            out,
             conn_id,
             user_id: opened.principal.user.id,
             is_demo: opened.principal.user.is_demo,
@@ -214,7 +123,6 @@ impl SessionActor {
             session: opened.session,
             policy: opened.policy,
             deps,
-            writer: Some(writer),
             last_heard: now,
             window_started: now,
             frames_in_window: 0,
@@ -251,16 +159,13 @@ impl SessionActor {
         telemetry::ws_close(code);
         tracing::info!(conn = self.conn_id, user_id = %self.user_id, session_id = %self.session.id, code, reason, "websocket closed");
         self.out.control(Out::Close(code, reason));
-        if let Some(writer) = self.writer.take() {
-            // A reader that never reads never receives the close: give up on
-            // it after a while so the connection's memory is released.
-            actix_rt::spawn(async move {
-                let abort = writer.abort_handle();
-                if tokio::time::timeout(CLOSE_DEADLINE, writer).await.is_err() {
-                    abort.abort();
-                }
-            });
-        }
+        // A reader that never reads never receives the close: give up on it
+        // after a while so what is queued for it is released.
+        let abandon = self.out.abandon_handle();
+        actix_rt::spawn(async move {
+            tokio::time::sleep(CLOSE_DEADLINE).await;
+            abandon.abandon();
+        });
         ctx.stop();
     }
 
@@ -627,32 +532,26 @@ impl Actor for SessionActor {
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         telemetry::ws_connection_closed();
         self.deps.connections.unregister(self.user_id, self.conn_id);
-        if !self.closing {
-            // The client went away without a close handshake: end the writer.
-            self.out.control(Out::Close(close::NORMAL, ""));
-        }
     }
 }
 
-impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for SessionActor {
-    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<Received, ProtocolError>> for SessionActor {
+    fn handle(&mut self, item: Result<Received, ProtocolError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
         match item {
-            Ok(AggregatedMessage::Text(text)) => self.on_text(&text, ctx),
-            Ok(AggregatedMessage::Binary(_)) => {
+            Ok(Received::Text(text)) => self.on_text(&text, ctx),
+            Ok(Received::Binary(_)) => {
                 self.close(close::UNSUPPORTED, "only text frames are spoken", ctx)
             }
-            Ok(AggregatedMessage::Ping(bytes)) => {
+            Ok(Received::Ping(bytes)) => {
                 // Pings are frames like any other (rate limit), and their
                 // pongs count against the outbox bound.
-                if self.within_rate(ctx)
-                    && !self.out.charged(Out::Pong(bytes.clone()), bytes.len() + 16)
-                {
+                if self.within_rate(ctx) && !self.out.pong(bytes) {
                     self.close(close::POLICY, "slow reader: outgoing buffer full", ctx);
                 }
             }
-            Ok(AggregatedMessage::Pong(_)) => {}
-            Ok(AggregatedMessage::Close(_)) => self.close(close::NORMAL, "", ctx),
+            Ok(Received::Pong(_)) => {}
+            Ok(Received::Close(_)) => self.close(close::NORMAL, "", ctx),
             Err(ProtocolError::Overflow) => self.close(close::TOO_BIG, "message too big", ctx),
             Err(e) => {
                 tracing::debug!(conn = self.conn_id, error = %e, "websocket protocol error");

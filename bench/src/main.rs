@@ -52,6 +52,16 @@ enum Scenario {
         #[arg(long, default_value_t = 5_000)]
         n: usize,
     },
+    /// Only the open-loop scenario, `runs` times against each server
+    /// (alternating), with palaver's flush durations beside each run.
+    OpenLoop {
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        #[arg(long, default_value_t = 1_000)]
+        sockets: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Run the bare baseline server.
     Baseline {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -87,6 +97,77 @@ enum Scenario {
     },
 }
 
+/// One open-loop run against each server (baseline first), with palaver's
+/// flush figures from the same run.
+struct OpenLoopRun {
+    palaver: scenarios::OpenLoopResult,
+    baseline: scenarios::OpenLoopResult,
+    flushes: scenarios::FlushStats,
+}
+
+async fn open_loop_runs(
+    bin: &std::path::Path,
+    runs: usize,
+    sockets: usize,
+    seconds: u64,
+) -> Result<Vec<OpenLoopRun>> {
+    let mut out = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let base = target::Target::baseline()?;
+        let baseline = scenarios::open_loop(&base, None, sockets, seconds).await?;
+        drop(base);
+        let pal = target::Target::palaver(bin)?;
+        let setup = scenarios::Setup::palaver(&pal, 50).await?;
+        let palaver = scenarios::open_loop(&pal, Some(&setup), sockets, seconds).await?;
+        let flushes = scenarios::flush_stats(&pal).await?;
+        drop(pal);
+        eprintln!("open loop: palaver {palaver:?}\nopen loop: baseline {baseline:?}\n{flushes:?}");
+        anyhow::ensure!(
+            palaver.replies == sockets * seconds as usize,
+            "every open-loop question answered"
+        );
+        out.push(OpenLoopRun {
+            palaver,
+            baseline,
+            flushes,
+        });
+    }
+    Ok(out)
+}
+
+/// The open-loop scenario repeated: each run's time to first token for both
+/// servers, and how palaver's group-commit flushes were distributed (the
+/// first token waits for one), then the medians over the runs.
+async fn open_loop(runs: usize, sockets: usize, seconds: u64) -> Result<()> {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let results = open_loop_runs(&target::palaver_binary()?, runs, sockets, seconds).await?;
+    println!("| run | palaver p50 | p99 | max | baseline p50 | p99 | max | flushes | flush mean | flushes > 5 ms |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (i, r) in results.iter().enumerate() {
+        let (p, b, f) = (&r.palaver, &r.baseline, &r.flushes);
+        println!(
+            "| {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {} | {:.2} ms | {} |",
+            i + 1,
+            p.ttft_p50_ms,
+            p.ttft_p99_ms,
+            p.ttft_max_ms,
+            b.ttft_p50_ms,
+            b.ttft_p99_ms,
+            b.ttft_max_ms,
+            f.count,
+            f.mean_ms,
+            f.over_5ms,
+        );
+    }
+    let med = |f: fn(&OpenLoopRun) -> f64| median(results.iter().map(f).collect());
+    println!(
+        "median p99 over {runs} runs: palaver {:.1} ms, baseline {:.1} ms",
+        med(|r| r.palaver.ttft_p99_ms),
+        med(|r| r.baseline.ttft_p99_ms)
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().scenario {
         Scenario::All { smoke, hold } => {
@@ -116,6 +197,17 @@ fn main() -> Result<()> {
                 );
                 Ok(())
             })
+        }
+        Scenario::OpenLoop {
+            runs,
+            sockets,
+            seconds,
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(open_loop(runs, sockets, seconds))
         }
         Scenario::Baseline { bind } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -425,6 +517,7 @@ struct Sizes {
     quota_concurrency: usize,
     open_sockets: usize,
     open_seconds: u64,
+    open_runs: usize,
 }
 
 async fn all(smoke: bool, hold: usize) -> Result<()> {
@@ -446,6 +539,7 @@ async fn all(smoke: bool, hold: usize) -> Result<()> {
             quota_concurrency: 2,
             open_sockets: 10,
             open_seconds: 2,
+            open_runs: 1,
         }
     } else {
         Sizes {
@@ -458,6 +552,7 @@ async fn all(smoke: bool, hold: usize) -> Result<()> {
             quota_concurrency: 8,
             open_sockets: 1_000,
             open_seconds: 10,
+            open_runs: 3,
         }
     };
     let bin = target::palaver_binary()?;
@@ -570,42 +665,36 @@ async fn all(smoke: bool, hold: usize) -> Result<()> {
     );
     row("server CPU per reply", ps.cpu_us, Some(bs.cpu_us), "µs");
 
-    // open loop: many sockets, one question per second each
-    let base = Target::baseline()?;
-    let bo = scenarios::open_loop(&base, None, sizes.open_sockets, sizes.open_seconds).await?;
-    drop(base);
-    let pal_open = Target::palaver(&bin)?;
-    let open_setup = Setup::palaver(&pal_open, 50).await?;
-    let po = scenarios::open_loop(
-        &pal_open,
-        Some(&open_setup),
+    // open loop: many sockets, one question per second each; its tail is
+    // the noisiest figure, so the medians of several runs.
+    let open = open_loop_runs(
+        &bin,
+        sizes.open_runs,
         sizes.open_sockets,
         sizes.open_seconds,
     )
     .await?;
-    drop(pal_open);
-    eprintln!("open loop: palaver {po:?}\nopen loop: baseline {bo:?}");
-    anyhow::ensure!(
-        po.replies == sizes.open_sockets * sizes.open_seconds as usize,
-        "every open-loop question answered"
-    );
+    let med = |f: fn(&scenarios::OpenLoopResult) -> f64, palaver: bool| {
+        median(
+            open.iter()
+                .map(|r| f(if palaver { &r.palaver } else { &r.baseline }))
+                .collect(),
+        )
+    };
     let label = format!(
-        "open loop ({} sockets × 1 question/s): time to first token p50",
-        sizes.open_sockets
+        "open loop ({} sockets × 1 question/s, median of {} runs): time to first token p50",
+        sizes.open_sockets, sizes.open_runs
     );
-    row(&label, po.ttft_p50_ms, Some(bo.ttft_p50_ms), "ms");
-    row(
-        "open loop: time to first token p99",
-        po.ttft_p99_ms,
-        Some(bo.ttft_p99_ms),
-        "ms",
-    );
-    row(
-        "open loop: time to first token max",
-        po.ttft_max_ms,
-        Some(bo.ttft_max_ms),
-        "ms",
-    );
+    for (label, f) in [
+        (
+            label.as_str(),
+            (|r| r.ttft_p50_ms) as fn(&scenarios::OpenLoopResult) -> f64,
+        ),
+        ("open loop: time to first token p99", |r| r.ttft_p99_ms),
+        ("open loop: time to first token max", |r| r.ttft_max_ms),
+    ] {
+        row(label, med(f, true), Some(med(f, false)), "ms");
+    }
 
     // quota (palaver only: the baseline has no quotas)
     let q = scenarios::quota(&pal, &setup, sizes.quota_requests, sizes.quota_concurrency).await?;

@@ -476,3 +476,37 @@ pub async fn open_loop(
         ttft_max_ms: all.max() as f64 / 1000.0,
     })
 }
+
+#[derive(Debug)]
+pub struct FlushStats {
+    pub count: u64,
+    pub mean_ms: f64,
+    /// Flushes that took longer than 5 ms (from the histogram's buckets).
+    pub over_5ms: u64,
+}
+
+/// palaver's group-commit flushes so far, from its `/metrics`.
+pub async fn flush_stats(target: &Target) -> Result<FlushStats> {
+    let text = reqwest::get(format!("{}/metrics", target.base))
+        .await?
+        .text()
+        .await?;
+    let value = |line_start: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line_start))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .with_context(|| format!("{line_start} in /metrics"))
+    };
+    let count = value("palaver_storage_flush_seconds_count ")?;
+    let sum = value("palaver_storage_flush_seconds_sum ")?;
+    let within_5ms = value("palaver_storage_flush_seconds_bucket{le=\"0.005\"} ")?;
+    Ok(FlushStats {
+        count: count as u64,
+        mean_ms: if count > 0.0 {
+            sum / count * 1000.0
+        } else {
+            0.0
+        },
+        over_5ms: (count - within_5ms) as u64,
+    })
+}

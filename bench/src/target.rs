@@ -25,7 +25,18 @@ impl Target {
     /// Starts palaver (`bin`) on a loopback port with the benchmark settings.
     pub fn palaver(bin: &Path) -> Result<Target> {
         let dir = tempfile::tempdir()?;
-        let mut cmd = Command::new(bin);
+        // A profiler to run palaver under, e.g. `valgrind --tool=massif`
+        // (the figures are then the profiler's, the profile is the point).
+        let wrapper = std::env::var("BENCH_SERVER_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut cmd = match words.next() {
+            Some(program) => {
+                let mut cmd = Command::new(program);
+                cmd.args(words).arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        };
         cmd.args(["serve", "--bind", "127.0.0.1:0", "--data"])
             .arg(dir.path().join("data"))
             .current_dir(dir.path())
@@ -71,9 +82,11 @@ impl Target {
                 }
             }
         });
+        // Under a profiler, everything it says.
+        let verbose = std::env::var_os("BENCH_SERVER_WRAPPER").is_some();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("ERROR") || line.contains("panicked") {
+                if verbose || line.contains("ERROR") || line.contains("panicked") {
                     eprintln!("[server] {line}");
                 }
             }
@@ -138,7 +151,18 @@ fn clock_ticks() -> f64 {
 }
 
 impl Drop for Target {
+    /// SIGTERM (a profiler writes its report as the server exits cleanly),
+    /// then SIGKILL if it has not exited within 30 s.
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -12,10 +12,10 @@
 use actix::{AsyncContext, Context};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{CloseCode, CloseReason};
 use palaver_actors::auth::{AuthError, Principal};
 use palaver_actors::protocol::close;
 use palaver_actors::session::{Opened, SessionActor};
+use palaver_actors::socket::{self, Incoming, Out, Outbox};
 use palaver_actors::telemetry;
 use serde::Deserialize;
 
@@ -121,17 +121,16 @@ async fn connect(
             return refuse(&req, body, &state, Refusal::Auth(AuthError::Revoked));
         }
     }
-    let (response, socket, stream) =
-        match actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL]) {
-            Ok(upgraded) => upgraded,
-            Err(e) => {
-                state
-                    .sessions
-                    .connections
-                    .unregister(principal.user.id, conn_id);
-                return Err(ApiError::invalid(format!("not a WebSocket upgrade: {e}")));
-            }
-        };
+    let (response, outbox, incoming) = match upgrade(&req, body, &state) {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            state
+                .sessions
+                .connections
+                .unregister(principal.user.id, conn_id);
+            return Err(e);
+        }
+    };
     let policy = state.quota_policy(&principal.user);
     telemetry::ws_handshake("ok");
     tracing::info!(conn = conn_id, user_id = %principal.user.id, session_id = %session.id, "websocket connected");
@@ -144,8 +143,8 @@ async fn connect(
             policy,
         },
         conn_id,
-        socket,
-        stream,
+        outbox,
+        incoming,
     );
     Ok(response)
 }
@@ -193,12 +192,16 @@ fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, AuthEr
 
 /// `bearer.<jwt>` among the offered subprotocols.
 fn subprotocol_token(req: &HttpRequest) -> Option<&str> {
+    offered_protocols(req).find_map(|p| p.strip_prefix("bearer."))
+}
+
+/// Every subprotocol the client offers, in order.
+fn offered_protocols(req: &HttpRequest) -> impl Iterator<Item = &str> {
     req.headers()
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .find_map(|p| p.strip_prefix("bearer."))
 }
 
 /// With no allowed origins configured, only the server's own origin (the
@@ -236,16 +239,38 @@ fn refuse(
     }
     // Complete the handshake only to deliver the close code; the client's
     // frames are never read (the stream is dropped unread).
-    let (response, socket, _unread) = actix_ws::handle_with_protocols(req, body, &[SUBPROTOCOL])
-        .map_err(|e| ApiError::invalid(format!("not a WebSocket upgrade: {e}")))?;
+    let (response, outbox, _unread) = upgrade(req, body, state)?;
     telemetry::ws_close(code);
-    actix_rt::spawn(async move {
-        let _ = socket
-            .close(Some(CloseReason {
-                code: CloseCode::from(code),
-                description: Some(reason.to_owned()),
-            }))
-            .await;
-    });
+    outbox.control(Out::Close(code, reason));
     Ok(response)
+}
+
+/// The 101 response (with `palaver.v1` when the client offers it) and the
+/// two ends of the socket under it (the response's body is the third).
+fn upgrade(
+    req: &HttpRequest,
+    body: web::Payload,
+    state: &AppState,
+) -> Result<(HttpResponse, Outbox, Incoming), ApiError> {
+    let mut response = actix_http::ws::handshake(req.head())
+        .map_err(|e| ApiError::invalid(format!("not a WebSocket upgrade: {e}")))?;
+    if offered_protocols(req).any(|p| p == SUBPROTOCOL) {
+        response.insert_header((header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL));
+    }
+    let limits = &state.sessions.limits;
+    let socket::Socket {
+        outbox,
+        incoming,
+        body,
+    } = socket::open(
+        body.into_inner(),
+        limits.max_message_bytes,
+        limits.max_buffered_bytes,
+    );
+    let response = response.message_body(body).map_err(ApiError::internal)?;
+    Ok((
+        HttpResponse::from(response.map_into_boxed_body()),
+        outbox,
+        incoming,
+    ))
 }
