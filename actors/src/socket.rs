@@ -350,8 +350,10 @@ impl Stream for Incoming {
                     return Poll::Ready(Some(Err(e)));
                 }
             }
-            if this.buf.is_empty() && this.buf.capacity() > 0 {
-                // An idle socket keeps no read buffer of its own.
+            if this.buf.is_empty() {
+                // An idle socket keeps no read buffer (an empty BytesMut may
+                // still share, with no capacity left, the allocation its
+                // last frame was split from).
                 this.buf = BytesMut::new();
             }
             if this.ended {

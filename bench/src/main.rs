@@ -191,9 +191,12 @@ fn main() -> Result<()> {
                 let setup = scenarios::Setup::palaver(&pal, 1).await?;
                 let p = scenarios::hold(&pal, Some(&setup), n).await?;
                 println!(
-                    "hold {n}: palaver {:.1} KiB, baseline {:.1} KiB per connection",
+                    "hold {n}: palaver {:.1} KiB, baseline {:.1} KiB per connection; \
+                     after one question each: palaver {:.1} KiB, baseline {:.1} KiB",
                     p.rss_per_conn / 1024.0,
-                    b.rss_per_conn / 1024.0
+                    b.rss_per_conn / 1024.0,
+                    p.rss_per_conn_after_traffic / 1024.0,
+                    b.rss_per_conn_after_traffic / 1024.0
                 );
                 Ok(())
             })
@@ -616,6 +619,12 @@ async fn all(smoke: bool, hold: usize) -> Result<()> {
         &format!("server RSS per idle connection ({} held)", phold.held),
         phold.rss_per_conn / 1024.0,
         Some(bhold.rss_per_conn / 1024.0),
+        "KiB",
+    );
+    row(
+        "the same, after one question each (palaver: with the stored messages)",
+        phold.rss_per_conn_after_traffic / 1024.0,
+        Some(bhold.rss_per_conn_after_traffic / 1024.0),
         "KiB",
     );
 

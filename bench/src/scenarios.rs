@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use tokio::net::TcpSocket;
@@ -252,22 +252,61 @@ async fn open_many(target: &Target, setup: Option<&Setup>, n: usize) -> Result<V
 #[derive(Debug)]
 pub struct HoldResult {
     pub held: usize,
+    /// Growth of the server's RSS per connection, fresh: each connection
+    /// received `connected` and nothing else.
     pub rss_per_conn: f64,
+    /// The same, once every connection has asked one question and received
+    /// its reply (its buffers touched by traffic; for palaver it includes
+    /// the stored question and reply).
+    pub rss_per_conn_after_traffic: f64,
 }
 
 /// Opens `n` idle connections and keeps them; the server's resident memory
-/// grows by this much per connection.
+/// grows by this much per connection. Then each asks one question (50 at a
+/// time) and the growth is measured again.
 pub async fn hold(target: &Target, setup: Option<&Setup>, n: usize) -> Result<HoldResult> {
     // Let the server settle, then measure from there.
     let rss0 = target.rss_bytes();
-    let held = open_many(target, setup, n).await?;
+    let mut held = open_many(target, setup, n).await?;
     let rss1 = target.rss_bytes();
+    let question = json!({"type": "question", "text": twenty_words()}).to_string();
+    futures_util::stream::iter(held.iter_mut())
+        .map(|ws| ask(ws, &question))
+        .buffer_unordered(50)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let rss2 = target.rss_bytes();
+    let per_conn = |rss: u64| rss.saturating_sub(rss0) as f64 / n.max(1) as f64;
     let result = HoldResult {
         held: held.len(),
-        rss_per_conn: (rss1.saturating_sub(rss0)) as f64 / n.max(1) as f64,
+        rss_per_conn: per_conn(rss1),
+        rss_per_conn_after_traffic: per_conn(rss2),
     };
     drop(held);
     Ok(result)
+}
+
+/// Asks one question and reads up to its `done`.
+async fn ask(ws: &mut Ws, question: &str) -> Result<()> {
+    ws.send(Message::text(question)).await?;
+    loop {
+        let frame = match next(ws).await? {
+            Ok(f) => f,
+            Err(code) => bail!("closed {code} mid-reply"),
+        };
+        match frame["type"].as_str() {
+            Some("done") => return Ok(()),
+            Some("error") => bail!("error frame: {frame}"),
+            _ => {}
+        }
+    }
+}
+
+fn twenty_words() -> String {
+    (1..=20)
+        .map(|i| format!("word{i}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[derive(Debug)]
@@ -288,10 +327,7 @@ pub async fn stream(
     sockets: usize,
     questions: usize,
 ) -> Result<StreamResult> {
-    let question = (1..=20)
-        .map(|i| format!("word{i}"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let question = twenty_words();
     let conns = open_many(target, setup, sockets).await?;
     let cpu0 = target.cpu_seconds();
     let started = Instant::now();
@@ -423,10 +459,7 @@ pub async fn open_loop(
     sockets: usize,
     seconds: u64,
 ) -> Result<OpenLoopResult> {
-    let question = (1..=20)
-        .map(|i| format!("word{i}"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let question = twenty_words();
     let conns = open_many(target, setup, sockets).await?;
     let epoch = tokio::time::Instant::now() + Duration::from_millis(200);
     let tasks = conns.into_iter().enumerate().map(|(i, mut ws)| {
