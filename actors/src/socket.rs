@@ -139,6 +139,11 @@ impl Outbox {
     fn push(&self, out: Out) -> bool {
         let cost = out.cost();
         let mut queue = lock(&self.shared);
+        if queue.closed || queue.abandoned || queue.disconnected {
+            // Nothing more will be written: the frame is dropped, and the
+            // actor learns the socket is gone from its incoming stream.
+            return true;
+        }
         if cost > 0 && queue.bytes + cost > self.limit {
             return false;
         }
@@ -346,7 +351,11 @@ impl Stream for Incoming {
                 Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
                 Ok(None) => {}
                 Err(e) => {
+                    // The stream cannot be trusted after a protocol error:
+                    // it ends here.
                     this.ended = true;
+                    this.buf = BytesMut::new();
+                    this.partial = None;
                     return Poll::Ready(Some(Err(e)));
                 }
             }
@@ -475,6 +484,8 @@ mod tests {
             (vec![frame(OpCode::Continue, true, b"x")], false),
             (vec![frame(OpCode::Text, true, &[b'x'; 17])], true),
         ] {
+            // A good frame after the bad one is never read.
+            let chunks = [chunks, vec![frame(OpCode::Text, true, b"ok")]].concat();
             let mut socket = open(payload(chunks, false), 16, 1024);
             match next(&mut socket.incoming) {
                 Poll::Ready(Some(Err(ProtocolError::Overflow))) => assert!(expect_overflow),
@@ -524,6 +535,9 @@ mod tests {
         assert_eq!(u16::from(reason.code), 4001);
         assert_eq!(reason.description.as_deref(), Some("credential expired"));
         assert!(state.is_ready(), "the body ended");
+        // Frames queued after the close are dropped, not kept.
+        assert!(socket.outbox.text("later".into()));
+        assert_eq!(lock(&socket.outbox.shared).frames.len(), 0);
     }
 
     #[test]

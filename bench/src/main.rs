@@ -259,7 +259,7 @@ fn settings() -> AuthSettings {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
@@ -719,6 +719,18 @@ async fn all(smoke: bool, hold: usize) -> Result<()> {
         q.on_per_sec,
         Some(q.off_per_sec),
         "/s",
+    );
+    row(
+        "server CPU per counted request, quota off",
+        q.off_cpu_us,
+        None,
+        "µs",
+    );
+    row(
+        "server CPU per counted request, quota on",
+        q.on_cpu_us,
+        Some(q.off_cpu_us),
+        "µs",
     );
 
     println!("| scenario | palaver | baseline | ratio |");

@@ -389,17 +389,22 @@ pub async fn stream(
 pub struct QuotaResult {
     pub off_per_sec: f64,
     pub on_per_sec: f64,
+    /// Server CPU time per counted request.
+    pub off_cpu_us: f64,
+    pub on_cpu_us: f64,
 }
 
 /// Counted requests (`POST /api/sessions/`) per second, `concurrency` at a
 /// time: from a regular user (no quota) and from a demo user (admitted by the
-/// QuotaRegistry).
+/// QuotaRegistry), in 5 rounds that alternate which goes first; the medians
+/// of the rounds' rates, and the server's CPU time per request.
 pub async fn quota(
     target: &Target,
     setup: &Setup,
     requests: usize,
     concurrency: usize,
 ) -> Result<QuotaResult> {
+    const ROUNDS: usize = 5;
     let demo: Value = setup
         .http
         .post(format!("{}/api/auth/demo/", target.base))
@@ -408,38 +413,63 @@ pub async fn quota(
         .json()
         .await?;
     let demo_access = demo["access"].as_str().context("demo access")?.to_owned();
-    let mut rates = Vec::new();
-    for token in [setup.access.clone(), demo_access] {
-        let left = Arc::new(AtomicUsize::new(requests));
-        let started = Instant::now();
-        let tasks = (0..concurrency).map(|_| {
-            let (left, token, http) = (left.clone(), token.clone(), setup.http.clone());
-            let url = format!("{}/api/sessions/", target.base);
-            async move {
-                while left
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                    .is_ok()
-                {
-                    let res = http
-                        .post(&url)
-                        .bearer_auth(&token)
-                        .json(&json!({}))
-                        .send()
-                        .await?;
-                    anyhow::ensure!(res.status() == 201, "create: {}", res.status());
-                }
-                Ok::<_, anyhow::Error>(())
-            }
-        });
-        for r in futures_util::future::join_all(tasks).await {
-            r?;
+    let per_round = (requests / ROUNDS).max(1);
+    // [off, on]: rates and CPU seconds.
+    let mut rates = [Vec::new(), Vec::new()];
+    let mut cpu = [0.0, 0.0];
+    for round in 0..ROUNDS {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let token = [&setup.access, &demo_access][which];
+            let cpu0 = target.cpu_seconds();
+            let started = Instant::now();
+            counted_requests(target, setup, token, per_round, concurrency).await?;
+            rates[which].push(per_round as f64 / started.elapsed().as_secs_f64());
+            cpu[which] += target.cpu_seconds() - cpu0;
         }
-        rates.push(requests as f64 / started.elapsed().as_secs_f64());
     }
+    let total = (per_round * ROUNDS) as f64;
+    let [off, on] = rates;
     Ok(QuotaResult {
-        off_per_sec: rates[0],
-        on_per_sec: rates[1],
+        off_per_sec: crate::median(off),
+        on_per_sec: crate::median(on),
+        off_cpu_us: cpu[0] / total * 1e6,
+        on_cpu_us: cpu[1] / total * 1e6,
     })
+}
+
+/// `requests` session creations with `token`, `concurrency` at a time.
+async fn counted_requests(
+    target: &Target,
+    setup: &Setup,
+    token: &str,
+    requests: usize,
+    concurrency: usize,
+) -> Result<()> {
+    let left = Arc::new(AtomicUsize::new(requests));
+    let tasks = (0..concurrency).map(|_| {
+        let (left, http) = (left.clone(), setup.http.clone());
+        let url = format!("{}/api/sessions/", target.base);
+        async move {
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let res = http
+                    .post(&url)
+                    .bearer_auth(token)
+                    .json(&json!({}))
+                    .send()
+                    .await?;
+                anyhow::ensure!(res.status() == 201, "create: {}", res.status());
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+    });
+    for r in futures_util::future::join_all(tasks).await {
+        r?;
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
