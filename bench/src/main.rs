@@ -62,6 +62,13 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Only the `quota` scenario: counted requests with quotas off and on.
+    Quota {
+        #[arg(long, default_value_t = 2_000)]
+        requests: usize,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
     /// Run the bare baseline server.
     Baseline {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -211,6 +218,29 @@ fn main() -> Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(open_loop(runs, sockets, seconds))
+        }
+        Scenario::Quota {
+            requests,
+            concurrency,
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let pal = target::Target::palaver(&target::palaver_binary()?)?;
+                let setup = scenarios::Setup::palaver(&pal, 1).await?;
+                let q = scenarios::quota(&pal, &setup, requests, concurrency).await?;
+                println!(
+                    "quota off {:.0}/s ({:.0} µs CPU each), on {:.0}/s ({:.0} µs CPU each): {:.2}× the rate",
+                    q.off_per_sec,
+                    q.off_cpu_us,
+                    q.on_per_sec,
+                    q.on_cpu_us,
+                    q.on_per_sec / q.off_per_sec
+                );
+                Ok(())
+            })
         }
         Scenario::Baseline { bind } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()

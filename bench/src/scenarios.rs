@@ -26,26 +26,32 @@ pub struct Setup {
     pub http: reqwest::Client,
 }
 
+/// Registers and logs in a new regular user: its access token and id.
+async fn register(target: &Target, http: &reqwest::Client) -> Result<(String, String)> {
+    let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
+    let password = "bench-password-123";
+    let res = http
+        .post(format!("{}/api/auth/register/", target.base))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await?;
+    anyhow::ensure!(res.status() == 201, "register: {}", res.status());
+    let login: Value = http
+        .post(format!("{}/api/auth/login/", target.base))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let access = login["access"].as_str().context("access")?.to_owned();
+    let user_id = login["user"]["id"].as_str().context("user id")?.to_owned();
+    Ok((access, user_id))
+}
+
 impl Setup {
     pub async fn palaver(target: &Target, sessions: usize) -> Result<Setup> {
         let http = reqwest::Client::new();
-        let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
-        let password = "bench-password-123";
-        let res = http
-            .post(format!("{}/api/auth/register/", target.base))
-            .json(&json!({"email": email, "password": password}))
-            .send()
-            .await?;
-        anyhow::ensure!(res.status() == 201, "register: {}", res.status());
-        let login: Value = http
-            .post(format!("{}/api/auth/login/", target.base))
-            .json(&json!({"email": email, "password": password}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let access = login["access"].as_str().context("access")?.to_owned();
-        let user_id = login["user"]["id"].as_str().context("user id")?.to_owned();
+        let (access, user_id) = register(target, &http).await?;
         let mut setup = Setup {
             user_id,
             access,
@@ -395,9 +401,10 @@ pub struct QuotaResult {
 }
 
 /// Counted requests (`POST /api/sessions/`) per second, `concurrency` at a
-/// time: from a regular user (no quota) and from a demo user (admitted by the
-/// QuotaRegistry), in 5 rounds that alternate which goes first; the medians
-/// of the rounds' rates, and the server's CPU time per request.
+/// time, each concurrent client a user of its own: regular users (no quota)
+/// and demo users (admitted by the QuotaRegistry), in 5 rounds that
+/// alternate which goes first; the medians of the rounds' rates, and the
+/// server's CPU time per request.
 pub async fn quota(
     target: &Target,
     setup: &Setup,
@@ -405,14 +412,21 @@ pub async fn quota(
     concurrency: usize,
 ) -> Result<QuotaResult> {
     const ROUNDS: usize = 5;
-    let demo: Value = setup
-        .http
-        .post(format!("{}/api/auth/demo/", target.base))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let demo_access = demo["access"].as_str().context("demo access")?.to_owned();
+    let mut regular = vec![setup.access.clone()];
+    let mut demo = Vec::new();
+    while demo.len() < concurrency {
+        if regular.len() < concurrency {
+            regular.push(register(target, &setup.http).await?.0);
+        }
+        let user: Value = setup
+            .http
+            .post(format!("{}/api/auth/demo/", target.base))
+            .send()
+            .await?
+            .json()
+            .await?;
+        demo.push(user["access"].as_str().context("demo access")?.to_owned());
+    }
     let per_round = (requests / ROUNDS).max(1);
     // [off, on]: rates and CPU seconds.
     let mut rates = [Vec::new(), Vec::new()];
@@ -420,10 +434,10 @@ pub async fn quota(
     for round in 0..ROUNDS {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for which in order {
-            let token = [&setup.access, &demo_access][which];
+            let tokens = [&regular, &demo][which];
             let cpu0 = target.cpu_seconds();
             let started = Instant::now();
-            counted_requests(target, setup, token, per_round, concurrency).await?;
+            counted_requests(target, setup, tokens, per_round).await?;
             rates[which].push(per_round as f64 / started.elapsed().as_secs_f64());
             cpu[which] += target.cpu_seconds() - cpu0;
         }
@@ -438,16 +452,15 @@ pub async fn quota(
     })
 }
 
-/// `requests` session creations with `token`, `concurrency` at a time.
+/// `requests` session creations, one client per token, all at once.
 async fn counted_requests(
     target: &Target,
     setup: &Setup,
-    token: &str,
+    tokens: &[String],
     requests: usize,
-    concurrency: usize,
 ) -> Result<()> {
     let left = Arc::new(AtomicUsize::new(requests));
-    let tasks = (0..concurrency).map(|_| {
+    let tasks = tokens.iter().map(|token| {
         let (left, http) = (left.clone(), setup.http.clone());
         let url = format!("{}/api/sessions/", target.base);
         async move {
