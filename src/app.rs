@@ -116,6 +116,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = state.config.server.shutdown_grace;
+    let unacknowledged_limit = state.config.ws.idle_timeout;
     let json_limit = state.config.server.max_json_bytes;
     let data = web::Data::new(state.clone());
     let metrics = web::Data::new(state.metrics.clone());
@@ -143,11 +144,17 @@ pub async fn run(
             .wrap(from_fn(http::middleware::trace_requests))
             .wrap(NormalizePath::new(TrailingSlash::Trim))
     })
-    .on_connect(|conn, _ext| {
-        // Streamed replies are many small writes: without TCP_NODELAY each
-        // waits on Nagle + delayed ACK.
+    .on_connect(move |conn, _ext| {
         if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            // Streamed replies are many small writes: without TCP_NODELAY
+            // each waits on Nagle + delayed ACK.
             let _ = tcp.set_nodelay(true);
+            // A peer that acknowledges nothing we send for this long is
+            // gone: the kernel drops the connection (TCP_USER_TIMEOUT). Else
+            // a client that stops reading, but still acknowledges
+            // zero-window probes, would hold its connection and buffers
+            // forever after its actor closed it.
+            let _ = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(unacknowledged_limit));
         }
     })
     // A closed WebSocket must not wait a second for the client to close the

@@ -51,7 +51,9 @@ pub fn message_json(m: &Message) -> Value {
 pub mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
     pub const UNSUPPORTED: u16 = 1003;
+    pub const INVALID_TEXT: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const SERVER_ERROR: u16 = 1011;

@@ -158,10 +158,15 @@ impl QuotaRegistry {
         Ok(standing(policy, counter, now))
     }
 
-    /// Drops a deleted user's cached counter (the stored one went with the
-    /// user).
+    /// Drops a deleted user's counter. The stored one went with the user;
+    /// it is removed again under the lock, in case an admission in flight
+    /// when the user was purged wrote it back.
     pub fn forget(&self, user: UserId) {
-        self.shard(user).remove(&user);
+        let mut shard = self.shard(user);
+        shard.remove(&user);
+        if let Err(e) = self.inner.store.quotas().remove(user) {
+            tracing::error!(error = %e, "cannot remove a deleted user's quota counter");
+        }
     }
 
     fn shard(&self, user: UserId) -> MutexGuard<'_, HashMap<UserId, QuotaCounter>> {
@@ -315,16 +320,17 @@ mod tests {
     }
 
     #[test]
-    fn forgetting_drops_only_the_cache() {
+    fn forgetting_drops_the_counter_everywhere() {
         let store = Store::temporary().unwrap();
         let registry = QuotaRegistry::new(store.clone());
         let user = UserId::new();
         registry.admit(user, DEMO, NOW).unwrap();
+        assert!(
+            store.quotas().get(user).unwrap().is_some(),
+            "written through"
+        );
         registry.forget(user);
-        // Reloaded from storage: the count was written through.
-        assert_eq!(registry.peek(user, DEMO, NOW).unwrap().count, 1);
-        store.quotas().remove(user).unwrap();
-        registry.forget(user);
+        assert_eq!(store.quotas().get(user).unwrap(), None);
         assert_eq!(registry.peek(user, DEMO, NOW).unwrap().count, 0);
     }
 

@@ -546,16 +546,19 @@ impl StreamHandler<Result<Received, ProtocolError>> for SessionActor {
             Ok(Received::Ping(bytes)) => {
                 // Pings are frames like any other (rate limit), and their
                 // pongs count against the outbox bound.
-                if self.within_rate(ctx) && !self.out.pong(bytes) {
+                if self.within_rate(ctx) && !self.out.pong(&bytes) {
                     self.close(close::POLICY, "slow reader: outgoing buffer full", ctx);
                 }
             }
             Ok(Received::Pong(_)) => {}
             Ok(Received::Close(_)) => self.close(close::NORMAL, "", ctx),
             Err(ProtocolError::Overflow) => self.close(close::TOO_BIG, "message too big", ctx),
+            Err(e) if crate::socket::is_invalid_text(&e) => {
+                self.close(close::INVALID_TEXT, "text frames must be UTF-8", ctx)
+            }
             Err(e) => {
                 tracing::debug!(conn = self.conn_id, error = %e, "websocket protocol error");
-                self.close(1002, "protocol error", ctx);
+                self.close(close::PROTOCOL_ERROR, "protocol error", ctx);
             }
         }
     }

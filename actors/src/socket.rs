@@ -25,6 +25,11 @@ use futures_util::Stream;
 
 /// A control frame's payload may be at most 125 bytes (RFC 6455 §5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
+/// The longest frame header: 2 bytes, an 8-byte length, a 4-byte mask.
+const MAX_FRAME_HEADER: usize = 14;
+/// The most the body hands the connection at once: the rest stays queued,
+/// where the outbox bound and the close deadline apply to it.
+const MAX_CHUNK: usize = 16 * 1024;
 /// What a queued pong is charged beyond its payload (its frame and queue
 /// entry), so a ping flood cannot queue pongs for free.
 const PONG_OVERHEAD: usize = 16;
@@ -126,9 +131,11 @@ impl Outbox {
 
     /// Queues the pong of a client's ping (payload cut to 125 bytes);
     /// `false` past the bound.
-    pub fn pong(&self, mut payload: Bytes) -> bool {
-        payload.truncate(MAX_CONTROL_PAYLOAD);
-        self.push(Out::Pong(payload))
+    pub fn pong(&self, payload: &[u8]) -> bool {
+        // A copy: the ping's bytes are a slice of the whole chunk it was
+        // read in, which a queued pong would otherwise keep alive.
+        let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
+        self.push(Out::Pong(Bytes::copy_from_slice(payload)))
     }
 
     /// Queues a ping or a close, which are never refused.
@@ -219,7 +226,10 @@ impl MessageBody for Body {
             return Poll::Ready(None);
         }
         let mut buf = BytesMut::new();
-        while let Some(out) = queue.frames.pop_front() {
+        while buf.len() < MAX_CHUNK {
+            let Some(out) = queue.frames.pop_front() else {
+                break;
+            };
             queue.bytes -= out.cost();
             match out {
                 Out::Text(text) => Parser::write_message(&mut buf, text, OpCode::Text, true, false),
@@ -228,6 +238,8 @@ impl MessageBody for Body {
                     Parser::write_message(&mut buf, payload, OpCode::Pong, true, false)
                 }
                 Out::Close(code, reason) => {
+                    // A close frame's reason fits in its 125 bytes.
+                    debug_assert!(reason.len() <= MAX_CONTROL_PAYLOAD - 2);
                     let reason = CloseReason {
                         code: code.into(),
                         description: Some(reason.to_owned()),
@@ -260,6 +272,7 @@ impl Drop for Body {
     fn drop(&mut self) {
         let mut queue = lock(&self.shared);
         queue.disconnected = true;
+        queue.body_waker = None;
         queue.frames = VecDeque::new();
         queue.bytes = 0;
         if let Some(waker) = queue.incoming_waker.take() {
@@ -335,6 +348,27 @@ impl Incoming {
     }
 }
 
+impl Incoming {
+    /// Ends the stream with `error`: nothing after a protocol error is read.
+    fn fail(&mut self, error: ProtocolError) -> Poll<Option<Result<Received, ProtocolError>>> {
+        self.ended = true;
+        self.buf = BytesMut::new();
+        self.partial = None;
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        lock(&self.shared).incoming_waker = None;
+    }
+}
+
+/// Whether a protocol error is a text message that is not UTF-8 (1007).
+pub fn is_invalid_text(error: &ProtocolError) -> bool {
+    matches!(error, ProtocolError::Io(e) if e.kind() == io::ErrorKind::InvalidData)
+}
+
 fn text(bytes: Bytes) -> Result<Received, ProtocolError> {
     bytestring::ByteString::try_from(bytes)
         .map(Received::Text)
@@ -350,14 +384,12 @@ impl Stream for Incoming {
             match this.decode() {
                 Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
                 Ok(None) => {}
-                Err(e) => {
-                    // The stream cannot be trusted after a protocol error:
-                    // it ends here.
-                    this.ended = true;
-                    this.buf = BytesMut::new();
-                    this.partial = None;
-                    return Poll::Ready(Some(Err(e)));
-                }
+                Err(e) => return this.fail(e),
+            }
+            if this.buf.len() > this.max_message_bytes + MAX_FRAME_HEADER {
+                // A frame within the limit would have decoded by now: this
+                // one announced more, and is not buffered to find out.
+                return this.fail(ProtocolError::Overflow);
             }
             if this.buf.is_empty() {
                 // An idle socket keeps no read buffer (an empty BytesMut may
@@ -385,8 +417,10 @@ impl Stream for Incoming {
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
+                    // The connection failed (a client that went without a
+                    // close frame ends here): the stream just ends.
+                    tracing::debug!(error = %e, "websocket payload ended with an error");
                     this.ended = true;
-                    return Poll::Ready(Some(Err(ProtocolError::Io(io::Error::other(e)))));
                 }
                 Poll::Ready(None) => this.ended = true,
                 Poll::Pending => return Poll::Pending,
@@ -479,21 +513,74 @@ mod tests {
 
     #[test]
     fn bad_frames_are_errors() {
-        for (chunks, expect_overflow) in [
-            (vec![frame(OpCode::Text, true, &[0xff, 0xfe])], false),
-            (vec![frame(OpCode::Continue, true, b"x")], false),
-            (vec![frame(OpCode::Text, true, &[b'x'; 17])], true),
+        // (frames, overflow?, invalid text?)
+        for (chunks, overflow, invalid_text) in [
+            (vec![frame(OpCode::Text, true, &[0xff, 0xfe])], false, true),
+            (vec![frame(OpCode::Continue, true, b"x")], false, false),
+            (vec![frame(OpCode::Text, true, &[b'x'; 17])], true, false),
         ] {
             // A good frame after the bad one is never read.
             let chunks = [chunks, vec![frame(OpCode::Text, true, b"ok")]].concat();
             let mut socket = open(payload(chunks, false), 16, 1024);
             match next(&mut socket.incoming) {
-                Poll::Ready(Some(Err(ProtocolError::Overflow))) => assert!(expect_overflow),
-                Poll::Ready(Some(Err(_))) => assert!(!expect_overflow),
+                Poll::Ready(Some(Err(e))) => {
+                    assert_eq!(matches!(e, ProtocolError::Overflow), overflow);
+                    assert_eq!(is_invalid_text(&e), invalid_text);
+                }
                 other => panic!("expected an error, got {other:?}"),
             }
             assert!(matches!(next(&mut socket.incoming), Poll::Ready(None)));
         }
+    }
+
+    #[test]
+    fn a_frame_announcing_more_than_the_limit_is_not_buffered() {
+        // A text frame header announcing 1 GiB, then its bytes arriving.
+        let mut announced = vec![0x81, 0x80 | 127];
+        announced.extend_from_slice(&(1u64 << 30).to_be_bytes());
+        announced.extend_from_slice(&[1, 2, 3, 4]);
+        let mut chunks = vec![Bytes::from(announced)];
+        chunks.extend((0..8).map(|_| Bytes::from(vec![b'x'; 1024])));
+        let mut socket = open(payload(chunks, false), 4096, 1024);
+        assert!(matches!(
+            next(&mut socket.incoming),
+            Poll::Ready(Some(Err(ProtocolError::Overflow)))
+        ));
+        assert!(socket.incoming.buf.capacity() <= 8192, "nothing kept");
+        assert!(matches!(next(&mut socket.incoming), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn a_failed_connection_ends_the_stream_quietly() {
+        let items = futures_util::stream::iter([
+            Ok(frame(OpCode::Text, true, b"hi")),
+            Err(PayloadError::Incomplete(None)),
+        ]);
+        // The body stays (a dropped body would end the stream by itself).
+        let mut socket = open(
+            Payload::Stream {
+                payload: Box::pin(items),
+            },
+            1024,
+            1024,
+        );
+        let incoming = &mut socket.incoming;
+        assert!(matches!(next(incoming), Poll::Ready(Some(Ok(Received::Text(t)))) if t == "hi"));
+        assert!(matches!(next(incoming), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn the_body_hands_over_a_bounded_chunk_at_a_time() {
+        let mut socket = open(payload(vec![], false), 1024, 1 << 20);
+        for _ in 0..3 {
+            assert!(socket.outbox.text("x".repeat(10_000)));
+        }
+        let chunk = poll(|cx| Pin::new(&mut socket.body).poll_next(cx));
+        assert!(matches!(chunk, Poll::Ready(Some(Ok(ref b))) if b.len() < 2 * 10_010));
+        // The third frame is still queued, and still counted.
+        assert_eq!(lock(&socket.outbox.shared).bytes, 10_000);
+        let (frames, _) = drain(&mut socket.body);
+        assert_eq!(frames.len(), 1);
     }
 
     #[test]
@@ -515,7 +602,7 @@ mod tests {
         );
         assert!(state.is_pending(), "the body waits for more");
         assert!(socket.outbox.text("1234567890".into()), "room again");
-        assert!(!socket.outbox.pong(Bytes::from("p")), "a pong costs 17");
+        assert!(!socket.outbox.pong(b"p"), "a pong costs 17");
     }
 
     #[test]

@@ -763,9 +763,11 @@ async fn a_reply_finishes_and_is_stored_after_the_socket_drops() {
 
 #[tokio::test]
 async fn a_reader_that_stops_reading_is_closed_at_the_buffer_bound() {
+    // The bound must hold the `message` echoing the 300 KB question, so that
+    // it is the tokens that overflow it.
     let server = TestServer::with(
         echo()
-            .env("PALAVER_WS__MAX_BUFFERED_BYTES", "65536")
+            .env("PALAVER_WS__MAX_BUFFERED_BYTES", "524288")
             .env("PALAVER_WS__MAX_MESSAGE_BYTES", "2000000")
             .env("PALAVER_ANALYSIS__MAX_QUESTION_CHARS", "2000000"),
     );
@@ -777,7 +779,7 @@ async fn a_reader_that_stops_reading_is_closed_at_the_buffer_bound() {
     )
     .await;
     // 150 000 words: about 12 MB of token frames, far more than the socket
-    // buffers and the 64 KiB outbox hold.
+    // buffers and the 512 KiB outbox hold.
     let words = 150_000;
     let question = vec!["w"; words].join(" ");
     send_json(&mut ws, json!({"type": "question", "text": question})).await;
@@ -805,10 +807,67 @@ async fn a_reader_that_stops_reading_is_closed_at_the_buffer_bound() {
         }
     };
     assert_eq!(code, 1008);
+    assert!(tokens > 0, "the reply had started streaming");
     assert!(
         tokens < words,
         "the server dropped what it could not send ({tokens} of {words} arrived)"
     );
+}
+
+/// The server-side TCP socket of a connection from `client_port` to
+/// `server_port` exists (from /proc/net/tcp).
+fn server_socket_exists(server_port: u16, client_port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!(":{server_port:04X}");
+    let remote = format!(":{client_port:04X}");
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() > 2 && fields[1].ends_with(&local) && fields[2].ends_with(&remote)
+    })
+}
+
+#[tokio::test]
+async fn a_reader_that_never_reads_again_loses_its_connection() {
+    // The kernel drops a connection whose peer acknowledges nothing for
+    // `ws.idle_timeout` (TCP_USER_TIMEOUT), even one that still answers
+    // zero-window probes: else it would outlive its actor forever.
+    let server = TestServer::with(
+        echo()
+            .env("PALAVER_WS__MAX_BUFFERED_BYTES", "524288")
+            .env("PALAVER_WS__MAX_MESSAGE_BYTES", "2000000")
+            .env("PALAVER_ANALYSIS__MAX_QUESTION_CHARS", "2000000")
+            .env("PALAVER_WS__PING_INTERVAL", "500ms")
+            .env("PALAVER_WS__IDLE_TIMEOUT", "2s"),
+    );
+    let ann = user(&server, "ann@example.com").await;
+    let (mut ws, _) = ws_connected(
+        &server,
+        &path(&ann.session, &format!("?token={}", ann.access)),
+        &[],
+    )
+    .await;
+    let client_port = match ws.get_ref() {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp.local_addr().unwrap().port(),
+        _ => unreachable!("plain ws://"),
+    };
+    let server_port: u16 = server.base.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(server_socket_exists(server_port, client_port));
+    let question = vec!["w"; 150_000].join(" ");
+    send_json(&mut ws, json!({"type": "question", "text": question})).await;
+    // Never read again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !server.output().contains("slow reader") {
+        assert!(std::time::Instant::now() < deadline, "{}", server.output());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    while server_socket_exists(server_port, client_port) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server still holds the connection of a client that reads nothing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(ws);
 }
 
 #[tokio::test]
