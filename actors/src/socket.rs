@@ -111,6 +111,14 @@ struct Queue {
     disconnected: bool,
 }
 
+impl Queue {
+    /// Drops every queued frame (nothing more will be written).
+    fn discard(&mut self) {
+        self.frames = VecDeque::new();
+        self.bytes = 0;
+    }
+}
+
 fn lock(shared: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
     // No code under this lock panics; if some did, the queue is still whole.
     shared.lock().unwrap_or_else(PoisonError::into_inner)
@@ -189,8 +197,7 @@ impl Abandon {
             let mut queue = lock(&shared);
             if !queue.disconnected {
                 queue.abandoned = true;
-                queue.frames = VecDeque::new();
-                queue.bytes = 0;
+                queue.discard();
                 if let Some(waker) = queue.body_waker.take() {
                     waker.wake();
                 }
@@ -247,8 +254,7 @@ impl MessageBody for Body {
                     Parser::write_close(&mut buf, Some(reason), false);
                     // Nothing follows a close frame.
                     queue.closed = true;
-                    queue.frames = VecDeque::new();
-                    queue.bytes = 0;
+                    queue.discard();
                     break;
                 }
             }
@@ -273,8 +279,7 @@ impl Drop for Body {
         let mut queue = lock(&self.shared);
         queue.disconnected = true;
         queue.body_waker = None;
-        queue.frames = VecDeque::new();
-        queue.bytes = 0;
+        queue.discard();
         if let Some(waker) = queue.incoming_waker.take() {
             waker.wake();
         }

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::support::{
     assert_error, auth_options, client, close_code, new_session, next_frame, send_json, signed_in,
-    ticket, until_done, ws_connected, ws_open, ServerOptions, TestServer,
+    ticket, until_done, ws_connected, ws_open, ServerOptions, TestServer, Ws,
 };
 
 fn echo() -> ServerOptions {
@@ -761,29 +761,21 @@ async fn a_reply_finishes_and_is_stored_after_the_socket_drops() {
     }
 }
 
-#[tokio::test]
-async fn a_reader_that_stops_reading_is_closed_at_the_buffer_bound() {
-    // The bound must hold the `message` echoing the 300 KB question, so that
-    // it is the tokens that overflow it.
-    let server = TestServer::with(
-        echo()
-            .env("PALAVER_WS__MAX_BUFFERED_BYTES", "524288")
-            .env("PALAVER_WS__MAX_MESSAGE_BYTES", "2000000")
-            .env("PALAVER_ANALYSIS__MAX_QUESTION_CHARS", "2000000"),
-    );
-    let ann = user(&server, "ann@example.com").await;
-    let (mut ws, _) = ws_connected(
-        &server,
-        &path(&ann.session, &format!("?token={}", ann.access)),
-        &[],
-    )
-    .await;
-    // 150 000 words: about 12 MB of token frames, far more than the socket
-    // buffers and the 512 KiB outbox hold.
-    let words = 150_000;
-    let question = vec!["w"; words].join(" ");
-    send_json(&mut ws, json!({"type": "question", "text": question})).await;
-    // Do not read until the server reports the slow reader.
+/// A server whose outbox bound (512 KiB) holds the `message` echoing a
+/// 300 KB question, so that it is the reply's tokens that overflow it.
+fn flood_config() -> ServerOptions {
+    echo()
+        .env("PALAVER_WS__MAX_BUFFERED_BYTES", "524288")
+        .env("PALAVER_WS__MAX_MESSAGE_BYTES", "2000000")
+        .env("PALAVER_ANALYSIS__MAX_QUESTION_CHARS", "2000000")
+}
+
+/// Asks a question of `FLOOD_WORDS` words (about 12 MB of token frames, far
+/// more than the socket buffers and the outbox hold) and, reading nothing,
+/// waits until the server reports the slow reader.
+async fn flood_until_slow_reader(server: &TestServer, ws: &mut Ws) {
+    let question = vec!["w"; FLOOD_WORDS].join(" ");
+    send_json(ws, json!({"type": "question", "text": question})).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !server.output().contains("slow reader") {
         assert!(
@@ -793,6 +785,21 @@ async fn a_reader_that_stops_reading_is_closed_at_the_buffer_bound() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+const FLOOD_WORDS: usize = 150_000;
+
+#[tokio::test]
+async fn a_reader_that_stops_reading_is_closed_at_the_buffer_bound() {
+    let server = TestServer::with(flood_config());
+    let ann = user(&server, "ann@example.com").await;
+    let (mut ws, _) = ws_connected(
+        &server,
+        &path(&ann.session, &format!("?token={}", ann.access)),
+        &[],
+    )
+    .await;
+    flood_until_slow_reader(&server, &mut ws).await;
     // Now read everything: the tokens that were buffered, then 1008.
     let mut tokens = 0usize;
     let code = loop {
@@ -809,8 +816,8 @@ async fn a_reader_that_stops_reading_is_closed_at_the_buffer_bound() {
     assert_eq!(code, 1008);
     assert!(tokens > 0, "the reply had started streaming");
     assert!(
-        tokens < words,
-        "the server dropped what it could not send ({tokens} of {words} arrived)"
+        tokens < FLOOD_WORDS,
+        "the server dropped what it could not send ({tokens} of {FLOOD_WORDS} arrived)"
     );
 }
 
@@ -832,10 +839,7 @@ async fn a_reader_that_never_reads_again_loses_its_connection() {
     // `ws.idle_timeout` (TCP_USER_TIMEOUT), even one that still answers
     // zero-window probes: else it would outlive its actor forever.
     let server = TestServer::with(
-        echo()
-            .env("PALAVER_WS__MAX_BUFFERED_BYTES", "524288")
-            .env("PALAVER_WS__MAX_MESSAGE_BYTES", "2000000")
-            .env("PALAVER_ANALYSIS__MAX_QUESTION_CHARS", "2000000")
+        flood_config()
             .env("PALAVER_WS__PING_INTERVAL", "500ms")
             .env("PALAVER_WS__IDLE_TIMEOUT", "2s"),
     );
@@ -852,14 +856,9 @@ async fn a_reader_that_never_reads_again_loses_its_connection() {
     };
     let server_port: u16 = server.base.rsplit(':').next().unwrap().parse().unwrap();
     assert!(server_socket_exists(server_port, client_port));
-    let question = vec!["w"; 150_000].join(" ");
-    send_json(&mut ws, json!({"type": "question", "text": question})).await;
     // Never read again.
+    flood_until_slow_reader(&server, &mut ws).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !server.output().contains("slow reader") {
-        assert!(std::time::Instant::now() < deadline, "{}", server.output());
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
     while server_socket_exists(server_port, client_port) {
         assert!(
             std::time::Instant::now() < deadline,
