@@ -275,11 +275,11 @@ pub async fn hold(target: &Target, setup: Option<&Setup>, n: usize) -> Result<Ho
     let rss0 = target.rss_bytes();
     let mut held = open_many(target, setup, n).await?;
     let rss1 = target.rss_bytes();
-    let question = json!({"type": "question", "text": twenty_words()}).to_string();
+    let question = question_frame();
     futures_util::stream::iter(held.iter_mut())
         .map(|ws| ask(ws, &question))
         .buffer_unordered(50)
-        .try_collect::<Vec<()>>()
+        .try_collect::<Vec<_>>()
         .await?;
     let rss2 = target.rss_bytes();
     let per_conn = |rss: u64| rss.saturating_sub(rss0) as f64 / n.max(1) as f64;
@@ -292,27 +292,47 @@ pub async fn hold(target: &Target, setup: Option<&Setup>, n: usize) -> Result<Ho
     Ok(result)
 }
 
-/// Asks one question and reads up to its `done`.
-async fn ask(ws: &mut Ws, question: &str) -> Result<()> {
+/// When a reply's first token and its `done` arrived.
+struct ReplyTimes {
+    first_token: Option<Instant>,
+    done: Instant,
+}
+
+/// Sends a `question` frame and reads its reply up to `done`.
+async fn ask(ws: &mut Ws, question: &str) -> Result<ReplyTimes> {
     ws.send(Message::text(question)).await?;
+    let mut first_token = None;
     loop {
         let frame = match next(ws).await? {
             Ok(f) => f,
             Err(code) => bail!("closed {code} mid-reply"),
         };
         match frame["type"].as_str() {
-            Some("done") => return Ok(()),
+            Some("token") if first_token.is_none() => first_token = Some(Instant::now()),
+            Some("done") => {
+                return Ok(ReplyTimes {
+                    first_token,
+                    done: Instant::now(),
+                })
+            }
             Some("error") => bail!("error frame: {frame}"),
             _ => {}
         }
     }
 }
 
-fn twenty_words() -> String {
-    (1..=20)
+/// The `question` frame every scenario asks: 20 words.
+fn question_frame() -> String {
+    let words = (1..=20)
         .map(|i| format!("word{i}"))
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    json!({"type": "question", "text": words}).to_string()
+}
+
+/// A duration as a histogram value (µs, at least 1).
+fn micros(d: Duration) -> u64 {
+    d.as_micros().max(1) as u64
 }
 
 #[derive(Debug)]
@@ -333,7 +353,7 @@ pub async fn stream(
     sockets: usize,
     questions: usize,
 ) -> Result<StreamResult> {
-    let question = twenty_words();
+    let question = question_frame();
     let conns = open_many(target, setup, sockets).await?;
     let cpu0 = target.cpu_seconds();
     let started = Instant::now();
@@ -342,30 +362,12 @@ pub async fn stream(
         async move {
             let (mut ttft, mut done) = (hist(), hist());
             for _ in 0..questions {
-                let t = Instant::now();
-                ws.send(Message::text(
-                    json!({"type": "question", "text": question}).to_string(),
-                ))
-                .await?;
-                let mut first = true;
-                loop {
-                    let frame = match next(&mut ws).await? {
-                        Ok(f) => f,
-                        Err(code) => bail!("closed {code} mid-reply"),
-                    };
-                    match frame["type"].as_str() {
-                        Some("token") if first => {
-                            ttft.record(t.elapsed().as_micros().max(1) as u64)?;
-                            first = false;
-                        }
-                        Some("done") => {
-                            done.record(t.elapsed().as_micros().max(1) as u64)?;
-                            break;
-                        }
-                        Some("error") => bail!("error frame: {frame}"),
-                        _ => {}
-                    }
+                let asked = Instant::now();
+                let reply = ask(&mut ws, &question).await?;
+                if let Some(first) = reply.first_token {
+                    ttft.record(micros(first - asked))?;
                 }
+                done.record(micros(reply.done - asked))?;
             }
             let _ = ws.close(None).await;
             Ok::<_, anyhow::Error>((ttft, done))
@@ -502,7 +504,7 @@ pub async fn open_loop(
     sockets: usize,
     seconds: u64,
 ) -> Result<OpenLoopResult> {
-    let question = twenty_words();
+    let question = question_frame();
     let conns = open_many(target, setup, sockets).await?;
     let epoch = tokio::time::Instant::now() + Duration::from_millis(200);
     let tasks = conns.into_iter().enumerate().map(|(i, mut ws)| {
@@ -514,27 +516,11 @@ pub async fn open_loop(
             for second in 0..seconds {
                 let at = epoch + phase + Duration::from_secs(second);
                 tokio::time::sleep_until(at).await;
-                ws.send(Message::text(
-                    json!({"type": "question", "text": question}).to_string(),
-                ))
-                .await?;
-                let mut first = true;
-                loop {
-                    let frame = match next(&mut ws).await? {
-                        Ok(f) => f,
-                        Err(code) => bail!("closed {code} mid-reply"),
-                    };
-                    match frame["type"].as_str() {
-                        // Measured from the scheduled send time: a late send
-                        // (client overload) counts against the figure.
-                        Some("token") if first => {
-                            ttft.record(at.elapsed().as_micros().max(1) as u64)?;
-                            first = false;
-                        }
-                        Some("done") => break,
-                        Some("error") => bail!("error frame: {frame}"),
-                        _ => {}
-                    }
+                let reply = ask(&mut ws, &question).await?;
+                // Measured from the scheduled send time: a late send (client
+                // overload) counts against the figure.
+                if let Some(first) = reply.first_token {
+                    ttft.record(micros(first - at.into_std()))?;
                 }
             }
             let _ = ws.close(None).await;
