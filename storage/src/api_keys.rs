@@ -54,12 +54,7 @@ impl<'a> ApiKeys<'a> {
     }
 
     pub fn get(&self, id: Uuid) -> Result<Option<ApiKey>> {
-        self.store
-            .trees()
-            .api_keys
-            .get(keys::api_key(id))?
-            .map(|v| codec::decode(&v))
-            .transpose()
+        codec::get(&self.store.trees().api_keys, &keys::api_key(id))
     }
 
     /// The key whose hash is `hash`, if any.
@@ -76,7 +71,7 @@ impl<'a> ApiKeys<'a> {
     pub fn list_for(&self, user: UserId) -> Result<Vec<ApiKey>> {
         let t = self.store.trees();
         let mut out = Vec::new();
-        for entry in t.api_keys_by_user.scan_prefix(keys::user_prefix(user)) {
+        for entry in t.api_keys_by_user.scan_prefix(keys::user(user)) {
             let (key, _) = entry?;
             let id = keys::user_api_key_from(&key)
                 .ok_or_else(|| StorageError::corrupt("api_keys_by_user", "bad key"))?;
@@ -138,11 +133,17 @@ impl<'a> ApiKeys<'a> {
 
     /// Deletes every key of a user (when the user goes). Durable when it returns.
     pub async fn delete_all_for(&self, user: UserId) -> Result<usize> {
+        let removed = self.remove_all_for(user)?;
+        self.store.durable().await?;
+        Ok(removed)
+    }
+
+    /// Removes every key of a user; not waited on.
+    pub(crate) fn remove_all_for(&self, user: UserId) -> Result<usize> {
         let all = self.list_for(user)?;
         for key in &all {
             self.remove(key)?;
         }
-        self.store.durable().await?;
         Ok(all.len())
     }
 }

@@ -35,6 +35,11 @@ pub fn decode<R: Record>(bytes: &[u8]) -> Result<R> {
     }
 }
 
+/// Reads and decodes one record.
+pub fn get<R: Record>(tree: &sled::Tree, key: &[u8]) -> Result<Option<R>> {
+    tree.get(key)?.map(|v| decode(&v)).transpose()
+}
+
 /// Read-modify-write of one record with compare-and-swap, so a concurrent
 /// update is never lost. `change` returns `false` to leave the record as it
 /// is. Answers the record as stored afterwards, or `None` if there is none.

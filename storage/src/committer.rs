@@ -66,16 +66,16 @@ impl Committer {
         self.progress.started.load(Ordering::SeqCst)
     }
 
-    /// Resolves once a flush that started after `mark` was taken has
-    /// completed: at once if one already has (another writer's flush covered
-    /// the write), else after the next flush.
     /// Number of the latest flush that completed.
     pub fn completed(&self) -> u64 {
         self.progress.completed.load(Ordering::SeqCst)
     }
 
+    /// Resolves once a flush that started after `mark` was taken has
+    /// completed: at once if one already has (another writer's flush covered
+    /// the write), else after the next flush.
     pub async fn wait_since(&self, mark: u64) -> Result<()> {
-        if self.progress.completed.load(Ordering::SeqCst) > mark {
+        if self.completed() > mark {
             return Ok(());
         }
         self.wait().await

@@ -63,12 +63,7 @@ impl<'a> Families<'a> {
     }
 
     pub fn get(&self, id: Uuid) -> Result<Option<Family>> {
-        self.store
-            .trees()
-            .families
-            .get(keys::family(id))?
-            .map(|v| codec::decode(&v))
-            .transpose()
+        codec::get(&self.store.trees().families, &keys::family(id))
     }
 
     /// Whether a token of family `id` must be refused. A family that is not

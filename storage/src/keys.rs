@@ -41,11 +41,6 @@ pub fn uuid_from(bytes: &[u8]) -> Option<Uuid> {
     Some(Uuid::from_bytes(bytes))
 }
 
-/// The prefix of every per-user index key.
-pub fn user_prefix(user: UserId) -> [u8; 16] {
-    *user.as_bytes()
-}
-
 /// Key of the demo-expiry index: sorts by expiry, so the sweep scans only
 /// the expired prefix.
 pub fn demo_expiry(expires_at: u64, user: UserId) -> [u8; 24] {
@@ -132,17 +127,14 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 
 /// An opaque listing cursor: a key suffix in lowercase hex.
 pub fn cursor_encode(suffix: &[u8]) -> String {
-    suffix.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(suffix)
 }
 
 pub fn cursor_decode(cursor: &str) -> Option<Vec<u8>> {
     if cursor.len() % 2 != 0 || cursor.is_empty() || cursor.len() > 128 {
         return None;
     }
-    (0..cursor.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok())
-        .collect()
+    hex::decode(cursor).ok()
 }
 
 /// Key of the email index: the address trimmed and lowercased, so that
@@ -189,7 +181,7 @@ mod tests {
         let (user, key) = (UserId::new(), Uuid::now_v7());
         let k = user_api_key(user, key);
         assert_eq!(user_api_key_from(&k), Some(key));
-        assert!(k.starts_with(&user_prefix(user)));
+        assert!(k.starts_with(&super::user(user)));
         assert_eq!(uuid_from(&api_key(key)), Some(key));
         assert_eq!(uuid_from(&family(key)), Some(key));
     }
@@ -199,7 +191,7 @@ mod tests {
         let (user, a, b) = (UserId::new(), Uuid::now_v7(), Uuid::now_v7());
         assert_eq!(user_session_id(&user_session(user, 5, a)), Some(a));
         assert!(user_session(user, 5, b) < user_session(user, 6, a));
-        assert!(user_session(user, 5, a).starts_with(&user_prefix(user)));
+        assert!(user_session(user, 5, a).starts_with(&super::user(user)));
         assert_eq!(message_seq(&message(a, 300)), Some(300));
         assert!(message(a, 255) < message(a, 256));
         assert!(message(a, 1).starts_with(&session(a)));

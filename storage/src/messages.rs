@@ -67,14 +67,14 @@ impl<'a> Messages<'a> {
             }
             seq += 1;
         }
-        // A session deleted meanwhile must not keep an orphan message.
-        if self.store.sessions().get(session)?.is_none() {
+        // Touching the session also finds whether it was deleted meanwhile:
+        // then it must not keep an orphan message.
+        if !self.store.sessions().touch(session)? {
             let key = keys::message(session, message.seq);
             t.messages.remove(key)?;
             t.messages_streaming.remove(key)?;
             return Err(StorageError::NotFound);
         }
-        self.store.sessions().touch(session)?;
         Ok(message)
     }
 
@@ -114,12 +114,7 @@ impl<'a> Messages<'a> {
     }
 
     pub fn get(&self, session: Uuid, seq: u64) -> Result<Option<Message>> {
-        self.store
-            .trees()
-            .messages
-            .get(keys::message(session, seq))?
-            .map(|v| codec::decode(&v))
-            .transpose()
+        codec::get(&self.store.trees().messages, &keys::message(session, seq))
     }
 
     /// Messages with `seq > after`, oldest first, at most `limit`; `next` is

@@ -1,7 +1,8 @@
 //! Quota counters: one record per user with a limit, written through on every
 //! admission and refund, so a restart or a crash never resets a count. The
-//! QuotaRegistry actor is their only writer; it keeps them in memory and
-//! reads a record only the first time it sees a user after a start.
+//! QuotaRegistry writes them (and removing a user removes its counter); it
+//! keeps them in memory and reads a record only the first time it sees a user
+//! after a start.
 
 use serde::{Deserialize, Serialize};
 
@@ -35,12 +36,7 @@ impl<'a> Quotas<'a> {
     }
 
     pub fn get(&self, user: UserId) -> Result<Option<QuotaCounter>> {
-        self.store
-            .trees()
-            .quotas
-            .get(keys::user(user))?
-            .map(|v| codec::decode(&v))
-            .transpose()
+        codec::get(&self.store.trees().quotas, &keys::user(user))
     }
 
     /// Writes a counter without waiting for durability; pair with

@@ -118,12 +118,7 @@ impl<'a> Sessions<'a> {
     }
 
     pub fn get(&self, id: Uuid) -> Result<Option<Session>> {
-        self.store
-            .trees()
-            .sessions
-            .get(keys::session(id))?
-            .map(|v| codec::decode(&v))
-            .transpose()
+        codec::get(&self.store.trees().sessions, &keys::session(id))
     }
 
     /// The session if it exists and belongs to `user` (else `None`: another
@@ -136,7 +131,7 @@ impl<'a> Sessions<'a> {
     /// `next` cursor of the previous page.
     pub fn list(&self, user: UserId, before: Option<&str>, limit: usize) -> Result<Page<Session>> {
         let t = self.store.trees();
-        let prefix = keys::user_prefix(user);
+        let prefix = keys::user(user);
         let end = match before {
             Some(cursor) => {
                 let suffix = keys::cursor_decode(cursor).ok_or(StorageError::BadCursor)?;
@@ -175,14 +170,16 @@ impl<'a> Sessions<'a> {
         .await
     }
 
-    /// Marks a session as touched now (a new message).
-    pub fn touch(&self, id: Uuid) -> Result<()> {
+    /// Marks a session as touched now (a new message); `false` if there is
+    /// no such session.
+    pub(crate) fn touch(&self, id: Uuid) -> Result<bool> {
         let now = crate::now_millis();
-        codec::update::<Session>(&self.store.trees().sessions, &keys::session(id), |s| {
-            s.updated_at = now;
-            true
-        })?;
-        Ok(())
+        let touched =
+            codec::update::<Session>(&self.store.trees().sessions, &keys::session(id), |s| {
+                s.updated_at = now;
+                true
+            })?;
+        Ok(touched.is_some())
     }
 
     async fn update(&self, id: Uuid, change: impl Fn(&mut Session)) -> Result<Session> {
@@ -198,35 +195,50 @@ impl<'a> Sessions<'a> {
     /// Deletes a session and its messages. `false` if it did not exist.
     /// Durable when it returns.
     pub async fn delete(&self, id: Uuid) -> Result<bool> {
-        let t = self.store.trees();
         let Some(session) = self.get(id)? else {
             return Ok(false);
         };
-        t.sessions_by_user
-            .remove(keys::user_session(session.user_id, session.created_at, id))?;
-        t.sessions.remove(keys::session(id))?;
-        for key in t.messages.scan_prefix(keys::session(id)).keys() {
-            let key = key?;
-            t.messages_streaming.remove(&key)?;
-            t.messages.remove(key)?;
-        }
+        self.remove(
+            &keys::user_session(session.user_id, session.created_at, id),
+            id,
+        )?;
         self.store.durable().await?;
         Ok(true)
     }
 
     /// Deletes every session of a user (when the user goes). Durable.
     pub async fn delete_all_for(&self, user: UserId) -> Result<usize> {
+        let removed = self.remove_all_for(user)?;
+        self.store.durable().await?;
+        Ok(removed)
+    }
+
+    /// Removes every session of a user with its messages; not waited on.
+    pub(crate) fn remove_all_for(&self, user: UserId) -> Result<usize> {
         let t = self.store.trees();
-        let ids: Vec<Uuid> = t
-            .sessions_by_user
-            .scan_prefix(keys::user_prefix(user))
-            .keys()
-            .filter_map(|k| k.ok().and_then(|k| keys::user_session_id(&k)))
-            .collect();
-        for id in &ids {
-            self.delete(*id).await?;
+        let mut removed = 0;
+        for index_key in t.sessions_by_user.scan_prefix(keys::user(user)).keys() {
+            let index_key = index_key?;
+            if let Some(id) = keys::user_session_id(&index_key) {
+                self.remove(&index_key, id)?;
+                removed += 1;
+            }
         }
-        Ok(ids.len())
+        Ok(removed)
+    }
+
+    /// Removes a session's index entry, record, messages and streaming
+    /// markers; not waited on.
+    fn remove(&self, index_key: &[u8], id: Uuid) -> Result<()> {
+        let t = self.store.trees();
+        t.sessions_by_user.remove(index_key)?;
+        t.sessions.remove(keys::session(id))?;
+        for tree in [&t.messages_streaming, &t.messages] {
+            for key in tree.scan_prefix(keys::session(id)).keys() {
+                tree.remove(key?)?;
+            }
+        }
+        Ok(())
     }
 
     /// How many messages a session has (its last seq).

@@ -173,9 +173,15 @@ impl Store {
     /// Durable when it returns; `false` if there was no such user.
     pub async fn purge_user(&self, id: crate::UserId) -> Result<bool> {
         self.quotas().remove(id)?;
-        self.sessions().delete_all_for(id).await?;
-        self.api_keys().delete_all_for(id).await?;
-        self.users().delete(id).await
+        self.sessions().remove_all_for(id)?;
+        self.api_keys().remove_all_for(id)?;
+        // One flush for everything: the user's removal waits for it, and
+        // without a user the removals above still must be durable.
+        let existed = self.users().delete(id).await?;
+        if !existed {
+            self.durable().await?;
+        }
+        Ok(existed)
     }
 
     pub(crate) fn trees(&self) -> &Trees {

@@ -91,12 +91,7 @@ impl<'a> Users<'a> {
     }
 
     pub fn get(&self, id: UserId) -> Result<Option<User>> {
-        self.store
-            .trees()
-            .users
-            .get(keys::user(id))?
-            .map(|v| codec::decode(&v))
-            .transpose()
+        codec::get(&self.store.trees().users, &keys::user(id))
     }
 
     /// Looks a user up by email, in any letter case.

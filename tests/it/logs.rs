@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::support::{
     auth_options, client, close_code, new_session, next_frame, register, send_json,
-    ticket as issue_ticket, ws_connected, ws_open, TestServer,
+    ticket as issue_ticket, ws_connected, ws_open, JsonValue, TestServer,
 };
 
 async fn exercise(server: &TestServer) -> Vec<String> {
@@ -16,12 +16,8 @@ async fn exercise(server: &TestServer) -> Vec<String> {
     let login: Value = http
         .post(server.url("/api/auth/login/"))
         .json(&json!({"email": "ann@example.com", "password": password}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_value()
+        .await;
     let access = login["access"].as_str().unwrap().to_owned();
     let refresh = login["refresh"].as_str().unwrap().to_owned();
     // A wrong password is a credential too.
@@ -36,12 +32,8 @@ async fn exercise(server: &TestServer) -> Vec<String> {
         .post(server.url("/api/auth/api-keys/"))
         .bearer_auth(&access)
         .json(&json!({"name": "logs"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_value()
+        .await;
     let key = key["key"].as_str().unwrap().to_owned();
     http.get(server.url("/api/auth/me/"))
         .header("x-api-key", &key)
@@ -51,12 +43,8 @@ async fn exercise(server: &TestServer) -> Vec<String> {
     let ticket: Value = http
         .post(server.url("/api/auth/ws-ticket/"))
         .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_value()
+        .await;
     let ticket = ticket["ticket"].as_str().unwrap().to_owned();
     // Credentials in query strings, as WebSocket clients send them.
     for (name, value) in [("token", &access), ("ticket", &ticket), ("api_key", &key)] {
@@ -116,12 +104,8 @@ async fn exercise(server: &TestServer) -> Vec<String> {
     let rotated: Value = http
         .post(server.url("/api/auth/refresh/"))
         .json(&json!({"refresh": refresh}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_value()
+        .await;
     // Reuse, then logout: the failure paths log too.
     http.post(server.url("/api/auth/refresh/"))
         .json(&json!({"refresh": refresh}))
@@ -134,14 +118,7 @@ async fn exercise(server: &TestServer) -> Vec<String> {
         .send()
         .await
         .unwrap();
-    let demo: Value = http
-        .post(server.url("/api/auth/demo/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let demo: Value = http.post(server.url("/api/auth/demo/")).json_value().await;
     let demo_access = demo["access"].as_str().unwrap().to_owned();
     http.get(server.url("/api/auth/me/"))
         .bearer_auth(&demo_access)

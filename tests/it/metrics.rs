@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::support::{
     assert_error, auth_options, client, close_code, new_session, next_frame, send_json, signed_in,
-    until_done, ws_connected, ws_open, ServerOptions, TestServer,
+    until_done, ws_connected, ws_open, JsonValue, ServerOptions, TestServer,
 };
 
 /// The value of the sample `name` whose labels are exactly `labels`.
@@ -104,12 +104,8 @@ async fn a_scrape_after_real_traffic_is_valid_and_moved() {
     // A quota rejection: a demo user with a limit of 2.
     let demo: Value = client()
         .post(server.url("/api/auth/demo/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_value()
+        .await;
     let demo_access = demo["access"].as_str().unwrap();
     for _ in 0..2 {
         new_session(&server, demo_access).await;

@@ -4,7 +4,9 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{assert_error, auth_options, client, me, ServerOptions, TestServer, SECRET};
+use crate::support::{
+    assert_error, auth_options, client, me, JsonValue, ServerOptions, TestServer, SECRET,
+};
 
 async fn demo(server: &TestServer) -> String {
     let res = client()
@@ -81,12 +83,8 @@ async fn exactly_the_limit_of_concurrent_requests_is_admitted() {
         let sessions: Value = client()
             .get(server.url("/api/sessions/"))
             .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .json_value()
+            .await;
         assert_eq!(
             sessions["sessions"].as_array().unwrap().len(),
             5,
@@ -149,12 +147,8 @@ async fn counted_responses_carry_ratelimit_fields_and_reads_are_free() {
     let sessions: Value = http
         .get(server.url("/api/sessions/"))
         .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_value()
+        .await;
     let id = sessions["sessions"][0]["id"].as_str().unwrap();
     let res = http
         .patch(server.url(&format!("/api/sessions/{id}/")))

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{assert_error, auth_options, client, signed_in, TestServer};
+use crate::support::{assert_error, auth_options, client, signed_in, JsonValue, TestServer};
 
 struct Api<'a> {
     server: &'a TestServer,
@@ -62,12 +62,8 @@ async fn create_get_rename_delete() {
 
     let got: Value = ann
         .req(Method::GET, &format!("/api/sessions/{id}/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_value()
+        .await;
     assert_eq!(got, session);
 
     let res = ann
@@ -83,12 +79,8 @@ async fn create_get_rename_delete() {
 
     let history: Value = ann
         .req(Method::GET, &format!("/api/sessions/{id}/messages/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_value()
+        .await;
     assert_eq!(history, json!({"messages": [], "next": null}));
 
     let res = ann
@@ -125,14 +117,7 @@ async fn another_users_session_is_a_plain_404() {
     let server = TestServer::with(auth_options());
     let ann = api(&server, "ann@example.com").await;
     let bob = api(&server, "bob@example.com").await;
-    let session: Value = ann
-        .req(Method::POST, "/api/sessions/")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let session: Value = ann.req(Method::POST, "/api/sessions/").json_value().await;
     let id = session["id"].as_str().unwrap();
     let path = format!("/api/sessions/{id}/");
     assert_error(
@@ -166,24 +151,10 @@ async fn another_users_session_is_a_plain_404() {
         "not_found",
     )
     .await;
-    let listed: Value = bob
-        .req(Method::GET, "/api/sessions/")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = bob.req(Method::GET, "/api/sessions/").json_value().await;
     assert_eq!(listed["sessions"], json!([]));
     // Still Ann's, untouched.
-    let still: Value = ann
-        .req(Method::GET, &path)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let still: Value = ann.req(Method::GET, &path).json_value().await;
     assert_eq!(still["title"], "New session");
     assert_error(
         ann.req(Method::GET, "/api/sessions/not-a-uuid/")
@@ -206,12 +177,8 @@ async fn listing_is_newest_first_with_a_cursor() {
         let s: Value = ann
             .req(Method::POST, "/api/sessions/")
             .json(&json!({"title": format!("s{i}")}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .json_value()
+            .await;
         ids.push(s["id"].as_str().unwrap().to_owned());
     }
     ids.reverse();
@@ -222,14 +189,7 @@ async fn listing_is_newest_first_with_a_cursor() {
             Some(c) => format!("/api/sessions/?limit=2&before={c}"),
             None => "/api/sessions/?limit=2".to_owned(),
         };
-        let page: Value = ann
-            .req(Method::GET, &path)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = ann.req(Method::GET, &path).json_value().await;
         seen.extend(
             page["sessions"]
                 .as_array()
@@ -294,13 +254,6 @@ async fn bad_input_is_400_and_missing_tracks_404() {
         .unwrap();
     assert_error(res, 401, "token_missing").await;
     // The session count is untouched by all of it.
-    let listed: Value = ann
-        .req(Method::GET, "/api/sessions/")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = ann.req(Method::GET, "/api/sessions/").json_value().await;
     assert_eq!(listed["sessions"], json!([]));
 }

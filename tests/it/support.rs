@@ -481,3 +481,15 @@ pub async fn until_done(ws: &mut Ws) -> Vec<serde_json::Value> {
         }
     }
 }
+
+/// Sends a request that must succeed at the transport level and reads its
+/// JSON body (whatever the status).
+pub trait JsonValue {
+    async fn json_value(self) -> serde_json::Value;
+}
+
+impl JsonValue for reqwest::RequestBuilder {
+    async fn json_value(self) -> serde_json::Value {
+        self.send().await.unwrap().json().await.unwrap()
+    }
+}

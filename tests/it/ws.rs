@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::support::{
     assert_error, auth_options, client, close_code, new_session, next_frame, send_json, signed_in,
-    ticket, until_done, ws_connected, ws_open, ServerOptions, TestServer, Ws,
+    ticket, until_done, ws_connected, ws_open, JsonValue, ServerOptions, TestServer, Ws,
 };
 
 fn echo() -> ServerOptions {
@@ -16,6 +16,18 @@ struct User {
     access: String,
     refresh: String,
     session: String,
+}
+
+impl User {
+    /// The socket path of the user's session, with the access token.
+    fn token_path(&self) -> String {
+        path(&self.session, &format!("?token={}", self.access))
+    }
+
+    /// Connects with the access token; the socket once `connected` came.
+    async fn connect(&self, server: &TestServer) -> (Ws, Value) {
+        ws_connected(server, &self.token_path(), &[]).await
+    }
 }
 
 async fn user(server: &TestServer, email: &str) -> User {
@@ -34,12 +46,8 @@ async fn history(server: &TestServer, token: &str, session: &str) -> Value {
     client()
         .get(server.url(&format!("/api/sessions/{session}/messages/")))
         .bearer_auth(token)
-        .send()
+        .json_value()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 fn path(session: &str, query: &str) -> String {
@@ -74,10 +82,7 @@ async fn every_credential_form_connects_and_connected_comes_first() {
             path(&ann.session, ""),
             vec![("sec-websocket-protocol", protocol.as_str())],
         ),
-        (
-            path(&ann.session, &format!("?token={}", ann.access)),
-            vec![],
-        ),
+        (ann.token_path(), vec![]),
         (
             path(&ann.session, ""),
             vec![("authorization", bearer.as_str())],
@@ -270,7 +275,7 @@ async fn a_disabled_user_closes_4002() {
 async fn too_many_connections_close_4029() {
     let server = TestServer::with(echo().env("PALAVER_WS__MAX_CONNECTIONS_PER_USER", "2"));
     let ann = user(&server, "ann@example.com").await;
-    let p = path(&ann.session, &format!("?token={}", ann.access));
+    let p = ann.token_path();
     let (_a, _) = ws_connected(&server, &p, &[]).await;
     let (b, _) = ws_connected(&server, &p, &[]).await;
     let (mut c, _) = ws_open(&server, &p, &[]).await.unwrap();
@@ -294,7 +299,7 @@ async fn too_many_connections_close_4029() {
 async fn foreign_origins_close_1008() {
     let server = TestServer::with(echo());
     let ann = user(&server, "ann@example.com").await;
-    let p = path(&ann.session, &format!("?token={}", ann.access));
+    let p = ann.token_path();
     let (mut ws, _) = ws_open(&server, &p, &[("origin", "http://evil.example")])
         .await
         .unwrap();
@@ -308,7 +313,7 @@ async fn foreign_origins_close_1008() {
         "[\"https://chat.example.com\"]",
     ));
     let ann = user(&server, "ann@example.com").await;
-    let p = path(&ann.session, &format!("?token={}", ann.access));
+    let p = ann.token_path();
     ws_connected(&server, &p, &[("origin", "https://chat.example.com")]).await;
     for origin in [
         "https://chat.example.com.evil.io",
@@ -329,7 +334,7 @@ async fn reject_with_http_answers_without_upgrading() {
             .env("PALAVER_WS__MAX_CONNECTIONS_PER_USER", "1"),
     );
     let ann = user(&server, "ann@example.com").await;
-    let good = path(&ann.session, &format!("?token={}", ann.access));
+    let good = ann.token_path();
     let _held = ws_connected(&server, &good, &[]).await;
     let cases = [
         (
@@ -373,12 +378,7 @@ async fn reject_with_http_answers_without_upgrading() {
 async fn a_question_streams_message_tokens_done_and_is_stored() {
     let server = TestServer::with(echo());
     let ann = user(&server, "ann@example.com").await;
-    let (mut ws, _) = ws_connected(
-        &server,
-        &path(&ann.session, &format!("?token={}", ann.access)),
-        &[],
-    )
-    .await;
+    let (mut ws, _) = ann.connect(&server).await;
     let question = "is the low end of this mix too heavy";
     send_json(
         &mut ws,
@@ -420,12 +420,7 @@ async fn a_question_streams_message_tokens_done_and_is_stored() {
 async fn ping_refresh_invalid_messages_and_stream_in_progress() {
     let server = TestServer::with(echo().env("PALAVER_ANALYSIS__TOKEN_DELAY", "50ms"));
     let ann = user(&server, "ann@example.com").await;
-    let (mut ws, _) = ws_connected(
-        &server,
-        &path(&ann.session, &format!("?token={}", ann.access)),
-        &[],
-    )
-    .await;
+    let (mut ws, _) = ann.connect(&server).await;
     send_json(&mut ws, json!({"type": "ping"})).await;
     assert_eq!(next_frame(&mut ws).await, json!({"type": "pong"}));
 
@@ -494,12 +489,7 @@ async fn ping_refresh_invalid_messages_and_stream_in_progress() {
 async fn cancel_ends_the_reply_cancelled() {
     let server = TestServer::with(echo().env("PALAVER_ANALYSIS__TOKEN_DELAY", "100ms"));
     let ann = user(&server, "ann@example.com").await;
-    let (mut ws, _) = ws_connected(
-        &server,
-        &path(&ann.session, &format!("?token={}", ann.access)),
-        &[],
-    )
-    .await;
+    let (mut ws, _) = ann.connect(&server).await;
     let long = vec!["word"; 200].join(" ");
     send_json(&mut ws, json!({"type": "question", "text": long})).await;
     assert_eq!(next_frame(&mut ws).await["type"], "message");
@@ -557,12 +547,8 @@ async fn websocket_questions_are_counted_for_demo_users() {
     let server = TestServer::with(echo());
     let demo: Value = client()
         .post(server.url("/api/auth/demo/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_value()
+        .await;
     let access = demo["access"].as_str().unwrap().to_owned();
     let session = new_session(&server, &access).await; // counted: 1 of 5
     let (mut ws, connected) =
@@ -611,7 +597,7 @@ async fn binary_and_oversized_frames_close_1003_and_1009() {
     use tokio_tungstenite::tungstenite::Message;
     let server = TestServer::with(echo().env("PALAVER_WS__MAX_MESSAGE_BYTES", "1024"));
     let ann = user(&server, "ann@example.com").await;
-    let p = path(&ann.session, &format!("?token={}", ann.access));
+    let p = ann.token_path();
     let (mut ws, _) = ws_connected(&server, &p, &[]).await;
     ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
     assert_eq!(close_code(&mut ws).await, 1003);
@@ -626,12 +612,7 @@ async fn logout_and_session_deletion_close_open_sockets() {
     let server = TestServer::with(echo());
     let ann = user(&server, "ann@example.com").await;
     let other = crate::support::login(&server, "ann@example.com", "correct horse battery").await;
-    let (mut ws, _) = ws_connected(
-        &server,
-        &path(&ann.session, &format!("?token={}", ann.access)),
-        &[],
-    )
-    .await;
+    let (mut ws, _) = ann.connect(&server).await;
     let other_access = other["access"].as_str().unwrap();
     let (mut survivor, _) = ws_connected(
         &server,
@@ -665,12 +646,7 @@ async fn logout_and_session_deletion_close_open_sockets() {
 async fn refresh_reuse_closes_the_familys_sockets() {
     let server = TestServer::with(echo());
     let ann = user(&server, "ann@example.com").await;
-    let (mut ws, _) = ws_connected(
-        &server,
-        &path(&ann.session, &format!("?token={}", ann.access)),
-        &[],
-    )
-    .await;
+    let (mut ws, _) = ann.connect(&server).await;
     let refresh = |token: String| {
         client()
             .post(server.url("/api/auth/refresh/"))
@@ -696,12 +672,7 @@ async fn an_expiring_credential_warns_then_closes_4001() {
             .env("PALAVER_WS__EXPIRY_WARNING", "2s"),
     );
     let ann = user(&server, "ann@example.com").await;
-    let (mut ws, connected) = ws_connected(
-        &server,
-        &path(&ann.session, &format!("?token={}", ann.access)),
-        &[],
-    )
-    .await;
+    let (mut ws, connected) = ann.connect(&server).await;
     assert!(connected["expires_at"].as_u64().unwrap() <= crate::support::now() + 3);
     let warning = next_frame(&mut ws).await;
     assert_eq!(warning["type"], "token_expiring");
@@ -713,12 +684,7 @@ async fn an_expiring_credential_warns_then_closes_4001() {
 async fn shutdown_closes_sockets_1001_and_exits_zero() {
     let server = TestServer::with(echo());
     let ann = user(&server, "ann@example.com").await;
-    let (mut ws, _) = ws_connected(
-        &server,
-        &path(&ann.session, &format!("?token={}", ann.access)),
-        &[],
-    )
-    .await;
+    let (mut ws, _) = ann.connect(&server).await;
     let pid = server.pid();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
@@ -733,12 +699,7 @@ async fn shutdown_closes_sockets_1001_and_exits_zero() {
 async fn a_reply_finishes_and_is_stored_after_the_socket_drops() {
     let server = TestServer::with(echo().env("PALAVER_ANALYSIS__TOKEN_DELAY", "20ms"));
     let ann = user(&server, "ann@example.com").await;
-    let (mut ws, _) = ws_connected(
-        &server,
-        &path(&ann.session, &format!("?token={}", ann.access)),
-        &[],
-    )
-    .await;
+    let (mut ws, _) = ann.connect(&server).await;
     let question = vec!["word"; 30].join(" ");
     send_json(&mut ws, json!({"type": "question", "text": question})).await;
     assert_eq!(next_frame(&mut ws).await["type"], "message");
@@ -793,12 +754,7 @@ const FLOOD_WORDS: usize = 150_000;
 async fn a_reader_that_stops_reading_is_closed_at_the_buffer_bound() {
     let server = TestServer::with(flood_config());
     let ann = user(&server, "ann@example.com").await;
-    let (mut ws, _) = ws_connected(
-        &server,
-        &path(&ann.session, &format!("?token={}", ann.access)),
-        &[],
-    )
-    .await;
+    let (mut ws, _) = ann.connect(&server).await;
     flood_until_slow_reader(&server, &mut ws).await;
     // Now read everything: the tokens that were buffered, then 1008.
     let mut tokens = 0usize;
@@ -844,12 +800,7 @@ async fn a_reader_that_never_reads_again_loses_its_connection() {
             .env("PALAVER_WS__IDLE_TIMEOUT", "2s"),
     );
     let ann = user(&server, "ann@example.com").await;
-    let (mut ws, _) = ws_connected(
-        &server,
-        &path(&ann.session, &format!("?token={}", ann.access)),
-        &[],
-    )
-    .await;
+    let (mut ws, _) = ann.connect(&server).await;
     let client_port = match ws.get_ref() {
         tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp.local_addr().unwrap().port(),
         _ => unreachable!("plain ws://"),
@@ -873,12 +824,7 @@ async fn a_reader_that_never_reads_again_loses_its_connection() {
 async fn too_many_frames_are_rate_limited_then_closed_1008() {
     let server = TestServer::with(echo().env("PALAVER_WS__MAX_MESSAGES_PER_MINUTE", "5"));
     let ann = user(&server, "ann@example.com").await;
-    let (mut ws, _) = ws_connected(
-        &server,
-        &path(&ann.session, &format!("?token={}", ann.access)),
-        &[],
-    )
-    .await;
+    let (mut ws, _) = ann.connect(&server).await;
     for _ in 0..5 {
         send_json(&mut ws, json!({"type": "ping"})).await;
         assert_eq!(next_frame(&mut ws).await["type"], "pong");
@@ -895,12 +841,7 @@ async fn too_many_frames_are_rate_limited_then_closed_1008() {
 async fn the_builtin_engine_announces_tools() {
     let server = TestServer::with(auth_options());
     let ann = user(&server, "ann@example.com").await;
-    let (mut ws, _) = ws_connected(
-        &server,
-        &path(&ann.session, &format!("?token={}", ann.access)),
-        &[],
-    )
-    .await;
+    let (mut ws, _) = ann.connect(&server).await;
     send_json(
         &mut ws,
         json!({"type": "question", "text": "How many messages so far?"}),
@@ -954,7 +895,7 @@ async fn silent_connections_are_dropped_and_answering_ones_kept() {
             .env("PALAVER_WS__MAX_CONNECTIONS_PER_USER", "2"),
     );
     let ann = user(&server, "ann@example.com").await;
-    let p = path(&ann.session, &format!("?token={}", ann.access));
+    let p = ann.token_path();
     // A client that keeps reading answers the server's pings (tungstenite
     // does it while polled) and stays connected for many idle timeouts.
     let (mut lively, _) = ws_connected(&server, &p, &[]).await;
@@ -1005,12 +946,7 @@ async fn replies_cut_by_a_crash_or_a_shutdown_are_stored_failed() {
     // A crash mid-reply: at the next start the reply is `failed`.
     let server = TestServer::with(options());
     let ann = user(&server, "ann@example.com").await;
-    let (mut ws, _) = ws_connected(
-        &server,
-        &path(&ann.session, &format!("?token={}", ann.access)),
-        &[],
-    )
-    .await;
+    let (mut ws, _) = ann.connect(&server).await;
     send_json(&mut ws, json!({"type": "question", "text": long})).await;
     assert_eq!(next_frame(&mut ws).await["type"], "message");
     assert_eq!(next_frame(&mut ws).await["type"], "token");
@@ -1021,12 +957,7 @@ async fn replies_cut_by_a_crash_or_a_shutdown_are_stored_failed() {
 
     // A shutdown mid-reply: the grace passes, the reply is stored `failed`
     // with what was said, the socket gets 1001, the process exits 0.
-    let (mut ws, _) = ws_connected(
-        &server,
-        &path(&ann.session, &format!("?token={}", ann.access)),
-        &[],
-    )
-    .await;
+    let (mut ws, _) = ann.connect(&server).await;
     send_json(&mut ws, json!({"type": "question", "text": long})).await;
     assert_eq!(next_frame(&mut ws).await["type"], "message");
     assert_eq!(next_frame(&mut ws).await["type"], "token");
@@ -1071,12 +1002,8 @@ async fn deleting_an_api_key_closes_its_sockets_and_refresh_follows_the_new_fami
     let keys: Value = client()
         .get(server.url("/api/auth/api-keys/"))
         .bearer_auth(&ann.access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_value()
+        .await;
     let id = keys["api_keys"][0]["id"].as_str().unwrap();
     let res = client()
         .delete(server.url(&format!("/api/auth/api-keys/{id}/")))
@@ -1089,12 +1016,7 @@ async fn deleting_an_api_key_closes_its_sockets_and_refresh_follows_the_new_fami
 
     // A socket refreshed in-band with another login's token follows that
     // family: logging the new family out closes it.
-    let (mut ws, _) = ws_connected(
-        &server,
-        &path(&ann.session, &format!("?token={}", ann.access)),
-        &[],
-    )
-    .await;
+    let (mut ws, _) = ann.connect(&server).await;
     let other = crate::support::login(&server, "ann@example.com", "correct horse battery").await;
     send_json(
         &mut ws,
@@ -1117,12 +1039,7 @@ async fn pings_count_against_the_rate_limit() {
     use futures_util::SinkExt;
     let server = TestServer::with(echo().env("PALAVER_WS__MAX_MESSAGES_PER_MINUTE", "5"));
     let ann = user(&server, "ann@example.com").await;
-    let (mut ws, _) = ws_connected(
-        &server,
-        &path(&ann.session, &format!("?token={}", ann.access)),
-        &[],
-    )
-    .await;
+    let (mut ws, _) = ann.connect(&server).await;
     for _ in 0..30 {
         if ws
             .send(tokio_tungstenite::tungstenite::Message::Ping(
@@ -1155,13 +1072,7 @@ async fn a_deleted_users_token_closes_4002() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let server = TestServer::with(echo().data(&data));
-    let (mut ws, _) = ws_open(
-        &server,
-        &path(&ann.session, &format!("?token={}", ann.access)),
-        &[],
-    )
-    .await
-    .unwrap();
+    let (mut ws, _) = ws_open(&server, &ann.token_path(), &[]).await.unwrap();
     assert_eq!(close_code(&mut ws).await, 4002);
     // Her sessions went with her.
     let store_check = client()
