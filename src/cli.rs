@@ -9,7 +9,7 @@ use palaver_actors::password;
 use palaver_storage::{NewUser, StorageError, Store, User};
 
 use crate::config::Config;
-pub use palaver_actors::protocol::rfc3339_millis;
+use palaver_actors::protocol::rfc3339_millis;
 
 /// Opens the store named by the config, turning a held lock into a plain
 /// sentence (the error's own text says it).

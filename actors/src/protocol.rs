@@ -8,6 +8,8 @@ use palaver_storage::{Message, MessageStatus, Role};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+pub use crate::analysis::Usage;
+
 /// RFC 3339 (UTC, seconds) for a Unix-milliseconds time.
 pub fn rfc3339_millis(millis: u64) -> String {
     // RFC 3339 has four-digit years: clamp a corrupt or absurd time to the
@@ -104,13 +106,6 @@ pub struct ConnectedUser {
 pub struct QuotaView {
     pub request_count: u32,
     pub request_limit: u32,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Usage {
-    pub tokens: u64,
-    pub first_token_ms: u64,
-    pub total_ms: u64,
 }
 
 /// A frame from the server.

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::analysis::{AnalysisPool, Cancel, Event, Job};
 use crate::auth::{now_secs, Auth, Principal};
 use crate::protocol::{
-    close, message_json, status_name, ClientFrame, ConnectedUser, QuotaView, ServerFrame, Usage,
+    close, message_json, status_name, ClientFrame, ConnectedUser, QuotaView, ServerFrame,
 };
 use crate::quota::{Admission, Policy, QuotaRegistry, Standing};
 use crate::registry::{CloseConnection, Connections};
@@ -70,7 +70,6 @@ pub struct SessionActor {
     user_id: UserId,
     is_demo: bool,
     session: Session,
-    family: Option<Uuid>,
     /// When the credential expires (Unix seconds), if it does.
     expires_at: Option<u64>,
     policy: Option<Policy>,
@@ -118,7 +117,6 @@ impl SessionActor {
             conn_id,
             user_id: opened.principal.user.id,
             is_demo: opened.principal.user.is_demo,
-            family: opened.principal.family(),
             expires_at: opened.principal.expires_at(),
             session: opened.session,
             policy: opened.policy,
@@ -266,10 +264,10 @@ impl SessionActor {
         match self.deps.auth.verify_access(token) {
             Ok(principal) if principal.user.id == self.user_id => {
                 self.expires_at = principal.expires_at();
-                self.family = principal.family();
+                // The registry tracks the family (for revocations).
                 self.deps
                     .connections
-                    .set_family(self.user_id, self.conn_id, self.family);
+                    .set_family(self.user_id, self.conn_id, principal.family());
                 self.warned = false;
                 self.schedule_expiry(ctx);
                 self.send(
@@ -597,11 +595,7 @@ impl StreamHandler<Event> for SessionActor {
                 ServerFrame::Done {
                     message_id: reply.id.hyphenated().to_string().into(),
                     status: status_name(reply.status),
-                    usage: Usage {
-                        tokens: usage.tokens,
-                        first_token_ms: usage.first_token_ms,
-                        total_ms: usage.total_ms,
-                    },
+                    usage,
                 }
             }
         };

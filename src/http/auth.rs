@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::extract::Authenticated;
 use super::ApiError;
 use crate::app::AppState;
-use crate::cli::rfc3339_millis;
+use palaver_actors::protocol::rfc3339_millis;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/api/auth/login").post(login))

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::extract::{optional_json, Authenticated};
 use super::ApiError;
 use crate::app::AppState;
-use crate::cli::rfc3339_millis;
+use palaver_actors::protocol::rfc3339_millis;
 
 /// Longest session title, in characters.
 pub const MAX_TITLE_CHARS: usize = 200;
@@ -112,19 +112,16 @@ async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let body: NewSession = optional_json(&body)?;
     let title = validate_title(body.title.as_deref().unwrap_or(""))?;
-    let track_id = match body.track_id {
-        None => None,
-        Some(raw) => {
-            Uuid::parse_str(&raw).map_err(|_| ApiError::invalid("track_id: not a UUID"))?;
-            // Tracks (API.md §6) are not stored yet, so no id is one of the
-            // caller's tracks.
-            return Err(ApiError::NotFound);
-        }
-    };
+    if let Some(raw) = body.track_id {
+        Uuid::parse_str(&raw).map_err(|_| ApiError::invalid("track_id: not a UUID"))?;
+        // Tracks (API.md §6) are not stored yet, so no id is one of the
+        // caller's tracks.
+        return Err(ApiError::NotFound);
+    }
     let session = state
         .store
         .sessions()
-        .create(who.0.user.id, title, track_id)
+        .create(who.0.user.id, title, None)
         .await?;
     Ok(HttpResponse::Created().json(session_view(&state.store, &session)?))
 }

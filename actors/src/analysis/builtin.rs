@@ -13,11 +13,7 @@ summarize it so far. Try \"how many messages so far?\", \"count the words\" or \
 pub async fn answer(run: &mut Run<'_>) -> Result<(), Stop> {
     let question = run.job.question.text.clone();
     let lowered = question.to_lowercase();
-    let input = ToolInput {
-        store: run.store.clone(),
-        session: run.job.session.clone(),
-        question: question.clone(),
-    };
+    let input = ToolInput::new(run.store.clone(), run.job.session.clone(), question);
     let chosen: Vec<_> = registry()
         .into_iter()
         .filter(|t| t.wanted(&lowered))
@@ -29,11 +25,9 @@ pub async fn answer(run: &mut Run<'_>) -> Result<(), Stop> {
     for tool in chosen {
         let args = tool.args(&input);
         let (t, i) = (tool.clone(), input.clone());
-        let result = run.tool(tool.name(), args, move || t.call(&i)).await?;
-        if let Some(error) = result.as_str().filter(|_| !result.is_object()) {
-            sentences.push(format!("{} failed: {error}.", tool.name()));
-        } else {
-            sentences.push(tool.describe(&result));
+        match run.tool(tool.name(), args, move || t.call(&i)).await? {
+            Ok(result) => sentences.push(tool.describe(&result)),
+            Err(error) => sentences.push(format!("{} failed: {error}.", tool.name())),
         }
     }
     let answer = sentences.join(" ");

@@ -38,6 +38,16 @@ pub enum EngineKind {
     Echo,
 }
 
+impl EngineKind {
+    /// The name in `analysis.engine` and in metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Builtin => "builtin",
+            EngineKind::Echo => "echo",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct AnalysisSettings {
     pub engine: EngineKind,
@@ -70,7 +80,8 @@ pub enum Event {
     },
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A reply's usage, as the `done` event reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Usage {
     pub tokens: u64,
     pub first_token_ms: u64,
@@ -176,7 +187,6 @@ impl Shared {
 pub struct AnalysisPool {
     tx: mpsc::Sender<Job>,
     shared: Arc<Shared>,
-    settings: Arc<AnalysisSettings>,
 }
 
 impl AnalysisPool {
@@ -206,15 +216,7 @@ impl AnalysisPool {
                 }
             });
         }
-        AnalysisPool {
-            tx,
-            shared,
-            settings,
-        }
-    }
-
-    pub fn settings(&self) -> &AnalysisSettings {
-        &self.settings
+        AnalysisPool { tx, shared }
     }
 
     /// Reserves a place, or `Busy` when the queue is full.
@@ -307,8 +309,14 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Announces a tool call, runs `call`, reports and records its result.
-    pub async fn tool<F>(&mut self, tool: &str, args: Value, call: F) -> Result<Value, Stop>
+    /// Announces a tool call, runs `call`, reports and records its result
+    /// (or its error).
+    pub async fn tool<F>(
+        &mut self,
+        tool: &str,
+        args: Value,
+        call: F,
+    ) -> Result<Result<Value, String>, Stop>
     where
         F: FnOnce() -> Result<Value, String> + Send + 'static,
     {
@@ -320,9 +328,9 @@ impl Run<'_> {
         let outcome = tokio::task::spawn_blocking(call)
             .await
             .unwrap_or_else(|e| Err(format!("the tool crashed: {e}")));
-        let (success, result) = match outcome {
-            Ok(v) => (true, v),
-            Err(e) => (false, Value::String(e)),
+        let (success, result) = match &outcome {
+            Ok(v) => (true, v.clone()),
+            Err(e) => (false, Value::String(e.clone())),
         };
         self.tools.push(ToolUse {
             tool: tool.to_owned(),
@@ -333,13 +341,13 @@ impl Run<'_> {
         self.emit(Event::ToolResult {
             tool: tool.to_owned(),
             success,
-            result: result.clone(),
+            result,
         })?;
-        Ok(result)
+        Ok(outcome)
     }
 
     /// Streams a piece of the answer, paced by `analysis.token_delay`.
-    pub async fn token(&mut self, text: &str) -> Result<(), Stop> {
+    pub async fn token(&mut self, text: String) -> Result<(), Stop> {
         if !self.settings.token_delay.is_zero() && self.tokens > 0 {
             let cancelled = self.job.cancel.notify.notified();
             if self.job.cancel.is_cancelled() {
@@ -350,12 +358,12 @@ impl Run<'_> {
                 _ = cancelled => return Err(Stop::Cancelled),
             }
         }
-        self.emit(Event::Token(text.to_owned()))?;
+        self.text.push_str(&text);
+        self.emit(Event::Token(text))?;
         if self.first_token.is_none() {
             self.first_token = Some(self.started.elapsed());
         }
         self.tokens += 1;
-        self.text.push_str(text);
         Ok(())
     }
 
@@ -367,7 +375,7 @@ impl Run<'_> {
             } else {
                 format!(" {word}")
             };
-            self.token(&piece).await?;
+            self.token(piece).await?;
         }
         Ok(())
     }
@@ -398,20 +406,17 @@ async fn run(job: Job, settings: &AnalysisSettings, store: &Store) {
             MessageStatus::Failed
         }
     };
+    let elapsed = run.started.elapsed();
     let usage = Usage {
         tokens: run.tokens,
         first_token_ms: run.first_token.map_or(0, |d| d.as_millis() as u64),
-        total_ms: run.started.elapsed().as_millis() as u64,
-    };
-    let engine = match settings.engine {
-        EngineKind::Echo => "echo",
-        EngineKind::Builtin => "builtin",
+        total_ms: elapsed.as_millis() as u64,
     };
     telemetry::analysis_stream_ended(
-        engine,
+        settings.engine.name(),
         crate::protocol::status_name(status),
         run.first_token,
-        run.started.elapsed(),
+        elapsed,
     );
     let mut reply = job.reply.clone();
     reply.text = std::mem::take(&mut run.text);

@@ -4,33 +4,47 @@
 //! (loudness, peak, tempo, …) join the same registry when tracks land.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use palaver_storage::{Message, MessageStatus, Role, Session, Store};
 use serde_json::{json, Value};
 
-/// What a tool may read.
+/// What a tool may read. Clones share the conversation, read at most once
+/// per answer however many tools ask for it.
 #[derive(Clone)]
 pub struct ToolInput {
     pub store: Store,
     pub session: Session,
     /// The question, as asked.
     pub question: String,
+    history: Arc<OnceLock<Result<Vec<Message>, String>>>,
 }
 
 impl ToolInput {
+    pub fn new(store: Store, session: Session, question: String) -> Self {
+        ToolInput {
+            store,
+            session,
+            question,
+            history: Arc::default(),
+        }
+    }
+
     /// The session's finished messages (the reply being written excluded).
-    fn history(&self) -> Result<Vec<Message>, String> {
-        let page = self
-            .store
-            .messages()
-            .list(self.session.id, 0, 100_000)
-            .map_err(|e| format!("cannot read the conversation: {e}"))?;
-        Ok(page
-            .items
-            .into_iter()
-            .filter(|m| m.status != MessageStatus::Streaming)
-            .collect())
+    fn history(&self) -> Result<&[Message], String> {
+        let loaded = self.history.get_or_init(|| {
+            let page = self
+                .store
+                .messages()
+                .list(self.session.id, 0, 100_000)
+                .map_err(|e| format!("cannot read the conversation: {e}"))?;
+            Ok(page
+                .items
+                .into_iter()
+                .filter(|m| m.status != MessageStatus::Streaming)
+                .collect())
+        });
+        loaded.as_deref().map_err(Clone::clone)
     }
 }
 
@@ -312,11 +326,7 @@ mod tests {
             )
             .await
             .unwrap();
-        ToolInput {
-            store,
-            session,
-            question: question.into(),
-        }
+        ToolInput::new(store, session, question.into())
     }
 
     #[test]
