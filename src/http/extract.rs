@@ -69,28 +69,33 @@ impl FromRequest for Authenticated {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        // The quota middleware may have verified the credential already.
-        if let Some(principal) = req.extensions().get::<Principal>() {
-            return ready(Ok(Authenticated(principal.clone())));
-        }
-        let result = authenticate(req).map(Authenticated);
-        if let Ok(who) = &result {
-            tracing::Span::current().record("user_id", tracing::field::display(who.0.user.id));
-        }
-        ready(result)
+        // The quota middleware may have verified the credential already:
+        // its outcome, success or failure, is used as it is.
+        let outcome = match req.extensions_mut().remove::<Verified>() {
+            Some(Verified(outcome)) => outcome,
+            None => authenticate(req),
+        };
+        ready(outcome.map(Authenticated))
     }
 }
 
+/// The outcome of verifying a request's credential, kept in the request's
+/// extensions by the quota middleware so the handler's extractor does not
+/// verify (and count a failure) a second time.
+pub struct Verified(pub Result<Principal, ApiError>);
+
 /// Verifies the request's credential (used by the extractor and the quota
-/// middleware).
+/// middleware); on success the request's span gets the `user_id`.
 pub fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::internal("application state missing"))?;
     let auth = &state.auth;
-    Ok(authorization_header(req, auth)
+    let principal = authorization_header(req, auth)
         .or_else(|| api_key_header(req, auth))
-        .unwrap_or_else(missing)?)
+        .unwrap_or_else(missing)?;
+    tracing::Span::current().record("user_id", tracing::field::display(principal.user.id));
+    Ok(principal)
 }
 
 /// `Authorization: Bearer <access JWT>`, verified, if the header is present.

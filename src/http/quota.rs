@@ -5,7 +5,7 @@
 //! `RateLimit` / `RateLimit-Policy` fields on counted responses.
 //!
 //! Requests that do not authenticate pass through uncounted: the handler's
-//! extractor answers them 401. The principal found here is stashed in the
+//! extractor answers them 401. The verification's outcome is stashed in the
 //! request's extensions so the handler does not verify the credential twice.
 
 use actix_web::body::{EitherBody, MessageBody};
@@ -17,7 +17,7 @@ use actix_web::{web, HttpMessage, ResponseError};
 use palaver_actors::auth::now_secs;
 use palaver_actors::quota::{Admission, Standing};
 
-use super::extract::authenticate;
+use super::extract::{authenticate, Verified};
 use super::ApiError;
 use crate::app::AppState;
 
@@ -37,20 +37,23 @@ pub async fn admit_counted(
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     // The decoded path, as the router matches it: the raw one would let
     // `/api/sessions/x/m%65ssages` skip counting yet reach its handler.
-    let path = req.match_info().as_str().to_owned();
-    if !is_counted(req.method(), &path) || !req.resource_map().has_resource(&path) {
+    let path = req.match_info().as_str();
+    let counted = is_counted(req.method(), path) && req.resource_map().has_resource(path);
+    if !counted {
         return Ok(next.call(req).await?.map_into_left_body());
     }
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
-    let Ok(principal) = authenticate(req.request()) else {
-        return Ok(next.call(req).await?.map_into_left_body());
-    };
-    let user = principal.user.id;
-    let policy = state.quota_policy(&principal.user);
-    req.extensions_mut().insert(principal);
-    let Some(policy) = policy else {
+    // Verified once: the handler's extractor takes this outcome (and
+    // answers the 401 of a failure itself, uncounted).
+    let outcome = authenticate(req.request());
+    let caller = outcome
+        .as_ref()
+        .ok()
+        .map(|p| (p.user.id, state.quota_policy(&p.user)));
+    req.extensions_mut().insert(Verified(outcome));
+    let Some((user, Some(policy))) = caller else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
 
