@@ -33,8 +33,6 @@ pub enum RevokeReason {
     Logout,
     /// A spent refresh token was presented again (4001).
     RefreshReuse,
-    /// The user was disabled (4002).
-    UserDisabled,
     /// The user was deleted, e.g. an expired demo user (4002).
     UserDeleted,
 }

@@ -96,16 +96,12 @@ impl Handler<Revoked> for Supervisor {
         let (code, reason) = match msg.reason {
             RevokeReason::Logout => (close::AUTH, "logged out"),
             RevokeReason::RefreshReuse => (close::AUTH, "credentials revoked"),
-            RevokeReason::UserDisabled => (close::USER_INACTIVE, "account disabled"),
             RevokeReason::UserDeleted => (close::USER_INACTIVE, "account deleted"),
         };
-        let family = match msg.reason {
-            RevokeReason::Logout | RevokeReason::RefreshReuse => msg.family,
-            RevokeReason::UserDisabled | RevokeReason::UserDeleted => None,
-        };
+        // `family` is None for a user-wide revocation.
         let closed = self
             .connections
-            .close_user(msg.user_id, family, code, reason);
+            .close_user(msg.user_id, msg.family, code, reason);
         if msg.reason == RevokeReason::UserDeleted {
             self.quotas.forget(msg.user_id);
         }

@@ -39,8 +39,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("the server is not ready: {0}")]
     NotReady(String),
-    #[error("the analysis pool is full; try again shortly")]
-    Busy,
+    /// 503 `busy`: the analysis pool, or password hashing, is full.
+    #[error("{0}; try again shortly")]
+    Busy(&'static str),
     /// Anything unexpected. The detail is logged, never sent.
     #[error("internal server error")]
     Internal(String),
@@ -69,7 +70,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::NotReady(_) => "not_ready",
-            ApiError::Busy => "busy",
+            ApiError::Busy(_) => "busy",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -99,7 +100,7 @@ impl ResponseError for ApiError {
             ApiError::EmailTaken => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::NotReady(_) | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotReady(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -127,7 +128,7 @@ impl ResponseError for ApiError {
             ApiError::RateLimited { retry_after } => {
                 response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
             }
-            ApiError::Busy => {
+            ApiError::Busy(_) => {
                 response.insert_header((header::RETRY_AFTER, "1"));
             }
             _ => {}
@@ -195,7 +196,7 @@ impl From<AuthError> for ApiError {
             }
             AuthError::DemoForbidden => ApiError::Forbidden("demo users cannot do this".into()),
             AuthError::NotFound => ApiError::NotFound,
-            AuthError::Busy => ApiError::Busy,
+            AuthError::Busy => ApiError::Busy("too many logins are being checked"),
             AuthError::BadRequest(message) => ApiError::InvalidRequest(message),
             AuthError::Storage(e) => e.into(),
             AuthError::Internal(detail) => ApiError::Internal(detail),

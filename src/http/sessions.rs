@@ -221,7 +221,10 @@ async fn ask(
     if text.trim().is_empty() {
         return Err(ApiError::invalid("text: the question is empty"));
     }
-    let slot = state.pool.reserve().map_err(|_| ApiError::Busy)?;
+    let slot = state
+        .pool
+        .reserve()
+        .map_err(|_| ApiError::Busy("the analysis pool is full"))?;
     let (question, reply) = store_question(&state.store, session.id, text).await?;
     let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
     slot.submit(Job {

@@ -999,6 +999,13 @@ async fn deleting_an_api_key_closes_its_sockets_and_refresh_follows_the_new_fami
         &[("x-api-key", key.as_str())],
     )
     .await;
+    // A ticket the key asked for, not yet used when the key goes.
+    let pending: Value = client()
+        .post(server.url("/api/auth/ws-ticket/"))
+        .header("x-api-key", key.as_str())
+        .json_value()
+        .await;
+    let pending = pending["ticket"].as_str().unwrap();
     let keys: Value = client()
         .get(server.url("/api/auth/api-keys/"))
         .bearer_auth(&ann.access)
@@ -1013,6 +1020,18 @@ async fn deleting_an_api_key_closes_its_sockets_and_refresh_follows_the_new_fami
         .unwrap();
     assert_eq!(res.status(), 204);
     assert_eq!(close_code(&mut by_key).await, 4001);
+    let (mut late, _) = ws_open(
+        &server,
+        &path(&ann.session, &format!("?ticket={pending}")),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        close_code(&mut late).await,
+        4001,
+        "the key's ticket went with it"
+    );
 
     // A socket refreshed in-band with another login's token follows that
     // family: logging the new family out closes it.

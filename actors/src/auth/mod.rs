@@ -326,10 +326,6 @@ impl Auth {
         &self.inner.actor
     }
 
-    pub fn settings(&self) -> &AuthSettings {
-        &self.inner.settings
-    }
-
     pub fn tokens(&self) -> &TokenService {
         &self.inner.tokens
     }
@@ -581,6 +577,8 @@ impl Auth {
         match self.inner.store.api_keys().get(id)? {
             Some(key) if key.user_id == user.id => {
                 self.inner.store.api_keys().delete(id).await?;
+                // Its unused tickets go with it.
+                self.inner.tickets.forget_api_key(id);
                 Ok(())
             }
             _ => Err(AuthError::NotFound),

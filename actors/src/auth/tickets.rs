@@ -84,6 +84,11 @@ impl TicketBook {
     }
 
     /// Drops expired tickets; returns how many.
+    /// Drops the unused tickets an API key asked for (the key is deleted).
+    pub fn forget_api_key(&self, id: Uuid) {
+        self.lock().retain(|_, e| e.grant.api_key != Some(id));
+    }
+
     pub fn collect_expired(&self) -> usize {
         let now = Instant::now();
         let mut entries = self.lock();
@@ -121,6 +126,21 @@ mod tests {
         assert_eq!(book.consume(&t), Some(g));
         assert_eq!(book.consume(&t), None);
         assert_eq!(book.consume("pvt_made_up"), None);
+    }
+
+    #[test]
+    fn forgetting_a_key_drops_only_its_tickets() {
+        let book = TicketBook::default();
+        let key = Uuid::new_v4();
+        let by_key = TicketGrant {
+            api_key: Some(key),
+            ..grant()
+        };
+        let t_key = book.issue(by_key, Duration::from_secs(30)).unwrap();
+        let t_other = book.issue(grant(), Duration::from_secs(30)).unwrap();
+        book.forget_api_key(key);
+        assert_eq!(book.consume(&t_key), None);
+        assert!(book.consume(&t_other).is_some());
     }
 
     #[test]

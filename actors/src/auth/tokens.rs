@@ -146,10 +146,6 @@ impl TokenService {
         })
     }
 
-    pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
-    }
-
     /// The claims for a new token (the caller picks `exp`).
     #[allow(clippy::too_many_arguments)]
     pub fn claims(
