@@ -408,6 +408,10 @@ impl Config {
         Ok(config)
     }
 
+    /// Why RS256 and EdDSA will not start without their key files.
+    const NEEDS_KEY_FILES: &'static str =
+        "auth.algorithm: RS256 and EdDSA need auth.private_key and auth.public_key";
+
     /// Checks that go beyond types: values that parse but cannot work.
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
@@ -426,11 +430,17 @@ impl Config {
         if self.auth.algorithm != JwtAlgorithm::HS256
             && (self.auth.private_key.is_none() || self.auth.public_key.is_none())
         {
-            return bad(
-                "auth.algorithm",
-                "RS256 and EdDSA need auth.private_key and auth.public_key",
-            );
+            return Err(ConfigError::Invalid(Self::NEEDS_KEY_FILES.into()));
         }
+        if let (JwtAlgorithm::HS256, Some(secret)) = (self.auth.algorithm, &self.auth.secret) {
+            if secret.expose().len() < 32 {
+                return bad(
+                    "auth.secret",
+                    "must be at least 32 bytes (or leave it unset to generate one)",
+                );
+            }
+        }
+        self.engine()?;
         if self.demo.lifetime.is_zero() {
             return bad("demo.lifetime", "must be greater than 0");
         }
@@ -503,12 +513,8 @@ impl Config {
                     .collect(),
             },
             JwtAlgorithm::RS256 | JwtAlgorithm::EdDSA => {
-                let (private, public) = match (&a.private_key, &a.public_key) {
-                    (Some(private), Some(public)) => (private, public),
-                    _ => return Err(ConfigError::Invalid(
-                        "auth.algorithm: RS256 and EdDSA need auth.private_key and auth.public_key"
-                            .into(),
-                    )),
+                let (Some(private), Some(public)) = (&a.private_key, &a.public_key) else {
+                    return Err(ConfigError::Invalid(Self::NEEDS_KEY_FILES.into()));
                 };
                 let private_pem = keys::read_pem(private).map_err(key_error)?;
                 let public_pem = keys::read_pem(public).map_err(key_error)?;
@@ -525,14 +531,6 @@ impl Config {
                 }
             }
         };
-        if let (JwtAlgorithm::HS256, KeySource::Hs256 { secret, .. }) = (a.algorithm, &keys) {
-            if secret.len() < 32 {
-                return Err(ConfigError::Invalid(
-                    "auth.secret: must be at least 32 bytes (or leave it unset to generate one)"
-                        .into(),
-                ));
-            }
-        }
         Ok(AuthSettings {
             keys,
             issuer: a.issuer.clone(),
@@ -553,18 +551,21 @@ impl Config {
         })
     }
 
+    /// The configured engine, if this build has it.
+    fn engine(&self) -> Result<EngineKind, ConfigError> {
+        match self.analysis.engine {
+            Engine::Builtin => Ok(EngineKind::Builtin),
+            Engine::Echo => Ok(EngineKind::Echo),
+            Engine::Openai => Err(ConfigError::Invalid(
+                "analysis.engine: \"openai\" is not available in this version; use \"builtin\" or \"echo\"".into(),
+            )),
+        }
+    }
+
     /// The analysis pool's settings.
     pub fn analysis_settings(&self) -> Result<AnalysisSettings, ConfigError> {
         let a = &self.analysis;
-        let engine = match a.engine {
-            Engine::Builtin => EngineKind::Builtin,
-            Engine::Echo => EngineKind::Echo,
-            Engine::Openai => {
-                return Err(ConfigError::Invalid(
-                    "analysis.engine: \"openai\" is not available in this version; use \"builtin\" or \"echo\"".into(),
-                ))
-            }
-        };
+        let engine = self.engine()?;
         let workers = if a.workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {

@@ -120,7 +120,10 @@ fn config_show_prints_effective_values_with_secrets_redacted() {
         dir.path(),
         &["config", "show"],
         &[
-            ("PALAVER_AUTH__SECRET", "super-secret-signing-key"),
+            (
+                "PALAVER_AUTH__SECRET",
+                "super-secret-signing-key-0123456789",
+            ),
             ("PALAVER_AUTH__ACCESS_TTL", "4s"),
             ("PALAVER_METRICS__TOKEN", "scrape-me-secret"),
         ],
@@ -130,7 +133,10 @@ fn config_show_prints_effective_values_with_secrets_redacted() {
     let shown = text(&out.stdout);
     assert!(shown.contains("request_limit = 9"), "{shown}");
     assert!(shown.contains("access_ttl = \"4s\""), "{shown}");
-    assert!(!shown.contains("super-secret-signing-key"), "{shown}");
+    assert!(
+        !shown.contains("super-secret-signing-key-0123456789"),
+        "{shown}"
+    );
     assert!(!shown.contains("scrape-me-secret"), "{shown}");
     assert!(shown.contains("[redacted]"), "{shown}");
 }
@@ -167,4 +173,14 @@ fn config_check_validates() {
     );
     assert_eq!(missing.status.code(), Some(2));
     assert!(text(&missing.stderr).contains("nope.toml"));
+
+    // What `serve` would refuse, `config check` refuses too.
+    for (key, value, named) in [
+        ("PALAVER_AUTH__SECRET", "too-short", "auth.secret"),
+        ("PALAVER_ANALYSIS__ENGINE", "openai", "analysis.engine"),
+    ] {
+        let refused = palaver(dir.path(), &["config", "check"], &[(key, value)], "");
+        assert_eq!(refused.status.code(), Some(2), "{key}");
+        assert!(text(&refused.stderr).contains(named), "{key}");
+    }
 }
