@@ -59,6 +59,15 @@ impl AuthActor {
     }
 }
 
+impl AuthActor {
+    fn lifetimes(&self) -> Lifetimes {
+        Lifetimes {
+            access: self.settings.access_ttl,
+            refresh: self.settings.refresh_ttl,
+        }
+    }
+}
+
 impl Actor for AuthActor {
     type Context = Context<Self>;
 
@@ -67,11 +76,20 @@ impl Actor for AuthActor {
     }
 }
 
+/// How long the tokens of a pair live (all the minting needs of the
+/// settings: the futures copy these, not the keys).
+#[derive(Clone, Copy)]
+struct Lifetimes {
+    access: Duration,
+    refresh: Duration,
+}
+
 /// Mints an access + refresh pair for `user` in family `fam`; both expire at
-/// the latest at the end of a demo user's lifetime.
+/// the latest at the end of a demo user's lifetime. Counted as issued only
+/// once the write that allows them succeeded ([`issued`]).
 fn mint_pair(
     tokens: &TokenService,
-    settings: &AuthSettings,
+    lifetimes: Lifetimes,
     user: &User,
     fam: Uuid,
     refresh_jti: Uuid,
@@ -81,7 +99,7 @@ fn mint_pair(
         let exp = now + ttl.as_secs().max(1);
         user.demo_expires_at.map_or(exp, |end| exp.min(end))
     };
-    let (access_exp, refresh_exp) = (cap(settings.access_ttl), cap(settings.refresh_ttl));
+    let (access_exp, refresh_exp) = (cap(lifetimes.access), cap(lifetimes.refresh));
     let access = tokens.encode(&tokens.claims(
         user.id,
         user.is_demo,
@@ -100,8 +118,6 @@ fn mint_pair(
         now,
         refresh_exp,
     ))?;
-    telemetry::token_issued("access");
-    telemetry::token_issued("refresh");
     let pair = TokenPair {
         access,
         refresh,
@@ -109,6 +125,13 @@ fn mint_pair(
         user: user.clone(),
     };
     Ok((pair, refresh_exp))
+}
+
+/// Counts a pair that is handed out.
+fn issued(pair: TokenPair) -> TokenPair {
+    telemetry::token_issued("access");
+    telemetry::token_issued("refresh");
+    pair
 }
 
 /// From the `Auth` handle after a successful login or demo start: opens a
@@ -125,15 +148,12 @@ impl Handler<IssueTokens> for AuthActor {
     type Result = ResponseFuture<Result<TokenPair, AuthError>>;
 
     fn handle(&mut self, msg: IssueTokens, _: &mut Self::Context) -> Self::Result {
-        let (tokens, settings, store) = (
-            self.tokens.clone(),
-            self.settings.clone(),
-            self.store.clone(),
-        );
+        let (tokens, lifetimes, store) =
+            (self.tokens.clone(), self.lifetimes(), self.store.clone());
         Box::pin(async move {
             let fam = Uuid::new_v4();
             let jti = Uuid::new_v4();
-            let (pair, refresh_exp) = mint_pair(&tokens, &settings, &msg.user, fam, jti)?;
+            let (pair, refresh_exp) = mint_pair(&tokens, lifetimes, &msg.user, fam, jti)?;
             store
                 .families()
                 .create(&Family {
@@ -144,7 +164,7 @@ impl Handler<IssueTokens> for AuthActor {
                     revoked: false,
                 })
                 .await?;
-            Ok(pair)
+            Ok(issued(pair))
         })
     }
 }
@@ -164,11 +184,8 @@ impl Handler<Rotate> for AuthActor {
     type Result = ResponseFuture<Result<TokenPair, AuthError>>;
 
     fn handle(&mut self, msg: Rotate, _: &mut Self::Context) -> Self::Result {
-        let (tokens, settings, store) = (
-            self.tokens.clone(),
-            self.settings.clone(),
-            self.store.clone(),
-        );
+        let (tokens, lifetimes, store) =
+            (self.tokens.clone(), self.lifetimes(), self.store.clone());
         let revocations = self.revocations.clone();
         Box::pin(async move {
             let claims = msg.claims;
@@ -181,13 +198,13 @@ impl Handler<Rotate> for AuthActor {
                 .ok_or(AuthError::Invalid("unknown user"))?;
             ensure_usable(&user)?;
             let next = Uuid::new_v4();
-            let (pair, refresh_exp) = mint_pair(&tokens, &settings, &user, claims.fam, next)?;
+            let (pair, refresh_exp) = mint_pair(&tokens, lifetimes, &user, claims.fam, next)?;
             match store
                 .families()
                 .rotate(claims.fam, claims.jti, next, refresh_exp)
                 .await?
             {
-                Rotation::Rotated(_) => Ok(pair),
+                Rotation::Rotated(_) => Ok(issued(pair)),
                 Rotation::Reused(family) => {
                     telemetry::refresh_reuse();
                     tracing::warn!(user_id = %family.user_id, family = %family.id, "refresh token reuse: family revoked");
