@@ -96,18 +96,12 @@ impl Connections {
 
     /// Closes the connections opened with an API key (it was deleted).
     pub fn close_api_key(&self, user: UserId, key: Uuid, code: u16, reason: &'static str) -> usize {
-        let map = self.lock();
-        let mut closed = 0;
-        for e in map
-            .get(&user)
-            .into_iter()
-            .flatten()
-            .filter(|e| e.api_key == Some(key))
-        {
-            e.addr.do_send(CloseConnection { code, reason });
-            closed += 1;
-        }
-        closed
+        close(
+            self.lock().get(&user).into_iter().flatten(),
+            code,
+            reason,
+            |e| e.api_key == Some(key),
+        )
     }
 
     /// Closes a user's connections (of one family, if given). Returns how many.
@@ -118,40 +112,38 @@ impl Connections {
         code: u16,
         reason: &'static str,
     ) -> usize {
-        let map = self.lock();
-        let Some(entries) = map.get(&user) else {
-            return 0;
-        };
-        let mut closed = 0;
-        for e in entries
-            .iter()
-            .filter(|e| family.is_none() || e.family == family)
-        {
-            e.addr.do_send(CloseConnection { code, reason });
-            closed += 1;
-        }
-        closed
+        close(
+            self.lock().get(&user).into_iter().flatten(),
+            code,
+            reason,
+            |e| family.is_none() || e.family == family,
+        )
     }
 
     /// Closes every connection open on a session.
     pub fn close_session(&self, session: Uuid, code: u16, reason: &'static str) -> usize {
-        let map = self.lock();
-        let mut closed = 0;
-        for e in map.values().flatten().filter(|e| e.session == session) {
-            e.addr.do_send(CloseConnection { code, reason });
-            closed += 1;
-        }
-        closed
+        close(self.lock().values().flatten(), code, reason, |e| {
+            e.session == session
+        })
     }
 
     /// Closes every connection (shutdown).
     pub fn close_all(&self, code: u16, reason: &'static str) -> usize {
-        let map = self.lock();
-        let mut closed = 0;
-        for e in map.values().flatten() {
-            e.addr.do_send(CloseConnection { code, reason });
-            closed += 1;
-        }
-        closed
+        close(self.lock().values().flatten(), code, reason, |_| true)
     }
+}
+
+/// Asks each of `entries` that `which` picks to close; how many it asked.
+fn close<'a>(
+    entries: impl Iterator<Item = &'a Entry>,
+    code: u16,
+    reason: &'static str,
+    which: impl Fn(&Entry) -> bool,
+) -> usize {
+    let mut closed = 0;
+    for e in entries.filter(|e| which(e)) {
+        e.addr.do_send(CloseConnection { code, reason });
+        closed += 1;
+    }
+    closed
 }

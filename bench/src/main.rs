@@ -175,21 +175,21 @@ async fn open_loop(runs: usize, sockets: usize, seconds: u64) -> Result<()> {
     Ok(())
 }
 
+/// The load generator's runtime: two threads, like the machine's cores.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
 fn main() -> Result<()> {
     match Cli::parse().scenario {
         Scenario::All { smoke, hold } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            runtime.block_on(all(smoke, hold))
+            runtime()?.block_on(all(smoke, hold))
         }
         Scenario::Hold { n } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
+            runtime()?.block_on(async {
                 let _ = rlimit::increase_nofile_limit(u64::MAX);
                 let base = target::Target::baseline()?;
                 let b = scenarios::hold(&base, None, n).await?;
@@ -213,21 +213,13 @@ fn main() -> Result<()> {
             sockets,
             seconds,
         } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            runtime.block_on(open_loop(runs, sockets, seconds))
+            runtime()?.block_on(open_loop(runs, sockets, seconds))
         }
         Scenario::Quota {
             requests,
             concurrency,
         } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
+            runtime()?.block_on(async {
                 let pal = target::Target::palaver(&target::palaver_binary()?)?;
                 let setup = scenarios::Setup::palaver(&pal, 1).await?;
                 let q = scenarios::quota(&pal, &setup, requests, concurrency).await?;
@@ -243,11 +235,7 @@ fn main() -> Result<()> {
             })
         }
         Scenario::Baseline { bind } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            runtime.block_on(baseline::serve(&bind))
+            runtime()?.block_on(baseline::serve(&bind))
         }
         Scenario::Verify { iterations, rounds } => {
             actix_rt::System::new().block_on(verify(iterations, rounds))

@@ -121,16 +121,18 @@ pub async fn cors(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let allowed = req
-        .app_data::<actix_web::web::Data<crate::app::AppState>>()
-        .map(|s| s.config.server.allowed_origins.clone())
-        .unwrap_or_default();
+    // Cheap checks first: most requests carry no `Origin` or are not API.
     let origin = req
         .headers()
         .get(header::ORIGIN)
+        .filter(|_| req.path().starts_with("/api/"))
         .and_then(|o| o.to_str().ok())
         .filter(|o| {
-            req.path().starts_with("/api/") && allowed.iter().any(|a| a.eq_ignore_ascii_case(o))
+            req.app_data::<actix_web::web::Data<crate::app::AppState>>()
+                .is_some_and(|s| {
+                    let allowed = &s.config.server.allowed_origins;
+                    allowed.iter().any(|a| a.eq_ignore_ascii_case(o))
+                })
         })
         .map(str::to_owned);
     let Some(origin) = origin else {
