@@ -127,6 +127,31 @@ impl<'a> Families<'a> {
         Ok(family)
     }
 
+    /// Revokes every family of a user (the user is disabled); returns their
+    /// ids. Not waited on. Scans every family: an operator's action, not a
+    /// request path (families are collected once their tokens expire).
+    pub(crate) fn revoke_all_for(&self, user: UserId) -> Result<Vec<Uuid>> {
+        let tree = &self.store.trees().families;
+        let mut revoked = Vec::new();
+        for entry in tree.iter() {
+            let (key, value) = entry?;
+            let family: Family = match codec::decode(&value) {
+                Ok(f) => f,
+                Err(StorageError::Corrupt { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            if family.user_id != user || family.revoked {
+                continue;
+            }
+            codec::update::<Family>(tree, &key, |f| {
+                f.revoked = true;
+                true
+            })?;
+            revoked.push(family.id);
+        }
+        Ok(revoked)
+    }
+
     /// Deletes families whose tokens have all expired (`expires_at < before`),
     /// revoked or not: no token of theirs can verify any more. Returns how many.
     pub fn collect_expired(&self, before: u64) -> Result<usize> {

@@ -16,6 +16,7 @@
 //! | `sessions_by_user` | user id ‖ created_at (u64 BE, ms) ‖ session id | empty |
 //! | `messages`       | session id ‖ seq (u64 BE)   | `Message` (codec)     |
 //! | `messages_streaming` | session id ‖ seq        | empty                 |
+//! | `deletions`      | kind (1 byte) ‖ id (16 bytes) | empty: a deletion under way |
 
 use uuid::Uuid;
 
@@ -23,6 +24,23 @@ use crate::ids::UserId;
 
 pub const META_SCHEMA_VERSION: &[u8] = b"schema_version";
 pub const META_READY_PROBE: &[u8] = b"ready_probe";
+
+/// `deletions` kinds.
+pub const DELETION_SESSION: u8 = b's';
+pub const DELETION_USER: u8 = b'u';
+
+/// Key of a deletion mark: its kind, then the id of what is being deleted.
+pub fn deletion(kind: u8, id: [u8; 16]) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    key[0] = kind;
+    key[1..].copy_from_slice(&id);
+    key
+}
+
+pub fn deletion_from(key: &[u8]) -> Option<(u8, [u8; 16])> {
+    let (&kind, id) = key.split_first()?;
+    Some((kind, id.try_into().ok()?))
+}
 
 /// Key of a user record.
 pub fn user(id: UserId) -> [u8; 16] {
@@ -151,6 +169,17 @@ pub fn normalize_email(address: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deletion_key_round_trips() {
+        let id = *Uuid::new_v4().as_bytes();
+        assert_eq!(
+            deletion_from(&deletion(DELETION_USER, id)),
+            Some((DELETION_USER, id))
+        );
+        assert_eq!(deletion_from(b"s-short"), None);
+        assert_eq!(deletion_from(b""), None);
+    }
 
     #[test]
     fn user_key_round_trips() {

@@ -15,12 +15,15 @@
 //! - [`sessions`]: sessions (conversations), listed per user newest first.
 //! - [`messages`]: a session's messages, by sequence number.
 //! - [`quotas`]: per-user request counters (written through by the QuotaRegistry).
+//! - [`deletions`]: deletions that survive a crash, and the start-up check for
+//!   records whose user is gone.
 //!
 //! This crate knows nothing of actix, HTTP or the wire protocol.
 
 pub mod api_keys;
 pub mod codec;
 pub mod committer;
+pub mod deletions;
 mod error;
 pub mod families;
 pub mod ids;

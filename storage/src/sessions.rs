@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::codec::{self, Record};
+use crate::deletions::Deletion;
 use crate::error::{Result, StorageError};
 use crate::ids::UserId;
 use crate::keys;
@@ -195,15 +196,28 @@ impl<'a> Sessions<'a> {
     /// Deletes a session and its messages. `false` if it did not exist.
     /// Durable when it returns.
     pub async fn delete(&self, id: Uuid) -> Result<bool> {
-        let Some(session) = self.get(id)? else {
+        if self.get(id)?.is_none() {
             return Ok(false);
-        };
-        self.remove(
-            &keys::user_session(session.user_id, session.created_at, id),
-            id,
-        )?;
+        }
+        // Marked first: a crash in the middle is finished at the next open.
+        let mark = Deletion::Session(id);
+        self.store.begin_deletion(mark)?;
+        self.remove_by_id(id)?;
+        self.store.end_deletion(mark)?;
         self.store.durable().await?;
         Ok(true)
+    }
+
+    /// Removes a session, whatever is left of it (its record may be gone
+    /// already, its messages not); not waited on.
+    pub(crate) fn remove_by_id(&self, id: Uuid) -> Result<()> {
+        let index_key = self
+            .get(id)?
+            .map(|s| keys::user_session(s.user_id, s.created_at, id));
+        match index_key {
+            Some(key) => self.remove(&key, id),
+            None => self.remove_contents(id),
+        }
     }
 
     /// Deletes every session of a user (when the user goes). Durable.
@@ -232,6 +246,12 @@ impl<'a> Sessions<'a> {
     fn remove(&self, index_key: &[u8], id: Uuid) -> Result<()> {
         let t = self.store.trees();
         t.sessions_by_user.remove(index_key)?;
+        self.remove_contents(id)
+    }
+
+    /// Removes a session's record, messages and streaming markers.
+    fn remove_contents(&self, id: Uuid) -> Result<()> {
+        let t = self.store.trees();
         t.sessions.remove(keys::session(id))?;
         for tree in [&t.messages_streaming, &t.messages] {
             for key in tree.scan_prefix(keys::session(id)).keys() {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::api_keys::ApiKeys;
 use crate::committer::{Committer, FlushObserver};
+use crate::deletions::Deletion;
 use crate::error::{Result, StorageError};
 use crate::families::Families;
 use crate::messages::Messages;
@@ -61,6 +62,8 @@ pub(crate) struct Trees {
     pub messages: sled::Tree,
     /// session id ‖ seq → (): replies still streaming (failed at start).
     pub messages_streaming: sled::Tree,
+    /// kind ‖ id → (): deletions under way (finished at open, see `deletions`).
+    pub deletions: sled::Tree,
 }
 
 struct Inner {
@@ -125,17 +128,20 @@ impl Store {
             sessions_by_user: db.open_tree("sessions_by_user")?,
             messages: db.open_tree("messages")?,
             messages_streaming: db.open_tree("messages_streaming")?,
+            deletions: db.open_tree("deletions")?,
         };
         meta::migrate(&trees)?;
         let committer = Committer::start(db.clone(), fsync_file, observer)?;
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 committer,
                 trees,
                 db,
                 path,
             }),
-        })
+        };
+        store.recover()?;
+        Ok(store)
     }
 
     /// The data directory, if the store is on disk.
@@ -172,16 +178,35 @@ impl Store {
     /// token families die with it, as no token of a missing user verifies).
     /// Durable when it returns; `false` if there was no such user.
     pub async fn purge_user(&self, id: crate::UserId) -> Result<bool> {
+        // Marked first: a crash in the middle is finished at the next open.
+        let mark = Deletion::User(id);
+        self.begin_deletion(mark)?;
+        let existed = self.remove_user_records(id)?;
+        self.end_deletion(mark)?;
+        // One flush for everything.
+        self.durable().await?;
+        Ok(existed)
+    }
+
+    /// Removes a user and everything it owns; not waited on. `false` if
+    /// there was no such user.
+    pub(crate) fn remove_user_records(&self, id: crate::UserId) -> Result<bool> {
         self.quotas().remove(id)?;
         self.sessions().remove_all_for(id)?;
         self.api_keys().remove_all_for(id)?;
-        // One flush for everything: the user's removal waits for it, and
-        // without a user the removals above still must be durable.
-        let existed = self.users().delete(id).await?;
-        if !existed {
-            self.durable().await?;
-        }
-        Ok(existed)
+        self.users().remove(id)
+    }
+
+    /// Disables a user for good: every token family it has is revoked and
+    /// every API key deleted, so enabling it again brings back none of the
+    /// credentials it had (a stolen one included): it logs in afresh.
+    /// Answers how many families were revoked and keys deleted. Durable
+    /// when it returns.
+    pub async fn disable_user(&self, id: crate::UserId) -> Result<(usize, usize)> {
+        let families = self.families().revoke_all_for(id)?.len();
+        let keys = self.api_keys().remove_all_for(id)?;
+        self.users().set_active(id, false).await?;
+        Ok((families, keys))
     }
 
     pub(crate) fn trees(&self) -> &Trees {

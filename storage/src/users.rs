@@ -155,7 +155,18 @@ impl<'a> Users<'a> {
     }
 
     /// Deletes a user and frees its email. `false` if there was no such user.
+    /// Durable when it returns.
     pub async fn delete(&self, id: UserId) -> Result<bool> {
+        let removed = self.remove(id)?;
+        if removed {
+            self.store.durable().await?;
+        }
+        Ok(removed)
+    }
+
+    /// Removes a user and its email and demo-expiry entries (one rare-path
+    /// transaction); not waited on.
+    pub(crate) fn remove(&self, id: UserId) -> Result<bool> {
         let trees = self.store.trees();
         let removed = (&trees.users, &trees.users_by_email, &trees.demo_expiry).transaction(
             |(users, by_email, demo)| {
@@ -171,9 +182,6 @@ impl<'a> Users<'a> {
                 Ok(true)
             },
         )?;
-        if removed {
-            self.store.durable().await?;
-        }
         Ok(removed)
     }
 
