@@ -88,6 +88,8 @@ pub struct AuthConfig {
     #[serde(with = "humantime_serde")]
     pub login_window: Duration,
     pub allow_registration: bool,
+    pub registrations_per_ip_per_hour: u32,
+    pub registrations_per_hour: u32,
 }
 
 impl Default for AuthConfig {
@@ -108,6 +110,8 @@ impl Default for AuthConfig {
             login_failures_per_ip: 50,
             login_window: Duration::from_secs(15 * 60),
             allow_registration: false,
+            registrations_per_ip_per_hour: 10,
+            registrations_per_hour: 100,
         }
     }
 }
@@ -440,6 +444,17 @@ impl Config {
                 );
             }
         }
+        if self
+            .auth
+            .previous_secrets
+            .iter()
+            .any(|s| s.expose().len() < 32)
+        {
+            return bad(
+                "auth.previous_secrets",
+                "every retired secret must be at least 32 bytes",
+            );
+        }
         self.engine()?;
         if self.demo.lifetime.is_zero() {
             return bad("demo.lifetime", "must be greater than 0");
@@ -542,6 +557,8 @@ impl Config {
             login_failures_per_email: a.login_failures_per_email,
             login_failures_per_ip: a.login_failures_per_ip,
             login_window: a.login_window,
+            registrations_per_ip_per_hour: a.registrations_per_ip_per_hour,
+            registrations_per_hour: a.registrations_per_hour,
             demo: DemoSettings {
                 enabled: self.demo.enabled,
                 lifetime: self.demo.lifetime,

@@ -243,8 +243,13 @@ async fn user(cmd: UserCommand, config: &Config) -> Result<()> {
         UserCommand::List => cli::user_list(&store, &mut std::io::stdout().lock())?,
         UserCommand::Disable { email } => {
             let user = cli::find_user(&store, &email)?;
-            store.users().set_active(user.id, false).await?;
-            println!("disabled {}", user.email);
+            // Its logins are revoked and its API keys deleted: enabling it
+            // again brings none of them back.
+            let (families, keys) = store.disable_user(user.id).await?;
+            println!(
+                "disabled {} ({families} login(s) revoked, {keys} API key(s) deleted)",
+                user.email
+            );
         }
         UserCommand::Enable { email } => {
             let user = cli::find_user(&store, &email)?;

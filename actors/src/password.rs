@@ -11,6 +11,9 @@ use argon2::{Algorithm, Argon2, Params, Version};
 
 /// The minimum password length the server accepts (API.md §3).
 pub const MIN_PASSWORD_CHARS: usize = 8;
+/// The longest password the server looks at, in bytes (API.md §3): longer
+/// ones are refused before any hashing or throttling.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
 
 const MEMORY_KIB: u32 = 19 * 1024;
 const ITERATIONS: u32 = 2;
@@ -20,6 +23,8 @@ const PARALLELISM: u32 = 1;
 pub enum PasswordError {
     #[error("the password must be at least {MIN_PASSWORD_CHARS} characters")]
     TooShort,
+    #[error("the password must be at most {MAX_PASSWORD_BYTES} bytes")]
+    TooLong,
     #[error("password hashing failed: {0}")]
     Hash(String),
 }
@@ -32,6 +37,9 @@ fn argon2() -> Argon2<'static> {
 
 /// Checks the password policy (length in characters, not bytes).
 pub fn validate(password: &str) -> Result<(), PasswordError> {
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(PasswordError::TooLong);
+    }
     if password.chars().count() < MIN_PASSWORD_CHARS {
         return Err(PasswordError::TooShort);
     }

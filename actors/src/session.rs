@@ -176,7 +176,13 @@ impl SessionActor {
         let Some(expires_at) = self.expires_at else {
             return;
         };
-        let left = Duration::from_secs(expires_at.saturating_sub(now_secs()));
+        // To the millisecond: a timer rounded to whole seconds would leave up
+        // to a second after expiry in which the socket still admits questions.
+        let left = Duration::from_millis(
+            expires_at
+                .saturating_mul(1000)
+                .saturating_sub(palaver_storage::now_millis()),
+        );
         let warn_in = left.saturating_sub(self.deps.limits.expiry_warning);
         let close_at_expiry = |ctx: &mut Context<Self>| {
             ctx.run_later(left, |act, ctx| {
@@ -286,6 +292,11 @@ impl SessionActor {
     }
 
     fn on_question(&mut self, text: String, client_id: Option<String>, ctx: &mut Context<Self>) {
+        // The expiry timer may not have run yet: an expired credential never
+        // gets a question admitted.
+        if self.expires_at.is_some_and(|at| now_secs() >= at) {
+            return self.close(close::AUTH, "credential expired", ctx);
+        }
         let limits = &self.deps.limits;
         if text.chars().count() > limits.max_question_chars {
             let max = limits.max_question_chars;

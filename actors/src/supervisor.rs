@@ -174,6 +174,8 @@ pub(crate) mod tests {
             login_failures_per_email: 5,
             login_failures_per_ip: 50,
             login_window: Duration::from_secs(900),
+            registrations_per_ip_per_hour: 10,
+            registrations_per_hour: 100,
             demo: DemoSettings {
                 enabled: true,
                 lifetime: Duration::from_secs(900),
@@ -184,9 +186,13 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn boot(store: Store) -> Booted {
+        boot_with(store, settings())
+    }
+
+    pub(crate) fn boot_with(store: Store, auth: AuthSettings) -> Booted {
         Supervisor::boot(
             store,
-            settings(),
+            auth,
             AnalysisSettings {
                 engine: EngineKind::Echo,
                 workers: 1,

@@ -268,6 +268,8 @@ fn settings() -> AuthSettings {
         login_failures_per_email: 5,
         login_failures_per_ip: 50,
         login_window: Duration::from_secs(900),
+        registrations_per_ip_per_hour: 10,
+        registrations_per_hour: 100,
         demo: DemoSettings {
             enabled: true,
             lifetime: Duration::from_secs(900),

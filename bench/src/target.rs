@@ -42,6 +42,8 @@ impl Target {
             .current_dir(dir.path())
             .env("PALAVER_AUTH__SECRET", SECRET)
             .env("PALAVER_AUTH__ALLOW_REGISTRATION", "true")
+            .env("PALAVER_AUTH__REGISTRATIONS_PER_IP_PER_HOUR", "0")
+            .env("PALAVER_AUTH__REGISTRATIONS_PER_HOUR", "0")
             .env("PALAVER_ANALYSIS__ENGINE", "echo")
             .env("PALAVER_WS__MAX_CONNECTIONS_PER_USER", "1000000")
             .env("PALAVER_WS__MAX_MESSAGES_PER_MINUTE", "100000000")

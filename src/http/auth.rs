@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use actix_web::{web, HttpRequest, HttpResponse};
 use palaver_actors::auth::{now_secs, AuthError, TokenPair};
 use palaver_actors::password;
-use palaver_storage::{ApiKey, NewUser, User};
+use palaver_storage::{ApiKey, User};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -249,33 +249,20 @@ pub fn validate_email(email: &str) -> Result<(), ApiError> {
 
 async fn register(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     if !state.config.auth.allow_registration {
         return Err(ApiError::RegistrationClosed);
     }
     let Credentials { email, password } = body.into_inner();
+    palaver_actors::auth::check_lengths(&email, &password)?;
     validate_email(&email)?;
     password::validate(&password).map_err(|e| ApiError::invalid(format!("password: {e}")))?;
-    if state.store.users().find_by_email(&email)?.is_some() {
-        return Err(ApiError::EmailTaken);
-    }
-    let hash = state
-        .auth
-        .argon2(move || password::hash(&password))
-        .await?
-        .map_err(ApiError::internal)?;
     let user = state
-        .store
-        .users()
-        .create(NewUser {
-            email,
-            password_hash: hash,
-            is_demo: false,
-            demo_expires_at: None,
-        })
+        .auth
+        .register(&email, &password, client_ip(&req))
         .await?;
-    tracing::info!(user_id = %user.id, "user registered");
     Ok(HttpResponse::Created().json(json!({ "user": UserView::from(&user) })))
 }
 

@@ -196,7 +196,8 @@ impl From<AuthError> for ApiError {
             }
             AuthError::DemoForbidden => ApiError::Forbidden("demo users cannot do this".into()),
             AuthError::NotFound => ApiError::NotFound,
-            AuthError::Busy => ApiError::Busy("too many logins are being checked"),
+            AuthError::EmailTaken => ApiError::EmailTaken,
+            AuthError::Busy => ApiError::Busy("too many passwords are being checked"),
             AuthError::BadRequest(message) => ApiError::InvalidRequest(message),
             AuthError::Storage(e) => e.into(),
             AuthError::Internal(detail) => ApiError::Internal(detail),

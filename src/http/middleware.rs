@@ -7,7 +7,7 @@ use std::time::Instant;
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::{ErrorHandlerResponse, Next};
 use actix_web::HttpResponse;
 use tracing::Instrument;
@@ -113,32 +113,57 @@ fn describe(status: StatusCode) -> (&'static str, &'static str) {
     }
 }
 
-/// CORS for `/api/` (API.md §7: `server.allowed_origins` drives it). A
-/// request whose `Origin` is listed gets `Access-Control-Allow-Origin` (and a
-/// preflight is answered 204); anything else gets no CORS headers, so the
-/// browser keeps it same-origin. No cookies are used, so no credentials mode.
+/// The cross-site guard and CORS for `/api/` (API.md §1, §7; the Origin
+/// policy drives both).
+///
+/// A POST, PUT, PATCH or DELETE under `/api/` whose `Origin` the policy does
+/// not allow is answered 403 `forbidden` before anything else runs: such
+/// requests need no preflight when they carry no JSON (`POST
+/// /api/auth/demo/`), so a foreign page could otherwise make its visitors'
+/// browsers send them. Requests without `Origin` (non-browser clients) pass.
+///
+/// CORS: a request whose `Origin` is listed gets `Access-Control-Allow-Origin`
+/// (and a preflight is answered 204); anything else gets no CORS headers, so
+/// the browser keeps it same-origin. No cookies are used, so no credentials
+/// mode.
 pub async fn cors(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     // Cheap checks first: most requests carry no `Origin` or are not API.
+    if !req.headers().contains_key(header::ORIGIN) || !req.path().starts_with("/api/") {
+        return Ok(next.call(req).await?.map_into_left_body());
+    }
+    let Some(state) = req
+        .app_data::<actix_web::web::Data<crate::app::AppState>>()
+        .cloned()
+    else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let allowed = &state.config.server.allowed_origins;
+    let changes_state = matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    if changes_state && !super::origin::allowed(req.headers(), allowed) {
+        tracing::info!("cross-site request refused: origin not allowed");
+        let (req, _) = req.into_parts();
+        let res = HttpResponse::Forbidden().json(ErrorBody {
+            error: "origin not allowed",
+            code: "forbidden",
+        });
+        return Ok(ServiceResponse::new(req, res).map_into_right_body());
+    }
     let origin = req
         .headers()
         .get(header::ORIGIN)
-        .filter(|_| req.path().starts_with("/api/"))
         .and_then(|o| o.to_str().ok())
-        .filter(|o| {
-            req.app_data::<actix_web::web::Data<crate::app::AppState>>()
-                .is_some_and(|s| {
-                    let allowed = &s.config.server.allowed_origins;
-                    allowed.iter().any(|a| a.eq_ignore_ascii_case(o))
-                })
-        })
+        .filter(|o| super::origin::listed(o, allowed))
         .map(str::to_owned);
     let Some(origin) = origin else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
-    let preflight = req.method() == actix_web::http::Method::OPTIONS
+    let preflight = req.method() == Method::OPTIONS
         && req
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod middleware;
 pub mod ops;
+pub mod origin;
 pub mod quota;
 pub mod sessions;
 pub mod ws;

@@ -110,16 +110,15 @@ async fn connect(
         Ok(id) => id,
         Err(_) => return refuse(&req, body, &state, Refusal::TooMany),
     };
-    // A logout between the verification and the registration would have
-    // missed this connection: look again now that it is registered.
-    if let Some(family) = principal.family() {
-        if !matches!(state.store.families().is_revoked(family), Ok(false)) {
-            state
-                .sessions
-                .connections
-                .unregister(principal.user.id, conn_id);
-            return refuse(&req, body, &state, Refusal::Auth(AuthError::Revoked));
-        }
+    // A logout, a key or session deletion, or a disable between the
+    // verification and the registration would have missed this connection:
+    // look again now that it is registered.
+    if let Err(refusal) = recheck(&state, &principal, session.id) {
+        state
+            .sessions
+            .connections
+            .unregister(principal.user.id, conn_id);
+        return refuse(&req, body, &state, refusal);
     }
     let (response, outbox, incoming) = match upgrade(&req, body, &state) {
         Ok(upgraded) => upgraded,
@@ -154,7 +153,7 @@ fn admit(
     state: &AppState,
     session_id: &str,
 ) -> Result<(Principal, palaver_storage::Session), Refusal> {
-    if !origin_allowed(req, &state.config.server.allowed_origins) {
+    if !super::origin::allowed(req.headers(), &state.config.server.allowed_origins) {
         return Err(Refusal::Origin);
     }
     let principal = authenticate(req, state).map_err(Refusal::Auth)?;
@@ -164,6 +163,17 @@ fn admit(
             other => Refusal::Auth(AuthError::Internal(other.to_string())),
         })?;
     Ok((principal, session))
+}
+
+/// What the handshake verified, verified again once the connection is
+/// registered: the credential (family, API key, user) and the session.
+fn recheck(state: &AppState, principal: &Principal, session_id: uuid::Uuid) -> Result<(), Refusal> {
+    state.auth.recheck(principal).map_err(Refusal::Auth)?;
+    match state.store.sessions().get(session_id) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Refusal::NotFound),
+        Err(e) => Err(Refusal::Auth(AuthError::Storage(e))),
+    }
 }
 
 /// The first credential present, in the contract's order of precedence.
@@ -202,27 +212,6 @@ fn offered_protocols(req: &HttpRequest) -> impl Iterator<Item = &str> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-}
-
-/// With no allowed origins configured, only the server's own origin (the
-/// `Origin` matches `http://` + the request's `Host`); otherwise exactly the
-/// listed ones. No `Origin` header: not a browser, not cross-site: allowed.
-fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
-    let Some(origin) = req.headers().get(header::ORIGIN) else {
-        return true;
-    };
-    let Ok(origin) = origin.to_str() else {
-        return false;
-    };
-    if allowed.is_empty() {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default();
-        return !host.is_empty() && origin.eq_ignore_ascii_case(&format!("http://{host}"));
-    }
-    allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
 }
 
 fn refuse(

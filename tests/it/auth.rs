@@ -556,7 +556,7 @@ async fn a_generated_secret_is_private_and_survives_restarts() {
     let data = dir.path().join("data");
     let options = || {
         crate::support::ServerOptions::default()
-            .env("PALAVER_AUTH__ALLOW_REGISTRATION", "true")
+            .open_registration()
             .data(&data)
     };
     let server = TestServer::with(options());

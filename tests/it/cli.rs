@@ -295,3 +295,80 @@ async fn apikey_and_token_commands_work_against_the_server() {
         .unwrap();
     assert_error(res, 401, "token_invalid").await;
 }
+
+/// `user disable` then `user enable` brings back none of the user's earlier
+/// credentials: its refresh families are revoked (their access tokens too)
+/// and its API keys deleted, so a stolen one stays useless.
+#[tokio::test]
+async fn disable_then_enable_revokes_every_earlier_credential() {
+    use crate::support::{assert_error, client, login, me, ServerOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let data = data_dir.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let mut full: Vec<&str> = args.to_vec();
+        full.extend(["--data", data]);
+        let out = palaver(dir.path(), &full, &[], "password-123\n");
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    run(&[
+        "user",
+        "add",
+        "--email",
+        "ann@example.com",
+        "--password-stdin",
+    ]);
+    let options = || {
+        ServerOptions::default()
+            .data(&data_dir)
+            .env("PALAVER_AUTH__SECRET", crate::support::SECRET)
+    };
+
+    let server = TestServer::with(options());
+    let pair = login(&server, "ann@example.com", "password-123").await;
+    let access = pair["access"].as_str().unwrap().to_owned();
+    let refresh = pair["refresh"].as_str().unwrap().to_owned();
+    let res = client()
+        .post(server.url("/api/auth/api-keys/"))
+        .bearer_auth(&access)
+        .json(&serde_json::json!({"name": "laptop"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let key = res.json::<serde_json::Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(server.terminate().code(), Some(0));
+
+    let said = run(&["user", "disable", "--email", "ann@example.com"]);
+    assert!(
+        said.contains("1 login(s) revoked") && said.contains("1 API key(s) deleted"),
+        "{said}"
+    );
+    run(&["user", "enable", "--email", "ann@example.com"]);
+
+    let server = TestServer::with(options());
+    assert_error(me(&server, &access).await, 401, "token_revoked").await;
+    let res = client()
+        .post(server.url("/api/auth/refresh/"))
+        .json(&serde_json::json!({"refresh": refresh}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 401, "token_revoked").await;
+    let res = client()
+        .get(server.url("/api/auth/me/"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 401, "token_invalid").await;
+    // The user itself is back: a new login works.
+    let fresh = login(&server, "ann@example.com", "password-123").await;
+    let res = me(&server, fresh["access"].as_str().unwrap()).await;
+    assert_eq!(res.status(), 200);
+}

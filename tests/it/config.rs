@@ -183,4 +183,27 @@ fn config_check_validates() {
         assert_eq!(refused.status.code(), Some(2), "{key}");
         assert!(text(&refused.stderr).contains(named), "{key}");
     }
+
+    // The 32-byte minimum holds for retired secrets too.
+    std::fs::write(
+        dir.path().join("retired.toml"),
+        format!(
+            "[auth]\nsecret = \"{}\"\nprevious_secrets = [\"{}\", \"short\"]\n",
+            "s".repeat(40),
+            "o".repeat(40)
+        ),
+    )
+    .unwrap();
+    let refused = palaver(
+        dir.path(),
+        &["config", "check", "--config", "retired.toml"],
+        &[],
+        "",
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("auth.previous_secrets"),
+        "{}",
+        text(&refused.stderr)
+    );
 }

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use crate::support::{assert_error, client, ServerOptions, TestServer};
 
 fn open_registration() -> TestServer {
-    TestServer::with(ServerOptions::default().env("PALAVER_AUTH__ALLOW_REGISTRATION", "true"))
+    TestServer::with(ServerOptions::default().open_registration())
 }
 
 #[tokio::test]
@@ -82,7 +82,7 @@ async fn malformed_json_and_missing_fields_are_400_naming_the_problem() {
 async fn oversized_body_is_413_and_wrong_type_is_415() {
     let server = TestServer::with(
         ServerOptions::default()
-            .env("PALAVER_AUTH__ALLOW_REGISTRATION", "true")
+            .open_registration()
             .env("PALAVER_SERVER__MAX_JSON_BYTES", "1024"),
     );
     let http = client();
@@ -194,5 +194,74 @@ async fn cors_follows_allowed_origins() {
         .await
         .unwrap();
     assert!(!res.headers().contains_key("access-control-allow-origin"));
-    assert_error(res, 403, "registration_closed").await;
+    // A state-changing request from an origin not allowed never runs.
+    assert_error(res, 403, "forbidden").await;
+}
+
+/// Any web page can make its visitors' browsers `POST /api/auth/demo/` (no
+/// body, so no preflight): a foreign `Origin` on a state-changing `/api/`
+/// request is 403 `forbidden` before anything runs, so it neither creates a
+/// demo user nor spends the visitor's per-IP demo budget, nor is counted.
+#[tokio::test]
+async fn cross_site_state_changes_are_refused_before_anything_runs() {
+    let server =
+        TestServer::with(ServerOptions::default().env("PALAVER_DEMO__PER_IP_PER_HOUR", "1"));
+    let http = client();
+    let host = server.base.trim_start_matches("http://").to_owned();
+    for foreign in [
+        "https://evil.example.com",
+        "null",
+        &format!("https://{host}"),
+    ] {
+        let res = http
+            .post(server.url("/api/auth/demo/"))
+            .header("origin", foreign)
+            .send()
+            .await
+            .unwrap();
+        let body = assert_error(res, 403, "forbidden").await;
+        assert!(body["error"].as_str().unwrap().contains("origin"), "{body}");
+    }
+    // The page's own origin passes, and the one demo the budget allows is
+    // still there to be had.
+    let res = http
+        .post(server.url("/api/auth/demo/"))
+        .header("origin", server.base.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let demo: Value = res.json().await.unwrap();
+    let access = demo["access"].as_str().unwrap();
+
+    // A counted request from a foreign origin is refused and not counted;
+    // reads (no state change) are CORS's business, not refused.
+    let res = http
+        .post(server.url("/api/sessions/"))
+        .header("origin", "https://evil.example.com")
+        .bearer_auth(access)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 403, "forbidden").await;
+    let res = http
+        .get(server.url("/api/auth/me/"))
+        .header("origin", "https://evil.example.com")
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let me: Value = res.json().await.unwrap();
+    assert_eq!(me["quota"]["request_count"], 0);
+    // Non-browser clients send no Origin and are unaffected.
+    let res = http
+        .post(server.url("/api/sessions/"))
+        .bearer_auth(access)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
 }

@@ -18,7 +18,7 @@ async fn register(server: &TestServer, email: &str) {
 }
 
 fn registration() -> ServerOptions {
-    ServerOptions::default().env("PALAVER_AUTH__ALLOW_REGISTRATION", "true")
+    ServerOptions::default().open_registration()
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Integration tests: the real `palaver` binary on loopback ports, real HTTP
 //! clients, real storage. One test binary; one module per area.
 
+mod abuse;
 mod auth;
 mod browser;
 mod cli;

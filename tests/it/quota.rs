@@ -192,7 +192,7 @@ async fn regular_users_have_the_user_policy_when_set() {
     let server = TestServer::with(
         ServerOptions::default()
             .env("PALAVER_AUTH__SECRET", SECRET)
-            .env("PALAVER_AUTH__ALLOW_REGISTRATION", "true")
+            .open_registration()
             .env("PALAVER_QUOTA__USER_REQUEST_LIMIT", "2")
             .env("PALAVER_QUOTA__WINDOW", "1h"),
     );

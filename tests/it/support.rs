@@ -55,6 +55,14 @@ impl ServerOptions {
         self
     }
 
+    /// Registration open and unthrottled (tests register many users from
+    /// one address; the registration limits have tests of their own).
+    pub fn open_registration(self) -> Self {
+        self.env("PALAVER_AUTH__ALLOW_REGISTRATION", "true")
+            .env("PALAVER_AUTH__REGISTRATIONS_PER_IP_PER_HOUR", "0")
+            .env("PALAVER_AUTH__REGISTRATIONS_PER_HOUR", "0")
+    }
+
     pub fn data(mut self, dir: &Path) -> Self {
         self.data = Some(dir.to_path_buf());
         self
@@ -278,7 +286,7 @@ pub const SECRET: &str = "it-secret-0123456789-0123456789-0123456789-0123456789"
 pub fn auth_options() -> ServerOptions {
     ServerOptions::default()
         .env("PALAVER_AUTH__SECRET", SECRET)
-        .env("PALAVER_AUTH__ALLOW_REGISTRATION", "true")
+        .open_registration()
 }
 
 pub async fn register(server: &TestServer, email: &str, password: &str) -> serde_json::Value {

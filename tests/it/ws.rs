@@ -256,6 +256,15 @@ async fn a_disabled_user_closes_4002() {
             .to_owned()
     };
     assert_eq!(server.terminate().code(), Some(0));
+    // An operator's token (a family of its own, which disabling cannot
+    // revoke; disabling deletes the API key): the user check refuses it.
+    let minted = palaver(
+        dir.path(),
+        &["token", "mint", "--email", "off@example.com", "--data", d],
+        &[("PALAVER_AUTH__SECRET", crate::support::SECRET)],
+        "",
+    );
+    let token = text(&minted.stdout).trim().to_owned();
     assert!(palaver(
         dir.path(),
         &["user", "disable", "--email", "off@example.com", "--data", d],
@@ -265,10 +274,15 @@ async fn a_disabled_user_closes_4002() {
     .status
     .success());
     let server = TestServer::with(echo().data(&data));
-    let (mut ws, _) = ws_open(&server, &path(&session, ""), &[("x-api-key", key.as_str())])
+    let (mut ws, _) = ws_open(&server, &path(&session, &format!("?token={token}")), &[])
         .await
         .unwrap();
     assert_eq!(close_code(&mut ws).await, 4002);
+    // The deleted API key is refused like any unknown one.
+    let (mut ws, _) = ws_open(&server, &path(&session, ""), &[("x-api-key", key.as_str())])
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut ws).await, 4001);
 }
 
 #[tokio::test]
@@ -678,6 +692,40 @@ async fn an_expiring_credential_warns_then_closes_4001() {
     assert_eq!(warning["type"], "token_expiring");
     assert!(warning["expires_in"].as_u64().unwrap() <= 2);
     assert_eq!(close_code(&mut ws).await, 4001);
+}
+
+/// A question sent just after the credential's expiry is never admitted,
+/// even if the expiry timer has not run yet: the socket closes 4001.
+#[tokio::test]
+async fn a_question_after_expiry_is_not_admitted() {
+    let server = TestServer::with(
+        echo()
+            .env("PALAVER_AUTH__ACCESS_TTL", "2s")
+            .env("PALAVER_AUTH__LEEWAY_SECONDS", "0")
+            .env("PALAVER_WS__EXPIRY_WARNING", "1s"),
+    );
+    let ann = user(&server, "ann@example.com").await;
+    let (mut ws, connected) = ann.connect(&server).await;
+    let expires_at = connected["expires_at"].as_u64().unwrap();
+    // The clock is the subject here: send 20 ms after the expiry instant.
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(expires_at * 1000 + 20);
+    if let Ok(wait) = at.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(wait).await;
+    }
+    send_json(&mut ws, json!({"type": "question", "text": "too late"})).await;
+    loop {
+        match crate::support::next_incoming(&mut ws).await {
+            crate::support::Incoming::Json(frame) => assert_eq!(
+                frame["type"], "token_expiring",
+                "nothing but the warning before the close: {frame}"
+            ),
+            crate::support::Incoming::Close(code, _) => {
+                assert_eq!(code, 4001);
+                break;
+            }
+            crate::support::Incoming::Ended => panic!("ended without a close frame"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -85,8 +85,11 @@ struct Lifetimes {
 }
 
 /// Mints an access + refresh pair for `user` in family `fam`; both expire at
-/// the latest at the end of a demo user's lifetime. Counted as issued only
-/// once the write that allows them succeeded ([`issued`]).
+/// the latest at the end of a demo user's lifetime. Answers the pair and
+/// when its last token expires: the family's record must outlive both, or a
+/// revoked family's access tokens would verify again once the record is
+/// collected (with `access_ttl > refresh_ttl`). Counted as issued only once
+/// the write that allows them succeeded ([`issued`]).
 fn mint_pair(
     tokens: &TokenService,
     lifetimes: Lifetimes,
@@ -124,7 +127,7 @@ fn mint_pair(
         expires_in: access_exp.saturating_sub(now),
         user: user.clone(),
     };
-    Ok((pair, refresh_exp))
+    Ok((pair, access_exp.max(refresh_exp)))
 }
 
 /// Counts a pair that is handed out.
@@ -153,14 +156,14 @@ impl Handler<IssueTokens> for AuthActor {
         Box::pin(async move {
             let fam = Uuid::new_v4();
             let jti = Uuid::new_v4();
-            let (pair, refresh_exp) = mint_pair(&tokens, lifetimes, &msg.user, fam, jti)?;
+            let (pair, family_exp) = mint_pair(&tokens, lifetimes, &msg.user, fam, jti)?;
             store
                 .families()
                 .create(&Family {
                     id: fam,
                     user_id: msg.user.id,
                     current_jti: jti,
-                    expires_at: refresh_exp,
+                    expires_at: family_exp,
                     revoked: false,
                 })
                 .await?;
@@ -198,10 +201,10 @@ impl Handler<Rotate> for AuthActor {
                 .ok_or(AuthError::Invalid("unknown user"))?;
             ensure_usable(&user)?;
             let next = Uuid::new_v4();
-            let (pair, refresh_exp) = mint_pair(&tokens, lifetimes, &user, claims.fam, next)?;
+            let (pair, family_exp) = mint_pair(&tokens, lifetimes, &user, claims.fam, next)?;
             match store
                 .families()
-                .rotate(claims.fam, claims.jti, next, refresh_exp)
+                .rotate(claims.fam, claims.jti, next, family_exp)
                 .await?
             {
                 Rotation::Rotated(_) => Ok(issued(pair)),

@@ -30,7 +30,27 @@ pub use tickets::{TicketBook, TicketGrant};
 pub use tokens::{Claims, TokenError, TokenService, TokenType};
 
 use crate::{password, telemetry};
-use throttle::{Limiters, WindowLimiter};
+use throttle::{ClientNet, EmailKey, Limiters, WindowLimiter, MAX_KEYS};
+
+/// The longest email address accepted anywhere (RFC 5321's path limit).
+pub const MAX_EMAIL_BYTES: usize = 254;
+
+/// Refuses an email or password too long to be anything but abuse, before
+/// anything else is done with them (no throttle key, no hashing, no lookup).
+pub fn check_lengths(email: &str, password: &str) -> Result<(), AuthError> {
+    if email.len() > MAX_EMAIL_BYTES {
+        return Err(AuthError::BadRequest(format!(
+            "email: at most {MAX_EMAIL_BYTES} bytes"
+        )));
+    }
+    if password.len() > password::MAX_PASSWORD_BYTES {
+        return Err(AuthError::BadRequest(format!(
+            "password: at most {} bytes",
+            password::MAX_PASSWORD_BYTES
+        )));
+    }
+    Ok(())
+}
 
 /// What the identity layer needs from the configuration.
 #[derive(Clone, Debug)]
@@ -45,6 +65,10 @@ pub struct AuthSettings {
     pub login_failures_per_email: u32,
     pub login_failures_per_ip: u32,
     pub login_window: Duration,
+    /// Registrations one client network may make per hour (0 = unlimited).
+    pub registrations_per_ip_per_hour: u32,
+    /// Registrations everyone together may make per hour (0 = unlimited).
+    pub registrations_per_hour: u32,
     pub demo: DemoSettings,
 }
 
@@ -82,6 +106,8 @@ pub enum AuthError {
     DemoForbidden,
     #[error("not found")]
     NotFound,
+    #[error("this email is already registered")]
+    EmailTaken,
     #[error("too many password checks in progress; try again shortly")]
     Busy,
     #[error("{0}")]
@@ -239,9 +265,12 @@ struct Inner {
     /// A hash of a random password, verified against when the email is
     /// unknown so both failures cost the same.
     dummy_hash: String,
-    /// Bounds argon2 work in flight (each takes 19 MiB and tens of ms of a
-    /// core): past it, `Busy` rather than unbounded memory.
+    /// Bounds argon2 work for logins in flight (each takes 19 MiB and tens
+    /// of ms of a core): past it, `Busy` rather than unbounded memory.
     hashing: Arc<tokio::sync::Semaphore>,
+    /// The same for registrations, separately: a flood of registrations
+    /// never takes the permits logins need.
+    registration_hashing: Arc<tokio::sync::Semaphore>,
     actor: Addr<AuthActor>,
 }
 
@@ -263,20 +292,27 @@ impl Auth {
         let dummy_hash =
             password::hash(&secret_string("")).map_err(|e| AuthError::Internal(e.to_string()))?;
         let tickets = Arc::new(TicketBook::default());
+        const HOUR: Duration = Duration::from_secs(3600);
         let limiters = Arc::new(Limiters {
             failures_by_email: WindowLimiter::new(
                 settings.login_failures_per_email,
                 settings.login_window,
+                MAX_KEYS,
             ),
             failures_by_ip: WindowLimiter::new(
                 settings.login_failures_per_ip,
                 settings.login_window,
+                MAX_KEYS,
             ),
-            demos_by_ip: WindowLimiter::new(
-                settings.demo.per_ip_per_hour,
-                Duration::from_secs(3600),
+            demos_by_ip: WindowLimiter::new(settings.demo.per_ip_per_hour, HOUR, MAX_KEYS),
+            registrations_by_ip: WindowLimiter::new(
+                settings.registrations_per_ip_per_hour,
+                HOUR,
+                MAX_KEYS,
             ),
+            registrations: WindowLimiter::new(settings.registrations_per_hour, HOUR, 1),
         });
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let actor = AuthActor::new(
             settings.clone(),
             tokens.clone(),
@@ -294,22 +330,27 @@ impl Auth {
                 tickets,
                 limiters,
                 dummy_hash,
-                hashing: Arc::new(tokio::sync::Semaphore::new(
-                    std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
-                )),
+                hashing: Arc::new(tokio::sync::Semaphore::new(cores * 2)),
+                registration_hashing: Arc::new(tokio::sync::Semaphore::new(cores)),
                 actor,
             }),
         })
     }
 
-    /// Runs argon2 work on a blocking thread, at most a few at a time.
+    /// Runs argon2 work for a login on a blocking thread, at most a few at
+    /// a time.
     pub async fn argon2<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, AuthError> {
-        let permit = self
-            .inner
-            .hashing
+        Self::argon2_with(&self.inner.hashing, work).await
+    }
+
+    async fn argon2_with<T: Send + 'static>(
+        permits: &Arc<tokio::sync::Semaphore>,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let permit = permits
             .clone()
             .try_acquire_owned()
             .map_err(|_| AuthError::Busy)?;
@@ -408,6 +449,13 @@ impl Auth {
             .tickets
             .consume(ticket)
             .ok_or(AuthError::Invalid("unknown, used or expired ticket"))?;
+        // A ticket never outlives the credential that asked for it.
+        if grant
+            .credential_expires_at
+            .is_some_and(|at| at <= now_secs())
+        {
+            return Err(AuthError::Expired);
+        }
         if let Some(fam) = grant.family {
             if self.inner.store.families().is_revoked(fam)? {
                 return Err(AuthError::Revoked);
@@ -423,6 +471,10 @@ impl Auth {
     /// Issues a ticket bound to the principal's user and family
     /// (`RateLimited` when the user holds too many unused ones).
     pub fn issue_ticket(&self, principal: &Principal) -> Result<(String, Duration), AuthError> {
+        if principal.expires_at().is_some_and(|at| at <= now_secs()) {
+            // Verified within the leeway, but already past its expiry.
+            return Err(AuthError::Expired);
+        }
         let ttl = self.inner.settings.ticket_ttl;
         let grant = TicketGrant {
             user_id: principal.user.id,
@@ -437,6 +489,26 @@ impl Auth {
             .map_err(|_| AuthError::RateLimited { retry_after: ttl })?;
         telemetry::token_issued("ticket");
         Ok((ticket, ttl))
+    }
+
+    /// Checks again that a principal's credential still stands: its family
+    /// not revoked, its API key (or the ticket's) not deleted, its user
+    /// active. The handshake calls it once the connection is registered, so
+    /// a revocation or deletion that raced the verification is never missed
+    /// (it either sees the registered connection, or this sees its write).
+    pub fn recheck(&self, principal: &Principal) -> Result<(), AuthError> {
+        let store = &self.inner.store;
+        if let Some(fam) = principal.family() {
+            if store.families().is_revoked(fam)? {
+                return Err(AuthError::Revoked);
+            }
+        }
+        if let Some(key) = principal.api_key() {
+            if store.api_keys().get(key)?.is_none() {
+                return Err(AuthError::Revoked);
+            }
+        }
+        self.active_user(Some(principal.user.id)).map(drop)
     }
 
     fn active_user(&self, id: Option<UserId>) -> Result<User, AuthError> {
@@ -467,18 +539,21 @@ impl Auth {
         password: &str,
         ip: IpAddr,
     ) -> Result<TokenPair, AuthError> {
-        let email_key = palaver_storage::keys::normalize_email(email);
+        check_lengths(email, password)?;
         let inner = &self.inner;
         let limits = &inner.limiters;
+        let ip = ClientNet::from(ip);
         // Every attempt counts as a failure until proven otherwise, checked
         // and recorded in one step: concurrent guesses cannot all slip in
-        // under the limit.
+        // under the limit. The client first: one client cycling through
+        // emails is stopped before it leaves a key per email.
         limits
-            .failures_by_email
-            .try_hit(&email_key)
+            .failures_by_ip
+            .try_hit(&ip)
             .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
-        if let Err(retry_after) = limits.failures_by_ip.try_hit(&ip) {
-            limits.failures_by_email.unhit(&email_key);
+        let email_key = EmailKey::of(email);
+        if let Err(retry_after) = limits.failures_by_email.try_hit(&email_key) {
+            limits.failures_by_ip.unhit(&ip);
             return Err(AuthError::RateLimited { retry_after });
         }
         let user = inner.store.users().find_by_email(email)?;
@@ -523,7 +598,7 @@ impl Auth {
         inner
             .limiters
             .demos_by_ip
-            .try_hit(&ip)
+            .try_hit(&ClientNet::from(ip))
             .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
         let expires_at = now_secs() + inner.settings.demo.lifetime.as_secs().max(1);
         let id = Uuid::new_v4().simple().to_string();
@@ -541,6 +616,52 @@ impl Auth {
         tracing::info!(user_id = %user.id, "demo user created");
         telemetry::demo_users(inner.store.users().demo_count());
         self.send(IssueTokens { user }).await
+    }
+
+    /// Self-service registration (`auth.allow_registration`, checked by the
+    /// caller with the email and password policies): throttled per client
+    /// network and overall, hashed with permits of its own.
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        ip: IpAddr,
+    ) -> Result<User, AuthError> {
+        check_lengths(email, password)?;
+        let limits = &self.inner.limiters;
+        let ip = ClientNet::from(ip);
+        limits
+            .registrations_by_ip
+            .try_hit(&ip)
+            .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
+        if let Err(retry_after) = limits.registrations.try_hit(&()) {
+            limits.registrations_by_ip.unhit(&ip);
+            return Err(AuthError::RateLimited { retry_after });
+        }
+        let users = self.inner.store.users();
+        if users.find_by_email(email)?.is_some() {
+            return Err(AuthError::EmailTaken);
+        }
+        let password = password.to_owned();
+        let hash = Self::argon2_with(&self.inner.registration_hashing, move || {
+            password::hash(&password)
+        })
+        .await?
+        .map_err(|e| AuthError::BadRequest(format!("password: {e}")))?;
+        let user = users
+            .create(NewUser {
+                email: email.to_owned(),
+                password_hash: hash,
+                is_demo: false,
+                demo_expires_at: None,
+            })
+            .await
+            .map_err(|e| match e {
+                StorageError::EmailTaken => AuthError::EmailTaken,
+                other => other.into(),
+            })?;
+        tracing::info!(user_id = %user.id, "user registered");
+        Ok(user)
     }
 
     /// Rotates a refresh token (reuse revokes its family).
@@ -625,6 +746,12 @@ pub async fn create_api_key(
         last_used_at: None,
     };
     store.api_keys().create(&record).await?;
+    // A user deleted meanwhile keeps no key (what a race leaves anyway is
+    // collected at the next start: docs/DECISIONS.md, "Purges").
+    if store.users().get(user.id)?.is_none() {
+        store.api_keys().delete(record.id).await?;
+        return Err(AuthError::UnknownUser);
+    }
     telemetry::token_issued("api_key");
     tracing::info!(user_id = %user.id, key_id = %record.id, "API key created");
     Ok((record, key))
@@ -761,6 +888,162 @@ mod tests {
         let end = demo.user.demo_expires_at.unwrap();
         let (_, exp) = mint_access(auth.tokens(), &demo.user, Duration::from_secs(86400)).unwrap();
         assert_eq!(exp, end);
+    }
+
+    #[actix_rt::test]
+    async fn a_revoked_familys_record_outlives_its_longest_token() {
+        // Access tokens outliving refresh tokens: the family's record must
+        // stay until the access token expires, or its revocation is lost.
+        let store = Store::temporary().unwrap();
+        let mut settings = crate::supervisor::tests::settings();
+        settings.access_ttl = Duration::from_secs(7200);
+        settings.refresh_ttl = Duration::from_secs(60);
+        let auth = crate::supervisor::tests::boot_with(store.clone(), settings).auth;
+        user(&store, "ann@example.com").await;
+        let pair = auth
+            .login("ann@example.com", "password-123", IP)
+            .await
+            .unwrap();
+        auth.logout(&pair.refresh).await.unwrap();
+        // A collection just after the refresh token's expiry.
+        store.families().collect_expired(now_secs() + 120).unwrap();
+        assert!(matches!(
+            auth.verify_access(&pair.access),
+            Err(AuthError::Revoked)
+        ));
+    }
+
+    #[actix_rt::test]
+    async fn a_ticket_never_outlives_its_credential() {
+        let (auth, store) = booted().await;
+        let ann = user(&store, "ann@example.com").await;
+        let grant = |credential_expires_at| TicketGrant {
+            user_id: ann.id,
+            family: None,
+            credential_expires_at,
+            api_key: None,
+        };
+        let ttl = Duration::from_secs(30);
+        let late = auth
+            .inner
+            .tickets
+            .issue(grant(Some(now_secs() - 1)), ttl)
+            .unwrap();
+        assert!(matches!(
+            auth.consume_ticket(&late),
+            Err(AuthError::Expired)
+        ));
+        let fine = auth
+            .inner
+            .tickets
+            .issue(grant(Some(now_secs() + 60)), ttl)
+            .unwrap();
+        assert!(auth.consume_ticket(&fine).is_ok());
+
+        // Nor is one issued for a credential past its expiry (verified
+        // within the leeway).
+        let mut principal = Principal {
+            user: ann.clone(),
+            via: Via::Ticket(grant(Some(now_secs() - 2))),
+        };
+        assert!(matches!(
+            auth.issue_ticket(&principal),
+            Err(AuthError::Expired)
+        ));
+        principal.via = Via::Ticket(grant(Some(now_secs() + 60)));
+        assert!(auth.issue_ticket(&principal).is_ok());
+    }
+
+    #[actix_rt::test]
+    async fn recheck_sees_deleted_keys_revoked_families_and_disabled_users() {
+        let (auth, store) = booted().await;
+        let ann = user(&store, "ann@example.com").await;
+        let (record, key) = auth.create_api_key(&ann, "k").await.unwrap();
+        let by_key = auth.verify_api_key(&key).unwrap();
+        let pair = auth
+            .login("ann@example.com", "password-123", IP)
+            .await
+            .unwrap();
+        let by_token = auth.verify_access(&pair.access).unwrap();
+        let (ticket, _) = auth.issue_ticket(&by_key).unwrap();
+        let by_ticket = auth.consume_ticket(&ticket).unwrap();
+        for p in [&by_key, &by_token, &by_ticket] {
+            assert!(auth.recheck(p).is_ok());
+        }
+
+        auth.delete_api_key(&ann, record.id).await.unwrap();
+        assert!(matches!(auth.recheck(&by_key), Err(AuthError::Revoked)));
+        assert!(matches!(auth.recheck(&by_ticket), Err(AuthError::Revoked)));
+        assert!(auth.recheck(&by_token).is_ok());
+
+        auth.logout(&pair.refresh).await.unwrap();
+        assert!(matches!(auth.recheck(&by_token), Err(AuthError::Revoked)));
+
+        let bob = user(&store, "bob@example.com").await;
+        let (_, key) = auth.create_api_key(&bob, "k").await.unwrap();
+        let by_key = auth.verify_api_key(&key).unwrap();
+        store.users().set_active(bob.id, false).await.unwrap();
+        assert!(matches!(
+            auth.recheck(&by_key),
+            Err(AuthError::AccountDisabled)
+        ));
+    }
+
+    #[actix_rt::test]
+    async fn overlong_credentials_are_refused_before_anything_is_kept() {
+        let (auth, store) = booted().await;
+        user(&store, "ann@example.com").await;
+        for _ in 0..100 {
+            let email = format!("{}@example.com", "x".repeat(300));
+            let err = auth.login(&email, "password-123", IP).await.unwrap_err();
+            assert!(
+                matches!(&err, AuthError::BadRequest(m) if m.starts_with("email:")),
+                "{err:?}"
+            );
+            let err = auth
+                .login("ann@example.com", &"p".repeat(1025), IP)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, AuthError::BadRequest(m) if m.starts_with("password:")),
+                "{err:?}"
+            );
+        }
+        let limits = &auth.inner.limiters;
+        assert!(limits.failures_by_ip.is_empty() && limits.failures_by_email.is_empty());
+        // Under the limits they count as before.
+        let err = auth.login("ann@example.com", "wrong-pass", IP).await;
+        assert!(matches!(err, Err(AuthError::InvalidCredentials)));
+        assert_eq!(limits.failures_by_email.len(), 1);
+        // A successful login clears its email's failures (the client's
+        // stay: one good account must not reset a guessing client).
+        auth.login("ann@example.com", "password-123", IP)
+            .await
+            .unwrap();
+        assert!(limits.failures_by_email.is_empty());
+        assert_eq!(limits.failures_by_ip.len(), 1);
+    }
+
+    #[actix_rt::test]
+    async fn the_client_limit_is_checked_before_the_email_limit() {
+        let store = Store::temporary().unwrap();
+        let mut settings = crate::supervisor::tests::settings();
+        settings.login_failures_per_ip = 3;
+        let auth = crate::supervisor::tests::boot_with(store.clone(), settings).auth;
+        for n in 0..3 {
+            let err = auth
+                .login(&format!("u{n}@example.com"), "wrong-pass", IP)
+                .await;
+            assert!(matches!(err, Err(AuthError::InvalidCredentials)));
+        }
+        // A client over its limit leaves no per-email entry for new emails.
+        for n in 3..50 {
+            let err = auth
+                .login(&format!("u{n}@example.com"), "wrong-pass", IP)
+                .await;
+            assert!(matches!(err, Err(AuthError::RateLimited { .. })));
+        }
+        assert_eq!(auth.inner.limiters.failures_by_email.len(), 3);
     }
 
     #[actix_rt::test]

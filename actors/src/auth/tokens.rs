@@ -90,6 +90,11 @@ impl TokenService {
                 }
                 let kid = kid_for(secret);
                 decoding.insert(kid.clone(), DecodingKey::from_secret(secret));
+                if previous.iter().any(|old| old.len() < 32) {
+                    return Err(KeyError::Invalid(
+                        "auth.previous_secrets: every secret must be at least 32 bytes".into(),
+                    ));
+                }
                 for old in previous {
                     decoding.insert(kid_for(old), DecodingKey::from_secret(old));
                 }
@@ -130,10 +135,17 @@ impl TokenService {
         validation.leeway = leeway_seconds;
         validation.validate_nbf = true;
         validation.set_issuer(&[issuer]);
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         match audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
+            Some(aud) => {
+                // jsonwebtoken checks `aud` only when a token has one: a
+                // configured audience must also be present.
+                validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+                validation.set_audience(&[aud]);
+            }
+            None => {
+                validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+                validation.validate_aud = false;
+            }
         }
         Ok(TokenService {
             algorithm,
@@ -282,6 +294,54 @@ mod tests {
             service(&[3; 64]).decode(&token),
             Err(TokenError::Invalid("unknown key id"))
         );
+    }
+
+    #[test]
+    fn a_configured_audience_is_required() {
+        let with_aud = |aud: Option<&str>| {
+            TokenService::new(
+                &KeySource::Hs256 {
+                    secret: vec![7; 64],
+                    previous: vec![],
+                },
+                "palaver",
+                aud,
+                5,
+            )
+            .unwrap()
+        };
+        let strict = with_aud(Some("clients"));
+        // Same key, same issuer, no `aud` claim at all.
+        let bare = with_aud(None);
+        let without = bare.encode(&sample(&bare, now() + 60)).unwrap();
+        assert_eq!(
+            strict.decode(&without),
+            Err(TokenError::Invalid("missing claim"))
+        );
+        let other = with_aud(Some("others"));
+        let wrong = other.encode(&sample(&other, now() + 60)).unwrap();
+        assert_eq!(
+            strict.decode(&wrong),
+            Err(TokenError::Invalid("wrong audience"))
+        );
+        let right = strict.encode(&sample(&strict, now() + 60)).unwrap();
+        assert!(strict.decode(&right).is_ok());
+    }
+
+    #[test]
+    fn short_previous_secrets_are_refused() {
+        let err = TokenService::new(
+            &KeySource::Hs256 {
+                secret: vec![1; 64],
+                previous: vec![vec![2; 64], b"short".to_vec()],
+            },
+            "palaver",
+            None,
+            5,
+        )
+        .err()
+        .expect("a 5-byte retired secret must be refused");
+        assert!(err.to_string().contains("previous_secrets"), "{err}");
     }
 
     #[test]
