@@ -1,6 +1,6 @@
 //! The browser client end to end, in a real headless Chromium driven over
-//! WebDriver (Debian's `chromium` and `chromium-driver`; `.ci/run` installs
-//! them). Missing browsers fail these tests: they are never skipped.
+//! WebDriver (Debian's `chromium` and `chromium-driver`; `scripts/test`
+//! installs them). Missing browsers fail these tests: they are never skipped.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
-use crate::support::{auth_options, client, register, TestServer};
+use crate::support::{auth_options, client, register, require_tool, TestServer};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// How long the page may take to reach a state (a cold Chromium on a loaded
 /// 2-core machine).
 const UI_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,18 +26,14 @@ struct Browser {
 
 impl Browser {
     async fn start() -> Browser {
-        for binary in [CHROMIUM, CHROMEDRIVER] {
-            assert!(
-                std::path::Path::new(binary).exists(),
-                "{binary} is missing: install Debian's chromium and chromium-driver (.ci/run does)"
-            );
-        }
+        let chromium = require_tool("chromium");
+        let chromedriver = require_tool("chromedriver");
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let driver = Command::new(CHROMEDRIVER)
+        let driver = Command::new(chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -55,7 +49,7 @@ impl Browser {
         caps.insert(
             "goog:chromeOptions".into(),
             json!({
-                "binary": CHROMIUM,
+                "binary": chromium,
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--disable-background-networking", "--disable-component-update", "--disable-sync",

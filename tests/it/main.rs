@@ -11,6 +11,7 @@ mod lifecycle;
 mod logs;
 mod metrics;
 mod quota;
+mod scripts;
 mod sessions;
 mod support;
 mod ws;

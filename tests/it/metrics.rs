@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use serde_json::{json, Value};
 
 use crate::support::{
-    assert_error, auth_options, client, close_code, new_session, next_frame, send_json, signed_in,
-    until_done, ws_connected, ws_open, JsonValue, ServerOptions, TestServer,
+    assert_error, auth_options, client, close_code, new_session, next_frame, require_tool,
+    send_json, signed_in, until_done, ws_connected, ws_open, JsonValue, ServerOptions, TestServer,
 };
 
 /// The value of the sample `name` whose labels are exactly `labels`.
@@ -51,13 +51,13 @@ async fn scrape(url: &str, token: Option<&str>) -> reqwest::Response {
 }
 
 fn promtool(scrape: &str) -> std::process::Output {
-    let mut child = Command::new("promtool")
+    let mut child = Command::new(require_tool("promtool"))
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("promtool must be installed (Debian package `prometheus`; .ci/run installs it)");
+        .expect("start promtool");
     child
         .stdin
         .take()

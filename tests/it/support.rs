@@ -246,6 +246,55 @@ pub fn palaver(workdir: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str)
     child.wait_with_output().expect("palaver output")
 }
 
+/// The programs the tests run besides cargo, one per line: tool, source
+/// (`apt` or `venv`), package, why. `scripts/test` installs from this list.
+const TOOLS: &str = include_str!("../../scripts/test-tools.txt");
+
+/// Where `tool` is: on PATH, or in the workspace's `.venv/bin`. A missing tool
+/// fails the test with one message naming the package that provides it; so
+/// does a tool not listed in scripts/test-tools.txt (the script would not
+/// install it).
+#[track_caller]
+pub fn require_tool(tool: &str) -> PathBuf {
+    let row = TOOLS
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&tool) && fields.len() >= 3);
+    let Some(row) = row else {
+        panic!("{tool} is not listed in scripts/test-tools.txt: add it there so scripts/test installs it");
+    };
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".venv/bin")
+        .join(tool);
+    if let Some(path) = on_path(tool).or_else(|| is_executable(&venv).then_some(venv)) {
+        return path;
+    }
+    match row[1] {
+        "venv" => panic!(
+            "{tool} not found: install the Python package `{}` into .venv/ with its pip, or run ./scripts/test, which does",
+            row[2]
+        ),
+        _ => panic!(
+            "{tool} not found: install the Debian package `{}`, or run ./scripts/test, which installs it",
+            row[2]
+        ),
+    }
+}
+
+/// `name` as a shell finds it: the first executable file so named on PATH.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
