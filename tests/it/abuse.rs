@@ -62,6 +62,7 @@ async fn a_flood_of_huge_distinct_emails_leaves_memory_where_it_was() {
         "{err}"
     );
     let after = rss_kib(server.pid());
+    eprintln!("RSS {before} KiB before the flood, {after} KiB after");
     let grown = after.saturating_sub(before);
     assert!(
         grown < 8 * 1024,
