@@ -184,6 +184,24 @@ fn config_check_validates() {
         assert!(text(&refused.stderr).contains(named), "{key}");
     }
 
+    // Key files that are named but missing: refused by `check` as by `serve`.
+    let refused = palaver(
+        dir.path(),
+        &["config", "check"],
+        &[
+            ("PALAVER_AUTH__ALGORITHM", "RS256"),
+            ("PALAVER_AUTH__PRIVATE_KEY", "/nonexistent/jwt.key"),
+            ("PALAVER_AUTH__PUBLIC_KEY", "/nonexistent/jwt.pub"),
+        ],
+        "",
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("/nonexistent/jwt.key"),
+        "{}",
+        text(&refused.stderr)
+    );
+
     // The 32-byte minimum holds for retired secrets too.
     std::fs::write(
         dir.path().join("retired.toml"),

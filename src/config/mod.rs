@@ -1,0 +1,288 @@
+//! The configuration: one serde tree with a default for every key, loaded in
+//! layers (built-in defaults < `config.toml` < `PALAVER_<SECTION>__<KEY>`
+//! environment variables < command-line flags).
+//!
+//! Every struct denies unknown fields, so a misspelt key stops the start with
+//! a message naming the key and where it came from. Secrets are [`Secret`]s,
+//! which never print.
+//!
+//! # Layout
+//! - `mod.rs`: [`Config`], loading the layers, error messages that name the key.
+//! - [`schema`]: the sections and their defaults (what `config.toml` documents).
+//! - [`secret`]: [`Secret`], a string that never prints.
+//! - `validate.rs`: the checks beyond types, shared by `serve` and `config check`.
+//! - `settings.rs`: each crate's view of the config (storage, identity, pool, sockets).
+
+mod schema;
+mod secret;
+mod settings;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+pub use schema::*;
+pub use secret::Secret;
+
+/// The file read from the working directory when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "config.toml";
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub demo: DemoConfig,
+    pub quota: QuotaConfig,
+    pub ws: WsConfig,
+    pub analysis: AnalysisConfig,
+    pub storage: StorageConfig,
+    pub metrics: MetricsConfig,
+    pub logging: LoggingConfig,
+}
+
+/// The command-line flags that override the config.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub bind: Option<SocketAddr>,
+    pub data: Option<PathBuf>,
+}
+
+/// Why the configuration could not be loaded. The message names the key
+/// and the source (file, environment variable or flag).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {} not found", .0.display())]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads the layers. The working directory's `config.toml` is optional;
+    /// a `--config` file must exist.
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = match &overrides.config_file {
+            Some(path) if !path.is_file() => return Err(ConfigError::MissingFile(path.clone())),
+            Some(path) => Some(path.clone()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()),
+        };
+        let mut figment = Figment::new();
+        if let Some(file) = &file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        if let Some(bind) = overrides.bind {
+            figment = figment.merge(Serialized::global("server.bind", bind.to_string()));
+        }
+        if let Some(data) = &overrides.data {
+            figment = figment.merge(Serialized::global("storage.path", data));
+        }
+        let config: Config = figment.extract().map_err(describe)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.storage.path
+    }
+}
+
+const ENV_PREFIX: &str = "PALAVER_";
+
+/// Turns figment's error into one line per problem, naming the key and the
+/// source: `demo.request_limit in config.toml: invalid type ...` or
+/// `PALAVER_DEMO__REQUEST_LIMIT (environment): ...`.
+fn describe(error: figment::Error) -> ConfigError {
+    let lines: Vec<String> = error
+        .into_iter()
+        .map(|e| {
+            let mut path = e.path.clone();
+            if let figment::error::Kind::UnknownField(field, _) = &e.kind {
+                path.push(field.clone());
+            }
+            let dotted = path.join(".");
+            let place = match &e.metadata {
+                Some(md) => match &md.source {
+                    Some(source) => format!("key `{dotted}` in {source}"),
+                    None if md.name.contains("environment") => {
+                        format!(
+                            "{ENV_PREFIX}{} (environment)",
+                            path.join("__").to_uppercase()
+                        )
+                    }
+                    None => format!("key `{dotted}` ({})", md.name),
+                },
+                None => format!("key `{dotted}`"),
+            };
+            format!("{place}: {}", e.kind)
+        })
+        .collect();
+    ConfigError::Invalid(lines.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped `config.toml` documents every key with its default: it
+    /// must parse, and give exactly the built-in defaults.
+    #[test]
+    fn shipped_config_toml_equals_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+        let from_file: Config = Figment::new()
+            .merge(Toml::file_exact(path))
+            .extract()
+            .map_err(describe)
+            .unwrap();
+        assert_eq!(
+            from_file.to_redacted_toml(),
+            Config::default().to_redacted_toml()
+        );
+    }
+
+    /// Every key of the defaults appears in `config.toml`, set or commented.
+    #[test]
+    fn shipped_config_toml_mentions_every_key() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+        let all = [
+            "bind",
+            "allowed_origins",
+            "max_json_bytes",
+            "static_dir",
+            "shutdown_grace",
+            "secret",
+            "algorithm",
+            "private_key",
+            "public_key",
+            "previous_secrets",
+            "issuer",
+            "audience",
+            "leeway_seconds",
+            "access_ttl",
+            "refresh_ttl",
+            "ticket_ttl",
+            "login_failures_per_email",
+            "login_failures_per_ip",
+            "login_window",
+            "allow_registration",
+            "enabled",
+            "lifetime",
+            "request_limit",
+            "per_ip_per_hour",
+            "gc_after",
+            "user_request_limit",
+            "window",
+            "reject_with",
+            "max_connections_per_user",
+            "max_messages_per_minute",
+            "max_message_bytes",
+            "ping_interval",
+            "idle_timeout",
+            "expiry_warning",
+            "max_buffered_bytes",
+            "engine",
+            "workers",
+            "queue",
+            "token_delay",
+            "max_question_chars",
+            "finish_on_disconnect",
+            "base_url",
+            "model",
+            "api_key_env",
+            "timeout",
+            "path",
+            "cache_bytes",
+            "fsync",
+            "max_upload_bytes",
+            "token",
+            "format",
+            "level",
+        ];
+        for key in all {
+            let set = format!("\n{key} = ");
+            let commented = format!("\n# {key} = ");
+            assert!(
+                text.contains(&set) || text.contains(&commented),
+                "config.toml lacks {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let mut config = Config::default();
+        config.auth.secret = Some(Secret::new("hunter2-very-secret"));
+        config.auth.previous_secrets = vec![Secret::new("old-secret-value")];
+        config.metrics.token = Some(Secret::new("scrape-token-value"));
+        for text in [config.to_redacted_toml(), format!("{config:?}")] {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(!text.contains("old-secret-value"), "{text}");
+            assert!(!text.contains("scrape-token-value"), "{text}");
+            assert!(text.contains(REDACTED));
+        }
+    }
+
+    #[test]
+    fn durations_are_human_strings() {
+        let config: Config = Figment::new()
+            .merge(Toml::string(
+                "[auth]\naccess_ttl = \"4s\"\nrefresh_ttl = \"7d\"",
+            ))
+            .extract()
+            .unwrap();
+        assert_eq!(config.auth.access_ttl, Duration::from_secs(4));
+        assert_eq!(config.auth.refresh_ttl, Duration::from_secs(7 * 86400));
+    }
+
+    #[test]
+    fn unknown_and_bad_keys_are_named() {
+        let unknown = Figment::new()
+            .merge(Toml::string("[server]\nbindd = \"x\""))
+            .extract::<Config>()
+            .map_err(describe)
+            .unwrap_err()
+            .to_string();
+        assert!(unknown.contains("server.bindd"), "{unknown}");
+        let bad = Figment::new()
+            .merge(Toml::string("[demo]\nrequest_limit = \"many\""))
+            .extract::<Config>()
+            .map_err(describe)
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("demo.request_limit"), "{bad}");
+    }
+
+    #[test]
+    fn validation_catches_unworkable_values() {
+        let mut config = Config::default();
+        config.ws.idle_timeout = config.ws.ping_interval;
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("ws.idle_timeout"));
+        let mut config = Config::default();
+        config.server.allowed_origins = vec!["*.example.com".into()];
+        assert!(config.validate().is_err());
+        let mut config = Config::default();
+        config.auth.algorithm = JwtAlgorithm::RS256;
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("auth.algorithm"));
+        assert!(Config::default().validate().is_ok());
+    }
+}

@@ -1,0 +1,278 @@
+//! The sections of the configuration, each with a default for every key
+//! (the shipped `config.toml` documents exactly these).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Secret;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    pub allowed_origins: Vec<String>,
+    pub max_json_bytes: usize,
+    pub static_dir: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            allowed_origins: Vec::new(),
+            max_json_bytes: 1 << 20,
+            static_dir: None,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JwtAlgorithm {
+    HS256,
+    RS256,
+    EdDSA,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub secret: Option<Secret>,
+    pub algorithm: JwtAlgorithm,
+    pub private_key: Option<PathBuf>,
+    pub public_key: Option<PathBuf>,
+    pub previous_secrets: Vec<Secret>,
+    pub issuer: String,
+    pub audience: Option<String>,
+    pub leeway_seconds: u64,
+    #[serde(with = "humantime_serde")]
+    pub access_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub refresh_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub ticket_ttl: Duration,
+    pub login_failures_per_email: u32,
+    pub login_failures_per_ip: u32,
+    #[serde(with = "humantime_serde")]
+    pub login_window: Duration,
+    pub allow_registration: bool,
+    pub registrations_per_ip_per_hour: u32,
+    pub registrations_per_hour: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            secret: None,
+            algorithm: JwtAlgorithm::HS256,
+            private_key: None,
+            public_key: None,
+            previous_secrets: Vec::new(),
+            issuer: "palaver".into(),
+            audience: None,
+            leeway_seconds: 5,
+            access_ttl: Duration::from_secs(30 * 60),
+            refresh_ttl: Duration::from_secs(7 * 24 * 3600),
+            ticket_ttl: Duration::from_secs(30),
+            login_failures_per_email: 5,
+            login_failures_per_ip: 50,
+            login_window: Duration::from_secs(15 * 60),
+            allow_registration: false,
+            registrations_per_ip_per_hour: 10,
+            registrations_per_hour: 100,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub lifetime: Duration,
+    pub request_limit: u32,
+    pub per_ip_per_hour: u32,
+    #[serde(with = "humantime_serde")]
+    pub gc_after: Duration,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            enabled: true,
+            lifetime: Duration::from_secs(15 * 60),
+            request_limit: 5,
+            per_ip_per_hour: 20,
+            gc_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaConfig {
+    pub user_request_limit: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            user_request_limit: 0,
+            window: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RejectWith {
+    Close,
+    Http,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsConfig {
+    pub reject_with: RejectWith,
+    pub max_connections_per_user: u32,
+    pub max_messages_per_minute: u32,
+    pub max_message_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub expiry_warning: Duration,
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            reject_with: RejectWith::Close,
+            max_connections_per_user: 10,
+            max_messages_per_minute: 120,
+            max_message_bytes: 64 << 10,
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            expiry_warning: Duration::from_secs(60),
+            max_buffered_bytes: 1 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Builtin,
+    Echo,
+    Openai,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalysisConfig {
+    pub engine: Engine,
+    /// 0 means one per core.
+    pub workers: usize,
+    pub queue: usize,
+    #[serde(with = "humantime_serde")]
+    pub token_delay: Duration,
+    pub max_question_chars: usize,
+    pub finish_on_disconnect: bool,
+    pub openai: OpenAiConfig,
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        AnalysisConfig {
+            engine: Engine::Builtin,
+            workers: 0,
+            queue: 256,
+            token_delay: Duration::ZERO,
+            max_question_chars: 4000,
+            finish_on_disconnect: true,
+            openai: OpenAiConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenAiConfig {
+    pub base_url: String,
+    pub model: String,
+    /// The name of the environment variable holding the API key (never the key).
+    pub api_key_env: String,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for OpenAiConfig {
+    fn default() -> Self {
+        OpenAiConfig {
+            base_url: "http://127.0.0.1:11434/v1".into(),
+            model: "llama3.2".into(),
+            api_key_env: "OPENAI_API_KEY".into(),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub path: PathBuf,
+    pub cache_bytes: u64,
+    pub fsync: bool,
+    pub max_upload_bytes: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: PathBuf::from("./data"),
+            cache_bytes: 64 << 20,
+            fsync: false,
+            max_upload_bytes: 50 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub bind: Option<SocketAddr>,
+    pub token: Option<Secret>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `palaver=debug,actix_web=info`, ...); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}

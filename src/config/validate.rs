@@ -1,0 +1,104 @@
+//! The checks beyond types: values that parse but cannot work. `serve` and
+//! `config check` run the same ones (both exit 2 on a failure).
+
+use palaver_actors::auth::TokenService;
+
+use super::{Config, ConfigError, JwtAlgorithm};
+
+impl Config {
+    /// Why RS256 and EdDSA will not start without their key files.
+    pub(super) const NEEDS_KEY_FILES: &'static str =
+        "auth.algorithm: RS256 and EdDSA need auth.private_key and auth.public_key";
+
+    /// Checks that go beyond types: values that parse but cannot work.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
+        if self.server.max_json_bytes == 0 {
+            return bad("server.max_json_bytes", "must be greater than 0");
+        }
+        if self.auth.access_ttl.is_zero() || self.auth.refresh_ttl.is_zero() {
+            return bad(
+                "auth.access_ttl / auth.refresh_ttl",
+                "must be greater than 0",
+            );
+        }
+        if self.auth.ticket_ttl.is_zero() {
+            return bad("auth.ticket_ttl", "must be greater than 0");
+        }
+        if self.auth.algorithm != JwtAlgorithm::HS256
+            && (self.auth.private_key.is_none() || self.auth.public_key.is_none())
+        {
+            return Err(ConfigError::Invalid(Self::NEEDS_KEY_FILES.into()));
+        }
+        if self.auth.algorithm != JwtAlgorithm::HS256 {
+            // The key files must exist and parse: read them now rather than
+            // fail later at start (a generated HS256 secret is made at start).
+            let settings = self.auth_settings()?;
+            TokenService::new(
+                &settings.keys,
+                &settings.issuer,
+                settings.audience.as_deref(),
+                settings.leeway_seconds,
+            )
+            .map_err(|e| ConfigError::Invalid(format!("auth key files: {e}")))?;
+        }
+        if let (JwtAlgorithm::HS256, Some(secret)) = (self.auth.algorithm, &self.auth.secret) {
+            if secret.expose().len() < 32 {
+                return bad(
+                    "auth.secret",
+                    "must be at least 32 bytes (or leave it unset to generate one)",
+                );
+            }
+        }
+        if self
+            .auth
+            .previous_secrets
+            .iter()
+            .any(|s| s.expose().len() < 32)
+        {
+            return bad(
+                "auth.previous_secrets",
+                "every retired secret must be at least 32 bytes",
+            );
+        }
+        self.engine()?;
+        if self.demo.lifetime.is_zero() {
+            return bad("demo.lifetime", "must be greater than 0");
+        }
+        if !self.quota.window.is_zero() && self.quota.window.as_secs() == 0 {
+            return bad("quota.window", "must be at least 1s");
+        }
+        if self.ws.max_message_bytes == 0 || self.ws.max_buffered_bytes == 0 {
+            return bad(
+                "ws.max_message_bytes / ws.max_buffered_bytes",
+                "must be greater than 0",
+            );
+        }
+        if self.ws.ping_interval.is_zero() || self.ws.idle_timeout <= self.ws.ping_interval {
+            return bad(
+                "ws.idle_timeout",
+                "must be longer than ws.ping_interval (and both > 0)",
+            );
+        }
+        if self.analysis.queue == 0 {
+            return bad("analysis.queue", "must be greater than 0");
+        }
+        if self.storage.cache_bytes < (1 << 20) {
+            return bad("storage.cache_bytes", "must be at least 1 MiB");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
+            return bad("logging.level", &e.to_string());
+        }
+        for origin in &self.server.allowed_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://"))
+                || origin.trim_end_matches('/') != origin
+            {
+                return bad(
+                    "server.allowed_origins",
+                    &format!("{origin:?} is not an origin like \"https://chat.example.com\""),
+                );
+            }
+        }
+        Ok(())
+    }
+}
