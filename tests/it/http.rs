@@ -1,8 +1,11 @@
 //! The HTTP skeleton: the error body of API.md §1 for 400/404/405/413/415,
 //! trailing slashes, `/health`, `/ready`, and registration.
 
+use std::time::Instant;
+
 use serde_json::{json, Value};
 
+use crate::metrics::sample;
 use crate::support::{assert_error, client, ServerOptions, TestServer};
 
 fn open_registration() -> TestServer {
@@ -25,6 +28,43 @@ async fn health_and_ready() {
     let res = http.get(server.url("/ready/")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<Value>().await.unwrap()["status"], "ready");
+}
+
+/// `/ready` is public and its probe is a durable write: however often and
+/// however concurrently it is asked, storage is probed (and flushed) at most
+/// once a second. Counted by the flushes `/metrics` reports.
+#[tokio::test]
+async fn ready_probes_storage_at_most_once_a_second() {
+    let server = TestServer::start();
+    let http = client();
+    let flushes = || async {
+        let scrape = http
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        sample(&scrape, "palaver_storage_flush_seconds_count", &[]).unwrap_or(0.0)
+    };
+    let before = flushes().await;
+    let started = Instant::now();
+    let burst = (0..20).map(|_| http.get(server.url("/ready")).send());
+    for res in futures_util::future::join_all(burst).await {
+        assert_eq!(res.unwrap().status(), 200);
+    }
+    for _ in 0..20 {
+        let res = http.get(server.url("/ready")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let elapsed = started.elapsed();
+    let probes = flushes().await - before;
+    let allowed = elapsed.as_secs_f64().floor() + 1.0;
+    assert!(
+        (1.0..=allowed).contains(&probes),
+        "{probes} flushes for 40 /ready calls in {elapsed:?}"
+    );
 }
 
 #[tokio::test]

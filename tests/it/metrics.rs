@@ -13,7 +13,7 @@ use crate::support::{
 };
 
 /// The value of the sample `name` whose labels are exactly `labels`.
-fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let wanted: BTreeMap<String, String> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
