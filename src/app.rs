@@ -135,7 +135,6 @@ pub async fn run(
                     crate::metrics::config(cfg);
                 }
             })
-            .app_data(http::extract::json_config(json_limit))
             .app_data(web::PayloadConfig::new(json_limit))
             .app_data(http::extract::query_config())
             .configure(routes)
