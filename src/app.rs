@@ -21,6 +21,7 @@ use palaver_storage::Store;
 use palaver_storage::User;
 
 use crate::config::Config;
+use crate::http::ops::ReadyProbe;
 use crate::http::{self, ApiError};
 use crate::metrics::Metrics;
 
@@ -45,6 +46,8 @@ pub struct AppState {
     pub started: Instant,
     /// The Prometheus exposition.
     pub metrics: Metrics,
+    /// `/ready`'s last verdict, so public callers cannot make it write.
+    pub ready: Arc<ReadyProbe>,
 }
 
 impl AppState {
@@ -73,6 +76,7 @@ impl AppState {
             sessions: booted.sessions,
             started: Instant::now(),
             metrics,
+            ready: Arc::default(),
         })
     }
 }
@@ -131,7 +135,6 @@ pub async fn run(
                     crate::metrics::config(cfg);
                 }
             })
-            .app_data(http::extract::json_config(json_limit))
             .app_data(web::PayloadConfig::new(json_limit))
             .app_data(http::extract::query_config())
             .configure(routes)

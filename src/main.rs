@@ -179,6 +179,11 @@ async fn serve(config: Config) -> Result<()> {
         ),
         None => None,
     };
+    let metrics_addr = match &metrics_listener {
+        Some(listener) => listener.local_addr()?,
+        None => addr,
+    };
+    palaver::metrics::warn_if_public(config.metrics.token.is_some(), metrics_addr);
     let state = AppState::start(config, store, metrics.clone())?;
     let shutdown = shutdown_signal()?;
 

@@ -4,7 +4,7 @@
 //! scrape. `GET /metrics` is served on the main listener, or on `metrics.bind`
 //! when set, behind `metrics.token` when set.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use actix_web::http::header;
@@ -85,6 +85,24 @@ impl Metrics {
     }
 }
 
+/// Warns at start when anyone who reaches the server can scrape it:
+/// `/metrics` served without `metrics.token` on `serving` (the address of
+/// `metrics.bind`, else of the main listener), which is not a loopback
+/// address. The warning names the address and the settings, nothing else.
+pub fn warn_if_public(token_set: bool, serving: SocketAddr) {
+    if is_public(token_set, serving) {
+        tracing::warn!(
+            addr = %serving,
+            "GET /metrics is public: it is served without metrics.token on an address that is \
+             not loopback; set metrics.token, or metrics.bind to a loopback address"
+        );
+    }
+}
+
+fn is_public(token_set: bool, serving: SocketAddr) -> bool {
+    !token_set && !serving.ip().to_canonical().is_loopback()
+}
+
 /// `GET /metrics`, for whichever listener serves it.
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/metrics").get(scrape));
@@ -121,4 +139,22 @@ pub fn serve_separately(
     .shutdown_timeout(1)
     .listen(listener)?
     .run())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_public;
+
+    #[test]
+    fn public_means_no_token_and_not_loopback() {
+        let addr = |s: &str| s.parse().unwrap();
+        assert!(is_public(false, addr("0.0.0.0:8080")));
+        assert!(is_public(false, addr("[::]:8080")));
+        assert!(is_public(false, addr("192.0.2.7:8080")));
+        assert!(!is_public(true, addr("0.0.0.0:8080")));
+        assert!(!is_public(false, addr("127.0.0.1:8080")));
+        assert!(!is_public(false, addr("127.0.0.2:9090")));
+        assert!(!is_public(false, addr("[::1]:8080")));
+        assert!(!is_public(false, addr("[::ffff:127.0.0.1]:8080")));
+    }
 }

@@ -133,7 +133,9 @@ fn describe(error: figment::Error) -> ConfigError {
 
 #[cfg(test)]
 mod tests {
+    use super::secret::REDACTED;
     use super::*;
+    use std::time::Duration;
 
     /// The shipped `config.toml` documents every key with its default: it
     /// must parse, and give exactly the built-in defaults.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::extract::Authenticated;
+use super::extract::{Authenticated, Json};
 use super::ApiError;
 use crate::app::AppState;
 use palaver_actors::protocol::rfc3339_millis;
@@ -101,7 +101,7 @@ fn no_store(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpRespo
 async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<Credentials>,
+    body: Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     let pair = state
         .auth
@@ -131,7 +131,7 @@ async fn demo(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespon
 
 async fn refresh(
     state: web::Data<AppState>,
-    body: web::Json<RefreshBody>,
+    body: Json<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
     let pair = state.auth.refresh(&body.refresh).await?;
     Ok(no_store(HttpResponse::Ok()).json(token_body(&pair)))
@@ -139,7 +139,7 @@ async fn refresh(
 
 async fn logout(
     state: web::Data<AppState>,
-    body: web::Json<RefreshBody>,
+    body: Json<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
     state.auth.logout(&body.refresh).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -183,7 +183,7 @@ async fn ws_ticket(
 async fn create_api_key(
     state: web::Data<AppState>,
     who: Authenticated,
-    body: web::Json<ApiKeyBody>,
+    body: Json<ApiKeyBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (record, key) = state.auth.create_api_key(&who.0.user, &body.name).await?;
     let mut view = api_key_view(&record);
@@ -250,7 +250,7 @@ pub fn validate_email(email: &str) -> Result<(), ApiError> {
 async fn register(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<Credentials>,
+    body: Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     if !state.config.auth.allow_registration {
         return Err(ApiError::RegistrationClosed);

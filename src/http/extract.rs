@@ -1,41 +1,99 @@
-//! Extractors: how a JSON body that cannot be read becomes the contract's
-//! error (413, 415, or 400 naming the field), and [`Authenticated`], the one
-//! piece of code that turns request credentials into a principal or a 401.
+//! Extractors: [`Json`], every JSON request body (one that cannot be read is
+//! the contract's 413, 415, or 400 naming the field), and [`Authenticated`],
+//! the one piece of code that turns request credentials into a principal or
+//! a 401.
 
-use std::future::{ready, Ready};
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
 
-use actix_web::dev::Payload;
+use actix_web::dev::{JsonBody, Payload};
 use actix_web::error::JsonPayloadError;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use palaver_actors::auth::{Auth, AuthError, Principal};
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 use super::ApiError;
 use crate::app::AppState;
 
-/// `web::Json` limits and error mapping for the whole app.
-pub fn json_config(limit: usize) -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(limit)
-        .error_handler(move |err, _req| {
-            let api = match err {
-                JsonPayloadError::Overflow { limit }
-                | JsonPayloadError::OverflowKnownLength { limit, .. } => {
-                    ApiError::PayloadTooLarge { limit }
-                }
-                JsonPayloadError::ContentType => {
-                    ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
-                }
-                JsonPayloadError::Deserialize(e) if e.is_data() => {
-                    ApiError::invalid(format!("invalid field: {e}"))
-                }
-                JsonPayloadError::Deserialize(e) => {
-                    ApiError::invalid(format!("malformed JSON: {e}"))
-                }
-                other => ApiError::invalid(other.to_string()),
-            };
-            api.into()
+/// A JSON request body, for every handler that reads one (`web::Json` is
+/// not used: its error names a wrong-typed field's type but not the field).
+/// actix-web reads the body as before (415 without a JSON content type, 413
+/// over `server.max_json_bytes`, 400 for malformed JSON); the value is then
+/// deserialized through [`parse`], so every 400 names the field.
+pub struct Json<T>(pub T);
+
+impl<T> Json<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Json<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let Some(state) = req.app_data::<web::Data<AppState>>() else {
+            return Box::pin(ready(Err(ApiError::internal("application state missing"))));
+        };
+        // The raw value only checks the syntax; `parse` builds the `T`.
+        let body = JsonBody::<Box<RawValue>>::new(req, payload, None, true)
+            .limit(state.config.server.max_json_bytes);
+        Box::pin(async move {
+            let raw = body.await.map_err(payload_error)?;
+            parse(raw.get().as_bytes()).map(Json)
         })
+    }
+}
+
+/// Why actix-web could not read a JSON body, as the contract's error.
+fn payload_error(err: JsonPayloadError) -> ApiError {
+    match err {
+        JsonPayloadError::Overflow { limit }
+        | JsonPayloadError::OverflowKnownLength { limit, .. } => {
+            ApiError::PayloadTooLarge { limit }
+        }
+        JsonPayloadError::ContentType => {
+            ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
+        }
+        JsonPayloadError::Deserialize(e) => malformed(&e),
+        other => ApiError::invalid(other.to_string()),
+    }
+}
+
+fn malformed(e: &serde_json::Error) -> ApiError {
+    ApiError::invalid(format!("malformed JSON: {e}"))
+}
+
+/// Deserializes a JSON document into `T`. A field that is missing, of the
+/// wrong type or unknown is named: ``text: invalid type: integer `5`,
+/// expected a string`` (nested fields as `a.b`, array items as `a[0]`).
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let e = e.into_inner();
+        if !e.is_data() {
+            malformed(&e)
+        } else if path == "." {
+            // A missing or unknown field: serde's own message names it.
+            ApiError::invalid(format!("invalid request body: {e}"))
+        } else {
+            ApiError::invalid(format!("{path}: {e}"))
+        }
+    })?;
+    deserializer.end().map_err(|e| malformed(&e))?;
+    Ok(value)
 }
 
 /// `web::Query` errors as the contract's 400, naming the parameter.
@@ -45,17 +103,11 @@ pub fn query_config() -> web::QueryConfig {
 }
 
 /// Parses a body that may be empty (then `T::default()`) or JSON.
-pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+pub fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            ApiError::invalid(format!("invalid field: {e}"))
-        } else {
-            ApiError::invalid(format!("malformed JSON: {e}"))
-        }
-    })
+    parse(body)
 }
 
 /// The authenticated caller of a protected handler: from
@@ -143,7 +195,49 @@ pub fn bearer_token(value: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
-    use super::bearer_token;
+    use super::{bearer_token, parse, ApiError};
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        name: String,
+        inner: Option<Inner>,
+        #[serde(default)]
+        tags: Vec<String>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        count: u32,
+    }
+
+    fn message(body: &str) -> String {
+        match parse::<Outer>(body.as_bytes()) {
+            Err(ApiError::InvalidRequest(message)) => message,
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parse_names_the_field() {
+        assert!(parse::<Outer>(br#"{"name": "a", "inner": {"count": 1}}"#).is_ok());
+        let m = message(r#"{"name": 5}"#);
+        assert!(m.starts_with("name: invalid type: integer `5`"), "{m}");
+        let m = message(r#"{"name": "a", "inner": {"count": "x"}}"#);
+        assert!(m.starts_with("inner.count: invalid type: string"), "{m}");
+        let m = message(r#"{"name": "a", "tags": ["x", 1]}"#);
+        assert!(m.starts_with("tags[1]: invalid type: integer"), "{m}");
+        let m = message(r#"{"inner": null}"#);
+        assert!(m.contains("missing field `name`"), "{m}");
+        let m = message(r#"{"name": "a", "extra": 1}"#);
+        assert!(m.contains("unknown field `extra`"), "{m}");
+        let m = message(r#"{"name": "a"} trailing"#);
+        assert!(m.starts_with("malformed JSON"), "{m}");
+        let m = message(r#"{"name": "#);
+        assert!(m.starts_with("malformed JSON"), "{m}");
+    }
 
     #[test]
     fn bearer_parsing() {

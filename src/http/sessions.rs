@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::extract::{optional_json, Authenticated};
+use super::extract::{optional_json, Authenticated, Json};
 use super::ApiError;
 use crate::app::AppState;
 use palaver_actors::protocol::rfc3339_millis;
@@ -164,7 +164,7 @@ async fn rename(
     state: web::Data<AppState>,
     who: Authenticated,
     path: web::Path<String>,
-    body: web::Json<Rename>,
+    body: Json<Rename>,
 ) -> Result<HttpResponse, ApiError> {
     let session = owned_session(&state.store, who.0.user.id, &path)?;
     let title = validate_title(&body.title)?;
@@ -210,7 +210,7 @@ async fn ask(
     state: web::Data<AppState>,
     who: Authenticated,
     path: web::Path<String>,
-    body: web::Json<Question>,
+    body: Json<Question>,
 ) -> Result<HttpResponse, ApiError> {
     let session = owned_session(&state.store, who.0.user.id, &path)?;
     let text = body.into_inner().text;

@@ -8,6 +8,7 @@
 //! - [`keys`]: every key encoding (big-endian composites), nothing else builds keys.
 //! - [`codec`]: every value encoding (a version byte, then postcard).
 //! - [`ids`]: newtype ids.
+//! - [`permissions`]: the data directory is its owner's alone (0700 / 0600).
 //! - [`meta`]: the `meta` tree: schema version and migrations run at open.
 //! - [`users`]: users, the case-insensitive email index, the demo-expiry index.
 //! - [`families`]: refresh-token families (rotation, reuse, revocation).
@@ -30,6 +31,7 @@ pub mod ids;
 pub mod keys;
 pub mod messages;
 pub mod meta;
+pub mod permissions;
 pub mod quotas;
 pub mod sessions;
 pub mod store;

@@ -14,7 +14,7 @@ use crate::messages::Messages;
 use crate::quotas::Quotas;
 use crate::sessions::Sessions;
 use crate::users::Users;
-use crate::{keys, meta};
+use crate::{keys, meta, permissions};
 
 /// What [`Store::open`] needs (the `[storage]` section of the config).
 #[derive(Clone, Debug)]
@@ -77,15 +77,18 @@ struct Inner {
 
 impl Store {
     /// Opens (creating if needed) the database in `config.path`, runs pending
-    /// migrations and starts the group committer.
+    /// migrations and starts the group committer. The data directory is made
+    /// its owner's alone: directories 0700, files 0600 (existing ones too).
     pub fn open(config: &StoreConfig) -> Result<Store> {
         Self::open_with(config, None)
     }
 
     /// Like [`Store::open`], with a callback told the duration of every flush.
     pub fn open_with(config: &StoreConfig, observer: Option<FlushObserver>) -> Result<Store> {
-        std::fs::create_dir_all(&config.path)?;
+        // Owner-only before sled writes a byte (see `permissions`).
+        permissions::private_dir(&config.path)?;
         let db_path = config.path.join("db");
+        permissions::private_dir(&db_path)?;
         let db = sled::Config::new()
             .path(&db_path)
             .cache_capacity(config.cache_bytes)
@@ -94,6 +97,9 @@ impl Store {
             .flush_every_ms(None)
             .open()
             .map_err(|e| classify_open_error(e, &config.path))?;
+        // sled made its files with the umask's mode; a restored copy may
+        // have looser ones (the signing secret's file included).
+        permissions::tighten_tree(&config.path);
         let fsync_file = if config.fsync {
             Some(File::open(db_path.join("db"))?)
         } else {

@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
@@ -26,6 +27,14 @@ struct Browser {
 
 impl Browser {
     async fn start() -> Browser {
+        Self::launch(None, false).await
+    }
+
+    /// With `phone`, a Chromium whose viewport is that many CSS pixels wide
+    /// (emulated: a window cannot be narrower than 500 px); with `logs`, one
+    /// that keeps its console and DevTools network events for
+    /// [`Browser::log`].
+    async fn launch(phone: Option<u32>, logs: bool) -> Browser {
         let chromium = require_tool("chromium");
         let chromedriver = require_tool("chromedriver");
         let port = TcpListener::bind("127.0.0.1:0")
@@ -58,6 +67,24 @@ impl Browser {
                 ],
             }),
         );
+        if let Some(width) = phone {
+            if let Some(options) = caps["goog:chromeOptions"].as_object_mut() {
+                options.insert(
+                    "mobileEmulation".into(),
+                    // Not `mobile`: a mobile viewport zooms out to fit
+                    // what overflows, which would hide the overflow.
+                    json!({"deviceMetrics": {
+                        "width": width, "height": 844, "pixelRatio": 3.0, "mobile": false,
+                    }}),
+                );
+            }
+        }
+        if logs {
+            caps.insert(
+                "goog:loggingPrefs".into(),
+                json!({"browser": "ALL", "performance": "ALL"}),
+            );
+        }
         let client = ClientBuilder::rustls()
             .expect("TLS roots")
             .capabilities(caps)
@@ -172,11 +199,179 @@ impl Browser {
         }
     }
 
+    /// The entries of one of Chromium's logs since the last call: `browser`
+    /// (the console) or `performance` (DevTools events, each a JSON string).
+    async fn log(&self, kind: &'static str) -> Vec<Value> {
+        let entries = self
+            .client
+            .issue_cmd(GetLog(kind))
+            .await
+            .unwrap_or_else(|e| panic!("the {kind} log: {e}"));
+        entries.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Fails unless the window is `width` CSS pixels wide and the page fits
+    /// in it (no sideways scrolling: nothing wider than the viewport, whose
+    /// width is less a vertical scrollbar's if there is one).
+    async fn assert_fits(&self, width: u32, what: &str) {
+        let sizes = self
+            .client
+            .execute(
+                "const root = document.documentElement;
+                 return [window.innerWidth, root.clientWidth, root.scrollWidth];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(sizes[0], width, "{what}: the window is not {width} px wide");
+        assert!(
+            sizes[2].as_u64() <= sizes[1].as_u64(),
+            "{what}: the page is {} px wide in a {} px viewport",
+            sizes[2],
+            sizes[1]
+        );
+    }
+
     async fn stop(mut self) {
         let _ = self.client.close().await;
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
+}
+
+/// chromedriver's log endpoint (outside W3C WebDriver, so fantoccini has no
+/// method for it): the entries of one log since it was last read.
+#[derive(Debug)]
+struct GetLog(&'static str);
+
+impl WebDriverCompatibleCommand for GetLog {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(json!({ "type": self.0 }).to_string()),
+        )
+    }
+}
+
+/// At a phone's width (390 px) the page never scrolls sideways: the sign-in
+/// page, and the chat with its question box and buttons, a long title and
+/// a long unbroken word. The page's icon loads (no 404 in the console).
+#[tokio::test]
+async fn the_page_fits_a_phone_and_has_an_icon() {
+    const PHONE: u32 = 390;
+    let _one = ONE_BROWSER.lock().await;
+    let server = TestServer::with(auth_options().env("PALAVER_ANALYSIS__ENGINE", "echo"));
+    register(&server, "ann@example.com", "correct horse battery").await;
+    let browser = Browser::launch(Some(PHONE), true).await;
+    browser.client.goto(&server.base).await.unwrap();
+    browser.testid("login-email").await;
+
+    // The icon: wait for the browser's answer to its request, whatever it is.
+    let deadline = Instant::now() + UI_TIMEOUT;
+    let icon = loop {
+        let answer = browser
+            .log("performance")
+            .await
+            .into_iter()
+            .find_map(|entry| {
+                let event: Value = serde_json::from_str(entry["message"].as_str()?).ok()?;
+                let event = &event["message"];
+                let response = &event["params"]["response"];
+                let url = response["url"].as_str()?;
+                (event["method"] == "Network.responseReceived"
+                    && url.starts_with(&server.base)
+                    && url.contains("favicon"))
+                .then(|| response.clone())
+            });
+        if let Some(answer) = answer {
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page's icon was never asked for"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        icon["url"],
+        format!("{}/assets/favicon.svg", server.base),
+        "{icon}"
+    );
+    assert_eq!(icon["status"], 200, "{icon}");
+    assert_eq!(icon["mimeType"], "image/svg+xml", "{icon}");
+    let console = browser.log("browser").await;
+    assert!(
+        !console
+            .iter()
+            .any(|e| e["message"].as_str().unwrap_or("").contains("404")),
+        "{console:?}"
+    );
+    browser.assert_fits(PHONE, "the sign-in page").await;
+
+    browser
+        .log_in(&server.base, "ann@example.com", "correct horse battery")
+        .await;
+    browser.assert_fits(PHONE, "the chat").await;
+    let long_word = "x".repeat(120);
+    browser.ask(&format!("a long word: {long_word}")).await;
+    browser.reply_done().await;
+    browser.assert_fits(PHONE, "a chat with a long word").await;
+
+    // A long title (set through the API with the page's own token), shown
+    // after a reload.
+    let title = format!("A title with a long word: {}", "w".repeat(60));
+    let stored = browser
+        .client
+        .execute("return sessionStorage.getItem('palaver.auth');", vec![])
+        .await
+        .unwrap();
+    let auth: Value = serde_json::from_str(stored.as_str().unwrap()).unwrap();
+    let access = auth["access"].as_str().unwrap();
+    let sessions: Value = client()
+        .get(server.url("/api/sessions/"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = sessions["sessions"][0]["id"].as_str().unwrap();
+    let res = client()
+        .patch(server.url(&format!("/api/sessions/{id}/")))
+        .bearer_auth(access)
+        .json(&json!({ "title": title }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    browser.client.refresh().await.unwrap();
+    let deadline = Instant::now() + UI_TIMEOUT;
+    loop {
+        let shown = browser
+            .client
+            .execute(
+                "return document.getElementById('session-title').textContent;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if shown == title.as_str() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the title shown is {shown}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    browser.assert_fits(PHONE, "a chat with a long title").await;
+    browser.stop().await;
 }
 
 #[tokio::test]

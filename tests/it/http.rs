@@ -1,9 +1,14 @@
 //! The HTTP skeleton: the error body of API.md §1 for 400/404/405/413/415,
 //! trailing slashes, `/health`, `/ready`, and registration.
 
+use std::time::Instant;
+
 use serde_json::{json, Value};
 
-use crate::support::{assert_error, client, ServerOptions, TestServer};
+use crate::metrics::sample;
+use crate::support::{
+    assert_error, auth_options, client, new_session, signed_in, ServerOptions, TestServer,
+};
 
 fn open_registration() -> TestServer {
     TestServer::with(ServerOptions::default().open_registration())
@@ -25,6 +30,43 @@ async fn health_and_ready() {
     let res = http.get(server.url("/ready/")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<Value>().await.unwrap()["status"], "ready");
+}
+
+/// `/ready` is public and its probe is a durable write: however often and
+/// however concurrently it is asked, storage is probed (and flushed) at most
+/// once a second. Counted by the flushes `/metrics` reports.
+#[tokio::test]
+async fn ready_probes_storage_at_most_once_a_second() {
+    let server = TestServer::start();
+    let http = client();
+    let flushes = || async {
+        let scrape = http
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        sample(&scrape, "palaver_storage_flush_seconds_count", &[]).unwrap_or(0.0)
+    };
+    let before = flushes().await;
+    let started = Instant::now();
+    let burst = (0..20).map(|_| http.get(server.url("/ready")).send());
+    for res in futures_util::future::join_all(burst).await {
+        assert_eq!(res.unwrap().status(), 200);
+    }
+    for _ in 0..20 {
+        let res = http.get(server.url("/ready")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let elapsed = started.elapsed();
+    let probes = flushes().await - before;
+    let allowed = elapsed.as_secs_f64().floor() + 1.0;
+    assert!(
+        (1.0..=allowed).contains(&probes),
+        "{probes} flushes for 40 /ready calls in {elapsed:?}"
+    );
 }
 
 #[tokio::test]
@@ -75,6 +117,97 @@ async fn malformed_json_and_missing_fields_are_400_naming_the_problem() {
     assert!(
         body["error"].as_str().unwrap().contains("invalid"),
         "{body}"
+    );
+}
+
+/// Every JSON body the API reads names the field a client got wrong: of the
+/// wrong type (serde's own message names only the type), missing, or unknown.
+#[tokio::test]
+async fn every_json_body_names_a_wrong_typed_field() {
+    let server = TestServer::with(auth_options());
+    let access = signed_in(&server, "ann@example.com").await["access"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let session = new_session(&server, &access).await;
+    let http = client();
+    let messages = format!("/api/sessions/{session}/messages/");
+    let renamed = format!("/api/sessions/{session}/");
+    // (method, path, field): the field, given a number where it wants a
+    // string or an object, is the first the server reads.
+    let cases = [
+        ("POST", "/api/auth/register/", "password"),
+        ("POST", "/api/auth/login/", "email"),
+        ("POST", "/api/auth/refresh/", "refresh"),
+        ("POST", "/api/auth/logout/", "refresh"),
+        ("POST", "/api/auth/api-keys/", "name"),
+        ("POST", "/api/sessions/", "title"),
+        ("POST", "/api/sessions/", "track_id"),
+        ("PATCH", renamed.as_str(), "title"),
+        ("POST", messages.as_str(), "text"),
+    ];
+    for (method, path, field) in cases {
+        let res = http
+            .request(method.parse().unwrap(), server.url(path))
+            .bearer_auth(&access)
+            .json(&json!({ field: 5 }))
+            .send()
+            .await
+            .unwrap();
+        let error = assert_error(res, 400, "invalid_request").await;
+        let message = error["error"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!("{field}: invalid type: integer `5`")),
+            "{method} {path}: {message}"
+        );
+    }
+    // A missing field and an unknown one are named as well.
+    let res = http
+        .post(server.url(&messages))
+        .bearer_auth(&access)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let error = assert_error(res, 400, "invalid_request").await;
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `text`"),
+        "{error}"
+    );
+    let res = http
+        .patch(server.url(&renamed))
+        .bearer_auth(&access)
+        .json(&json!({"title": "t", "colour": "red"}))
+        .send()
+        .await
+        .unwrap();
+    let error = assert_error(res, 400, "invalid_request").await;
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `colour`"),
+        "{error}"
+    );
+    // Malformed JSON is still said to be malformed.
+    let res = http
+        .post(server.url(&messages))
+        .bearer_auth(&access)
+        .header("content-type", "application/json")
+        .body(r#"{"text": "#)
+        .send()
+        .await
+        .unwrap();
+    let error = assert_error(res, 400, "invalid_request").await;
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed JSON"),
+        "{error}"
     );
 }
 

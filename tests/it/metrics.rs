@@ -13,7 +13,7 @@ use crate::support::{
 };
 
 /// The value of the sample `name` whose labels are exactly `labels`.
-fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let wanted: BTreeMap<String, String> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -299,6 +299,39 @@ async fn metrics_bind_serves_the_scrape_elsewhere() {
         "not_found",
     )
     .await;
+}
+
+/// `/metrics` without a token on an address that is not loopback is open to
+/// anyone who reaches it: the start warns (naming no secret). With a token,
+/// or on loopback, it does not.
+#[tokio::test]
+async fn a_public_metrics_endpoint_is_warned_about_at_start() {
+    const WARNING: &str = "GET /metrics is public";
+    // The tracing line that follows the check, on the same stream.
+    const STARTED: &str = "listening addr=";
+    let everywhere = || ServerOptions::default().arg("--bind").arg("0.0.0.0:0");
+
+    let public = TestServer::with(everywhere());
+    let output = public.output_once(STARTED);
+    let warning = output
+        .lines()
+        .find(|l| l.contains(WARNING))
+        .unwrap_or_else(|| panic!("no warning:\n{output}"));
+    assert!(warning.contains("metrics.token"), "{warning}");
+
+    let with_token =
+        TestServer::with(everywhere().env("PALAVER_METRICS__TOKEN", "scrape-secret-123"));
+    let output = with_token.output_once(STARTED);
+    assert!(!output.contains(WARNING), "{output}");
+    assert!(!output.contains("scrape-secret-123"), "{output}");
+
+    let separate = TestServer::with(everywhere().env("PALAVER_METRICS__BIND", "127.0.0.1:0"));
+    let output = separate.output_once(STARTED);
+    assert!(!output.contains(WARNING), "{output}");
+
+    let loopback = TestServer::start();
+    let output = loopback.output_once(STARTED);
+    assert!(!output.contains(WARNING), "{output}");
 }
 
 /// The Grafana dashboard in docs/ parses and queries only metrics the server

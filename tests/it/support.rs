@@ -155,6 +155,23 @@ impl TestServer {
         self.output.lock().unwrap().clone()
     }
 
+    /// Everything printed once `needle` appears (stdout and stderr are read
+    /// by two threads, so a line on one may lag a later one on the other).
+    pub fn output_once(&self, needle: &str) -> String {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let output = self.output();
+            if output.contains(needle) {
+                return output;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never printed {needle:?}:\n{output}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> ExitStatus {
         use nix::sys::signal::{kill, Signal};
