@@ -9,6 +9,8 @@
 //!   throttles, the demo sweep, and the AuthActor that writes that state.
 //! - [`messages`]: every message type, with its sender, receiver and reply.
 //! - [`registry`]: user → live WebSocket connections (owned by the Supervisor).
+//! - [`question`]: one question's lifecycle (validate → reserve → admit →
+//!   store → submit), the same for the WebSocket and HTTP transports.
 //! - [`session`]: the SessionActor, one per WebSocket connection.
 //! - [`socket`]: the WebSocket wire under it: frames decoded from the
 //!   request payload, the byte-bounded outbox that is the response body.
@@ -24,6 +26,7 @@ pub mod auth;
 pub mod messages;
 pub mod password;
 pub mod protocol;
+pub mod question;
 pub mod quota;
 pub mod registry;
 pub mod session;

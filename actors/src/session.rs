@@ -11,17 +11,16 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_http::ws::ProtocolError;
-use palaver_storage::{Message, MessageStatus, Role, Session, StorageError, Store, UserId};
-use tokio::sync::mpsc;
+use palaver_storage::{Session, Store, UserId};
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use uuid::Uuid;
 
-use crate::analysis::{AnalysisPool, Cancel, Event, Job};
+use crate::analysis::{AnalysisPool, Cancel, Event};
 use crate::auth::{now_secs, Auth, Principal};
 use crate::protocol::{
     close, message_json, status_name, ClientFrame, ConnectedUser, QuotaView, ServerFrame,
 };
-use crate::quota::{Admission, Policy, QuotaRegistry, Standing};
+use crate::question::{Asking, Refusal, Stored};
+use crate::quota::{Policy, QuotaRegistry};
 use crate::registry::{CloseConnection, Connections};
 use crate::socket::{Incoming, Out, Outbox, Received};
 use crate::telemetry;
@@ -46,6 +45,18 @@ pub struct SessionDeps {
     pub pool: AnalysisPool,
     pub connections: Arc<Connections>,
     pub limits: WsLimits,
+}
+
+impl SessionDeps {
+    /// What a question's first step needs (question.rs).
+    pub fn asking(&self) -> Asking<'_> {
+        Asking {
+            store: &self.store,
+            quotas: &self.quotas,
+            pool: &self.pool,
+            max_chars: self.limits.max_question_chars,
+        }
+    }
 }
 
 /// How many frames past the per-minute limit get `rate_limited` before the
@@ -297,20 +308,6 @@ impl SessionActor {
         if self.expires_at.is_some_and(|at| now_secs() >= at) {
             return self.close(close::AUTH, "credential expired", ctx);
         }
-        let limits = &self.deps.limits;
-        if text.chars().count() > limits.max_question_chars {
-            let max = limits.max_question_chars;
-            return self.send(
-                ServerFrame::error("question_too_long", format!("at most {max} characters")),
-                ctx,
-            );
-        }
-        if text.trim().is_empty() {
-            return self.send(
-                ServerFrame::error("invalid_message", "the question is empty"),
-                ctx,
-            );
-        }
         if client_id.as_ref().is_some_and(|id| id.chars().count() > 64) {
             return self.send(
                 ServerFrame::error("invalid_message", "id: at most 64 characters"),
@@ -323,47 +320,22 @@ impl SessionActor {
                 ctx,
             );
         }
-        let Ok(slot) = self.deps.pool.reserve() else {
-            return self.send(
-                ServerFrame::error("busy", "the analysis pool is full; try again shortly"),
-                ctx,
-            );
-        };
-        // Counted in this step, before anything is stored; a refusal leaves
-        // nothing behind (the slot goes back to the pool when dropped).
-        let standing = match self.policy {
-            None => None,
-            Some(policy) => match self.deps.quotas.admit(self.user_id, policy, now_secs()) {
-                Ok(Admission::Admitted(s)) => Some(s),
-                Ok(Admission::Rejected(s)) => return self.refuse(Refused::Quota(s), ctx),
-                Err(e) => return self.refuse(Refused::Storage(e), ctx),
-            },
+        // Validated, given a place in the pool and counted in one step; a
+        // refusal leaves nothing behind (question.rs).
+        let counting = self.policy.map(|policy| (self.user_id, policy));
+        let reserved = match self.deps.asking().reserve(text, counting) {
+            Ok(reserved) => reserved,
+            Err(refusal) => return self.refuse(refusal, ctx),
         };
         self.streaming = Some(Streaming::Starting {
             cancel_requested: false,
         });
-
-        let deps = self.deps.clone();
-        let (user, policy, session_id) = (self.user_id, self.policy, self.session.id);
-        let start = async move {
-            // The question and the reply's placeholder (so a crash mid-reply
-            // leaves a `failed` reply, not none) become durable in one flush,
-            // which also covers the count.
-            match store_question(&deps.store, session_id, text).await {
-                Ok((question, reply)) => Ok((question, reply, standing)),
-                Err(e) => {
-                    // Nothing was asked: give the counted request back.
-                    if let (Some(policy), Some(_)) = (policy, standing) {
-                        if let Err(e) = deps.quotas.refund(user, policy, now_secs()) {
-                            tracing::error!(error = %e, "quota refund failed");
-                        }
-                    }
-                    Err(Refused::Storage(e))
-                }
-            }
-        };
+        let start = reserved.store(self.session.id);
         ctx.spawn(start.into_actor(self).map(move |result, act, ctx| {
-            act.start_finished(result, client_id, slot, ctx);
+            match result {
+                Ok(stored) => act.started(stored, client_id, ctx),
+                Err(refusal) => act.refuse(refusal, ctx),
+            }
             // The client left while the question was starting: the
             // reply was submitted (it finishes and is stored), now stop.
             if act.stop_when_started {
@@ -372,32 +344,24 @@ impl SessionActor {
         }));
     }
 
-    fn start_finished(
-        &mut self,
-        result: Result<(Message, Message, Option<Standing>), Refused>,
-        client_id: Option<String>,
-        slot: crate::analysis::Slot,
-        ctx: &mut Context<Self>,
-    ) {
-        match result {
-            Ok((question, reply, standing)) => {
-                self.started(question, reply, standing, client_id, slot, ctx)
-            }
-            Err(refused) => self.refuse(refused, ctx),
-        }
-    }
-
     /// A question that did not start: nothing streams, the client is told why.
-    fn refuse(&mut self, refused: Refused, ctx: &mut Context<Self>) {
+    fn refuse(&mut self, refusal: Refusal, ctx: &mut Context<Self>) {
         self.streaming = None;
-        let frame = match refused {
-            Refused::Quota(s) => ServerFrame::Error {
+        let frame = match refusal {
+            Refusal::TooLong { max } => {
+                ServerFrame::error("question_too_long", format!("at most {max} characters"))
+            }
+            Refusal::Empty => ServerFrame::error("invalid_message", "the question is empty"),
+            Refusal::Busy => {
+                ServerFrame::error("busy", "the analysis pool is full; try again shortly")
+            }
+            Refusal::Quota(s) => ServerFrame::Error {
                 code: "quota_exceeded",
                 message: "request quota exceeded".into(),
                 request_count: Some(s.count),
                 request_limit: Some(s.limit()),
             },
-            Refused::Storage(e) => {
+            Refusal::Storage(e) => {
                 tracing::error!(error = %e, "cannot store a question");
                 ServerFrame::error("analysis_failed", "the question could not be stored")
             }
@@ -405,15 +369,7 @@ impl SessionActor {
         self.send(frame, ctx);
     }
 
-    fn started(
-        &mut self,
-        question: Message,
-        reply: Message,
-        standing: Option<Standing>,
-        client_id: Option<String>,
-        slot: crate::analysis::Slot,
-        ctx: &mut Context<Self>,
-    ) {
+    fn started(&mut self, stored: Stored, client_id: Option<String>, ctx: &mut Context<Self>) {
         let cancel_requested = matches!(
             self.streaming,
             Some(Streaming::Starting {
@@ -422,12 +378,12 @@ impl SessionActor {
         );
         self.send(
             ServerFrame::Message {
-                message: message_json(&question),
+                message: message_json(&stored.question),
                 client_id,
             },
             ctx,
         );
-        if let Some(s) = standing {
+        if let Some(s) = stored.standing {
             self.send(
                 ServerFrame::Quota {
                     request_count: s.count,
@@ -437,48 +393,15 @@ impl SessionActor {
                 ctx,
             );
         }
-        self.current_reply = Some(reply.id.hyphenated().to_string().into());
-        let (events, receiver) = mpsc::unbounded_channel();
+        self.current_reply = Some(stored.reply.id.hyphenated().to_string().into());
         let cancel = Arc::new(Cancel::default());
         if cancel_requested {
             cancel.by_client();
         }
-        slot.submit(Job {
-            session: self.session.clone(),
-            question,
-            reply,
-            events,
-            cancel: cancel.clone(),
-        });
+        let events = stored.submit(self.session.clone(), cancel.clone());
         self.streaming = Some(Streaming::Running { cancel });
-        ctx.add_stream(UnboundedReceiverStream::new(receiver));
+        ctx.add_stream(UnboundedReceiverStream::new(events));
     }
-}
-
-/// Stores a question and the placeholder of its reply (`streaming`), both
-/// durable when it returns.
-pub async fn store_question(
-    store: &Store,
-    session: Uuid,
-    text: String,
-) -> Result<(Message, Message), StorageError> {
-    let messages = store.messages();
-    let question =
-        messages.append_nowait(session, Role::User, text, MessageStatus::Complete, vec![])?;
-    let reply = messages.append_nowait(
-        session,
-        Role::Assistant,
-        String::new(),
-        MessageStatus::Streaming,
-        vec![],
-    )?;
-    store.durable().await?;
-    Ok((question, reply))
-}
-
-enum Refused {
-    Quota(Standing),
-    Storage(StorageError),
 }
 
 impl SessionActor {

@@ -12,6 +12,11 @@ pub enum ApiError {
     /// Malformed JSON or a missing/invalid field; the message names the field.
     #[error("{0}")]
     InvalidRequest(String),
+    /// 400 `invalid_request` for a question that is empty or too long: like
+    /// over a WebSocket, it is not counted (the quota middleware gives its
+    /// count back).
+    #[error("{0}")]
+    InvalidQuestion(String),
     /// 401 with one of `token_missing`, `token_invalid`, `token_expired`,
     /// `token_revoked`, `invalid_credentials`.
     #[error("{message}")]
@@ -57,7 +62,7 @@ impl ApiError {
     /// The contract's snake_case code.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::InvalidRequest(_) | ApiError::InvalidQuestion(_) => "invalid_request",
             ApiError::Unauthorized { code, .. } => code,
             ApiError::AccountDisabled => "account_disabled",
             ApiError::RegistrationClosed => "registration_closed",
@@ -87,7 +92,7 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidRequest(_) | ApiError::InvalidQuestion(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::AccountDisabled | ApiError::RegistrationClosed | ApiError::Forbidden(_) => {
                 StatusCode::FORBIDDEN
@@ -130,6 +135,9 @@ impl ResponseError for ApiError {
             }
             ApiError::Busy(_) => {
                 response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            ApiError::InvalidQuestion(_) => {
+                response.extensions_mut().insert(super::quota::Uncounted);
             }
             _ => {}
         }

@@ -1,7 +1,8 @@
 //! Quota admission for HTTP (API.md §4), in one place: a middleware that
 //! counts every POST, PUT, PATCH and DELETE under `/api/` (except
 //! `/api/auth/`) that reaches a route, before its handler runs, through the
-//! QuotaRegistry; refunds it when the handler answers 5xx; and puts the
+//! QuotaRegistry; refunds it when the handler answers 5xx (or marks the
+//! response [`Uncounted`]: an invalid question); and puts the
 //! `RateLimit` / `RateLimit-Policy` fields on counted responses.
 //!
 //! Requests that do not authenticate pass through uncounted: the handler's
@@ -85,7 +86,8 @@ pub async fn admit_counted(
         .await
         .map_err(ApiError::from)?;
     let mut standing = standing;
-    if res.status().is_server_error() {
+    let uncounted = res.response().extensions().contains::<Uncounted>();
+    if res.status().is_server_error() || uncounted {
         let refunded = state.quotas.refund(user, policy, now_secs());
         match refunded {
             Ok(()) => match state.store.durable().await {
@@ -98,6 +100,11 @@ pub async fn admit_counted(
     set_headers(res.headers_mut(), &standing, false);
     Ok(res.map_into_left_body())
 }
+
+/// Marks a response whose request is not to be counted after all (an
+/// invalid question, refused before the pool or storage saw it: the same
+/// rule as over a WebSocket).
+pub struct Uncounted;
 
 /// `RateLimit-Policy: "demo";q=5;w=900` and `RateLimit: "demo";r=3;t=612`
 /// (draft-ietf-httpapi-ratelimit-headers); `Retry-After` on a 429.

@@ -4,10 +4,10 @@
 use actix_web::{web, HttpResponse};
 use std::sync::Arc;
 
-use palaver_actors::analysis::{Cancel, Event, Job};
+use palaver_actors::analysis::{Cancel, Event};
 use palaver_actors::messages::SessionDeleted;
 use palaver_actors::protocol::message_json;
-use palaver_actors::session::store_question;
+use palaver_actors::question::{Asking, Refusal};
 use palaver_storage::{Session, Store, UserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -205,7 +205,8 @@ async fn history(
 }
 
 /// `POST /api/sessions/{id}/messages/`: the same analysis as over a
-/// WebSocket, answered whole once the reply is complete and stored.
+/// WebSocket (the same lifecycle, question.rs), answered whole once the
+/// reply is complete and stored. The quota middleware counted the request.
 async fn ask(
     state: web::Data<AppState>,
     who: Authenticated,
@@ -214,27 +215,31 @@ async fn ask(
 ) -> Result<HttpResponse, ApiError> {
     let session = owned_session(&state.store, who.0.user.id, &path)?;
     let text = body.into_inner().text;
-    let max = state.config.analysis.max_question_chars;
-    if text.chars().count() > max {
-        return Err(ApiError::invalid(format!("text: at most {max} characters")));
+    let asking = Asking {
+        store: &state.store,
+        quotas: &state.quotas,
+        pool: &state.pool,
+        max_chars: state.config.analysis.max_question_chars,
+    };
+    let stored = match asking.reserve(text, None) {
+        Ok(reserved) => reserved.store(session.id).await,
+        Err(refusal) => Err(refusal),
     }
-    if text.trim().is_empty() {
-        return Err(ApiError::invalid("text: the question is empty"));
-    }
-    let slot = state
-        .pool
-        .reserve()
-        .map_err(|_| ApiError::Busy("the analysis pool is full"))?;
-    let (question, reply) = store_question(&state.store, session.id, text).await?;
-    let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
-    slot.submit(Job {
-        session,
-        question: question.clone(),
-        reply,
-        events,
-        cancel: Arc::new(Cancel::default()),
-    });
-    while let Some(event) = receiver.recv().await {
+    .map_err(|refusal| match refusal {
+        Refusal::TooLong { max } => {
+            ApiError::InvalidQuestion(format!("text: at most {max} characters"))
+        }
+        Refusal::Empty => ApiError::InvalidQuestion("text: the question is empty".into()),
+        Refusal::Busy => ApiError::Busy("the analysis pool is full"),
+        Refusal::Quota(s) => ApiError::QuotaExceeded {
+            count: s.count,
+            limit: s.limit(),
+        },
+        Refusal::Storage(e) => e.into(),
+    })?;
+    let question = stored.question.clone();
+    let mut events = stored.submit(session, Arc::new(Cancel::default()));
+    while let Some(event) = events.recv().await {
         if let Event::Done { reply, .. } = event {
             return Ok(HttpResponse::Ok().json(json!({
                 "question": message_json(&question),

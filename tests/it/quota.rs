@@ -249,3 +249,65 @@ async fn percent_encoded_paths_are_counted_like_plain_ones() {
     let res = ask(format!("/api/sessions/{id}/m%65ssages/")).await;
     assert_error(res, 429, "quota_exceeded").await;
 }
+
+/// An invalid question (too long, empty) is not counted, over HTTP as over a
+/// WebSocket: the same lifecycle refuses it before it is counted or stored.
+#[tokio::test]
+async fn invalid_questions_are_not_counted_on_either_transport() {
+    use crate::support::{next_frame, send_json, ws_connected};
+    let server = TestServer::with(
+        options()
+            .env("PALAVER_ANALYSIS__ENGINE", "echo")
+            .env("PALAVER_ANALYSIS__MAX_QUESTION_CHARS", "20"),
+    );
+    let token = demo(&server).await;
+    let res = create_session(&server, &token).await;
+    assert_eq!(res.status(), 201);
+    let session = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let count = || async {
+        me(&server, &token).await.json::<Value>().await.unwrap()["quota"]["request_count"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(count().await, 1);
+    for text in ["x".repeat(21), "   ".to_owned()] {
+        let res = client()
+            .post(server.url(&format!("/api/sessions/{session}/messages/")))
+            .bearer_auth(&token)
+            .json(&json!({ "text": text }))
+            .send()
+            .await
+            .unwrap();
+        let body = assert_error(res, 400, "invalid_request").await;
+        assert!(
+            body["error"].as_str().unwrap().starts_with("text:"),
+            "{body}"
+        );
+    }
+    let (mut ws, _) = ws_connected(
+        &server,
+        &format!("/ws/sessions/{session}/?token={token}"),
+        &[],
+    )
+    .await;
+    send_json(&mut ws, json!({"type": "question", "text": "x".repeat(21)})).await;
+    assert_eq!(next_frame(&mut ws).await["code"], "question_too_long");
+    assert_eq!(
+        count().await,
+        1,
+        "neither transport counted an invalid question"
+    );
+    // A valid one is counted, once, over HTTP.
+    let res = client()
+        .post(server.url(&format!("/api/sessions/{session}/messages/")))
+        .bearer_auth(&token)
+        .json(&json!({"text": "fine"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(count().await, 2);
+}
