@@ -37,13 +37,22 @@ pub struct TooMany;
 
 #[derive(Default)]
 pub struct Connections {
-    by_user: Mutex<HashMap<UserId, Vec<Entry>>>,
+    inner: Mutex<Inner>,
     next_id: AtomicU64,
 }
 
+#[derive(Default)]
+struct Inner {
+    /// A user's connections (at most `ws.max_connections_per_user`).
+    by_user: HashMap<UserId, Vec<Entry>>,
+    /// Who is connected to a session, so deleting one does not look at
+    /// every connection.
+    by_session: HashMap<Uuid, Vec<(UserId, u64)>>,
+}
+
 impl Connections {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Vec<Entry>>> {
-        self.by_user.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Registers a connection unless the user already has `max`; returns its id.
@@ -56,8 +65,8 @@ impl Connections {
         max: usize,
         addr: Recipient<CloseConnection>,
     ) -> Result<u64, TooMany> {
-        let mut map = self.lock();
-        let entries = map.entry(user).or_default();
+        let mut inner = self.lock();
+        let entries = inner.by_user.entry(user).or_default();
         if entries.len() >= max {
             return Err(TooMany);
         }
@@ -69,15 +78,30 @@ impl Connections {
             session,
             addr,
         });
+        inner
+            .by_session
+            .entry(session)
+            .or_default()
+            .push((user, id));
         Ok(id)
     }
 
     pub fn unregister(&self, user: UserId, id: u64) {
-        let mut map = self.lock();
-        if let Some(entries) = map.get_mut(&user) {
-            entries.retain(|e| e.id != id);
-            if entries.is_empty() {
-                map.remove(&user);
+        let mut inner = self.lock();
+        let Some(entries) = inner.by_user.get_mut(&user) else {
+            return;
+        };
+        let Some(at) = entries.iter().position(|e| e.id == id) else {
+            return;
+        };
+        let session = entries.swap_remove(at).session;
+        if entries.is_empty() {
+            inner.by_user.remove(&user);
+        }
+        if let Some(on_session) = inner.by_session.get_mut(&session) {
+            on_session.retain(|&(_, c)| c != id);
+            if on_session.is_empty() {
+                inner.by_session.remove(&session);
             }
         }
     }
@@ -86,6 +110,7 @@ impl Connections {
     pub fn set_family(&self, user: UserId, id: u64, family: Option<Uuid>) {
         if let Some(entry) = self
             .lock()
+            .by_user
             .get_mut(&user)
             .and_then(|v| v.iter_mut().find(|e| e.id == id))
         {
@@ -97,7 +122,7 @@ impl Connections {
     /// Closes the connections opened with an API key (it was deleted).
     pub fn close_api_key(&self, user: UserId, key: Uuid, code: u16, reason: &'static str) -> usize {
         close(
-            self.lock().get(&user).into_iter().flatten(),
+            self.lock().by_user.get(&user).into_iter().flatten(),
             code,
             reason,
             |e| e.api_key == Some(key),
@@ -113,7 +138,7 @@ impl Connections {
         reason: &'static str,
     ) -> usize {
         close(
-            self.lock().get(&user).into_iter().flatten(),
+            self.lock().by_user.get(&user).into_iter().flatten(),
             code,
             reason,
             |e| family.is_none() || e.family == family,
@@ -122,14 +147,29 @@ impl Connections {
 
     /// Closes every connection open on a session.
     pub fn close_session(&self, session: Uuid, code: u16, reason: &'static str) -> usize {
-        close(self.lock().values().flatten(), code, reason, |e| {
-            e.session == session
-        })
+        let inner = self.lock();
+        let Some(on_session) = inner.by_session.get(&session) else {
+            return 0;
+        };
+        let mut users: Vec<UserId> = Vec::new();
+        for &(user, _) in on_session {
+            if !users.contains(&user) {
+                users.push(user);
+            }
+        }
+        close(
+            users.iter().filter_map(|u| inner.by_user.get(u)).flatten(),
+            code,
+            reason,
+            |e| e.session == session,
+        )
     }
 
     /// Closes every connection (shutdown).
     pub fn close_all(&self, code: u16, reason: &'static str) -> usize {
-        close(self.lock().values().flatten(), code, reason, |_| true)
+        close(self.lock().by_user.values().flatten(), code, reason, |_| {
+            true
+        })
     }
 }
 
@@ -146,4 +186,43 @@ fn close<'a>(
         closed += 1;
     }
     closed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Sink;
+    impl Actor for Sink {
+        type Context = Context<Self>;
+    }
+    impl Handler<CloseConnection> for Sink {
+        type Result = ();
+        fn handle(&mut self, _: CloseConnection, _: &mut Context<Self>) {}
+    }
+
+    #[actix_rt::test]
+    async fn sessions_are_indexed_and_the_index_follows_unregistration() {
+        let registry = Connections::default();
+        let addr = Sink.start().recipient();
+        let (ann, bob) = (UserId::new(), UserId::new());
+        let (s1, s2) = (Uuid::new_v4(), Uuid::new_v4());
+        let a1 = registry
+            .register(ann, None, None, s1, 10, addr.clone())
+            .unwrap();
+        registry
+            .register(ann, None, None, s2, 10, addr.clone())
+            .unwrap();
+        registry
+            .register(bob, None, None, s1, 10, addr.clone())
+            .unwrap();
+        assert_eq!(registry.close_session(s1, 4004, "gone"), 2);
+        assert_eq!(registry.close_session(s2, 4004, "gone"), 1);
+        registry.unregister(ann, a1);
+        assert_eq!(registry.close_session(s1, 4004, "gone"), 1);
+        assert_eq!(registry.close_session(Uuid::new_v4(), 4004, "gone"), 0);
+        assert!(registry.register(ann, None, None, s1, 1, addr).is_err());
+        let inner = registry.lock();
+        assert_eq!(inner.by_session.values().map(Vec::len).sum::<usize>(), 2);
+    }
 }

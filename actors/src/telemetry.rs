@@ -177,6 +177,12 @@ pub fn storage_flush(elapsed: Duration) {
     histogram!(STORAGE_FLUSH).record(elapsed.as_secs_f64());
 }
 
+/// The number of demo users, counted by the sweep.
 pub fn demo_users(count: usize) {
     gauge!(DEMO_USERS).set(count as f64);
+}
+
+/// One more demo user (between sweeps; no count of the tree per creation).
+pub fn demo_user_created() {
+    gauge!(DEMO_USERS).increment(1.0);
 }

@@ -62,7 +62,11 @@ async fn serve(state: &AppState, name: &str) -> Result<HttpResponse, ApiError> {
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
         .insert_header((header::X_FRAME_OPTIONS, "DENY"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .body(body.into_owned()))
+        .body(match body {
+            // Embedded in the binary: served from there, not copied.
+            Cow::Borrowed(bytes) => actix_web::web::Bytes::from_static(bytes),
+            Cow::Owned(bytes) => actix_web::web::Bytes::from(bytes),
+        }))
 }
 
 fn content_type(name: &str) -> &'static str {

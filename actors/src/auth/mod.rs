@@ -614,7 +614,7 @@ impl Auth {
             })
             .await?;
         tracing::info!(user_id = %user.id, "demo user created");
-        telemetry::demo_users(inner.store.users().demo_count());
+        telemetry::demo_user_created();
         self.send(IssueTokens { user }).await
     }
 

@@ -41,7 +41,28 @@ pub const MAX_TICKETS_PER_USER: usize = 64;
 
 #[derive(Default)]
 pub struct TicketBook {
-    entries: Mutex<HashMap<[u8; 32], Entry>>,
+    inner: Mutex<Book>,
+}
+
+#[derive(Default)]
+struct Book {
+    /// SHA-256 of a ticket → what it admits.
+    entries: HashMap<[u8; 32], Entry>,
+    /// A user's outstanding tickets (at most [`MAX_TICKETS_PER_USER`]), so
+    /// issuing one looks at that user's tickets, not at everyone's.
+    by_user: HashMap<UserId, Vec<[u8; 32]>>,
+}
+
+impl Book {
+    /// Drops `digest` from its user's list (the entry is gone).
+    fn unlink(&mut self, user: UserId, digest: &[u8; 32]) {
+        if let Some(list) = self.by_user.get_mut(&user) {
+            list.retain(|d| d != digest);
+            if list.is_empty() {
+                self.by_user.remove(&user);
+            }
+        }
+    }
 }
 
 /// A user holds [`MAX_TICKETS_PER_USER`] outstanding tickets already.
@@ -54,20 +75,30 @@ fn digest(ticket: &str) -> [u8; 32] {
 
 impl TicketBook {
     /// Issues a ticket for `grant`, valid for `ttl`, unless the user already
-    /// holds [`MAX_TICKETS_PER_USER`] unexpired ones.
+    /// holds [`MAX_TICKETS_PER_USER`] unexpired ones. Costs O(that bound),
+    /// however many tickets others hold.
     pub fn issue(&self, grant: TicketGrant, ttl: Duration) -> Result<String, TooManyTickets> {
         let now = Instant::now();
-        let mut entries = self.lock();
-        let held = entries
-            .values()
-            .filter(|e| e.grant.user_id == grant.user_id && e.expires > now)
-            .count();
-        if held >= MAX_TICKETS_PER_USER {
+        let mut book = self.lock();
+        let Book { entries, by_user } = &mut *book;
+        let list = by_user.entry(grant.user_id).or_default();
+        // The user's expired tickets give their places back now.
+        list.retain(|d| match entries.get(d) {
+            Some(e) if e.expires > now => true,
+            Some(_) => {
+                entries.remove(d);
+                false
+            }
+            None => false,
+        });
+        if list.len() >= MAX_TICKETS_PER_USER {
             return Err(TooManyTickets);
         }
         let ticket = secret_string("pvt_");
+        let key = digest(&ticket);
+        list.push(key);
         entries.insert(
-            digest(&ticket),
+            key,
             Entry {
                 grant,
                 expires: now + ttl,
@@ -79,28 +110,47 @@ impl TicketBook {
     /// Consumes a ticket: its grant the first time, while unexpired; `None`
     /// ever after.
     pub fn consume(&self, ticket: &str) -> Option<TicketGrant> {
-        let entry = self.lock().remove(&digest(ticket))?;
+        let key = digest(ticket);
+        let mut book = self.lock();
+        let entry = book.entries.remove(&key)?;
+        book.unlink(entry.grant.user_id, &key);
         (entry.expires > Instant::now()).then_some(entry.grant)
     }
 
-    /// Drops expired tickets; returns how many.
     /// Drops the unused tickets an API key asked for (the key is deleted).
     pub fn forget_api_key(&self, id: Uuid) {
-        self.lock().retain(|_, e| e.grant.api_key != Some(id));
+        let mut book = self.lock();
+        let gone: Vec<_> = book
+            .entries
+            .iter()
+            .filter(|(_, e)| e.grant.api_key == Some(id))
+            .map(|(k, e)| (*k, e.grant.user_id))
+            .collect();
+        for (key, user) in gone {
+            book.entries.remove(&key);
+            book.unlink(user, &key);
+        }
     }
 
+    /// Drops expired tickets; returns how many.
     pub fn collect_expired(&self) -> usize {
         let now = Instant::now();
-        let mut entries = self.lock();
-        let before = entries.len();
-        entries.retain(|_, e| e.expires > now);
+        let mut book = self.lock();
+        let before = book.entries.len();
+        book.entries.retain(|_, e| e.expires > now);
+        let Book { entries, by_user } = &mut *book;
+        by_user.retain(|_, list| {
+            list.retain(|d| entries.contains_key(d));
+            !list.is_empty()
+        });
         before - entries.len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Entry>> {
-        // A panic while holding this lock cannot leave the map inconsistent
-        // (every operation is a single insert/remove/retain).
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
+        // A panic while holding this lock cannot leave the book inconsistent
+        // in a way that matters: an entry without its list slot is still
+        // single-use, and a stale slot is dropped on the user's next issue.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -160,9 +210,20 @@ mod tests {
         );
         book.consume(&tickets[0]).unwrap();
         assert!(
-            book.issue(g, Duration::from_secs(30)).is_ok(),
+            book.issue(g.clone(), Duration::from_secs(30)).is_ok(),
             "a used one frees its place"
         );
+    }
+
+    #[test]
+    fn expired_tickets_free_their_places_at_the_next_issue() {
+        let book = TicketBook::default();
+        let g = grant();
+        for _ in 0..MAX_TICKETS_PER_USER {
+            book.issue(g.clone(), Duration::ZERO).unwrap();
+        }
+        assert!(book.issue(g, Duration::from_secs(30)).is_ok());
+        assert_eq!(book.lock().entries.len(), 1, "the expired ones went");
     }
 
     #[test]
