@@ -112,7 +112,7 @@ pub struct Opened {
 impl SessionActor {
     /// Runs the actor in `ctx` (created by the handshake, which registered
     /// its address) over the upgraded socket.
-    pub fn launch(
+    pub(crate) fn launch(
         ctx: Context<Self>,
         deps: Arc<SessionDeps>,
         opened: Opened,

@@ -1,6 +1,8 @@
 //! The Supervisor: the first actor started at boot. It creates the
-//! QuotaRegistry, starts the other actors (the AuthActor and the
-//! AnalysisPool's workers) and owns their lifecycle; it owns the connection registry and closes
+//! QuotaRegistry, starts the AuthActor and the AnalysisPool; it spawns the
+//! session actor of every accepted WebSocket connection
+//! ([`Supervisor::reserve_session`], the one place a SessionActor is created,
+//! registered and started); it owns the connection registry and closes
 //! sockets when credentials are revoked (4001), a user goes (4002), a session
 //! is deleted (4004), or the server shuts down (1001); and it drives graceful
 //! shutdown: streams finish (or fail) within the grace, sockets close, storage
@@ -12,12 +14,15 @@ use actix::prelude::*;
 use palaver_storage::Store;
 
 use crate::analysis::{AnalysisPool, AnalysisSettings};
+use crate::auth::Principal;
 use crate::auth::{Auth, AuthError, AuthSettings};
 use crate::messages::{Drain, RevokeReason, Revoked, SessionDeleted, Shutdown};
 use crate::protocol::close;
+use crate::quota::Policy;
 use crate::quota::QuotaRegistry;
 use crate::registry::Connections;
-use crate::session::{SessionDeps, WsLimits};
+use crate::session::{Opened, SessionActor, SessionDeps, WsLimits};
+use crate::socket::{Incoming, Outbox};
 
 pub struct Supervisor {
     /// The database every child reads and writes; flushed at shutdown.
@@ -77,6 +82,128 @@ impl Supervisor {
             pool,
             sessions,
         })
+    }
+}
+
+/// Why the Supervisor would not start a session actor.
+#[derive(Debug)]
+pub enum SpawnRefused {
+    /// The user has `ws.max_connections_per_user` connections already.
+    TooMany,
+    /// Looked at again once registered, the credential no longer stands
+    /// (revoked, key deleted, user disabled or gone).
+    Credential(AuthError),
+    /// The session was deleted meanwhile.
+    SessionGone,
+}
+
+/// A connection registered for a session actor that is not running yet.
+/// [`SessionReservation::start`] runs it; dropping the reservation (the
+/// upgrade failed) unregisters the connection.
+pub struct SessionReservation {
+    ctx: Context<SessionActor>,
+    opened: Opened,
+    registered: Registered,
+}
+
+/// A place in the connection registry, given back on drop unless the
+/// session actor took it over (its `stopped` unregisters then).
+struct Registered {
+    deps: Arc<SessionDeps>,
+    user: palaver_storage::UserId,
+    conn_id: u64,
+    handed_over: bool,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if !self.handed_over {
+            self.deps.connections.unregister(self.user, self.conn_id);
+        }
+    }
+}
+
+impl Supervisor {
+    /// The first half of spawning a connection's session actor: creates the
+    /// actor's context and registers its address (enforcing the per-user
+    /// limit), then verifies again what the handshake verified (credential
+    /// and session): a revocation or deletion that raced the handshake either
+    /// finds this registered connection, or is found here. The caller then
+    /// completes the upgrade and calls [`SessionReservation::start`].
+    ///
+    /// A plain function rather than a message: the actor runs on the
+    /// arbiter of the worker that accepted the connection, because the
+    /// request payload it reads is not `Send` and cannot be handed to the
+    /// Supervisor's thread. The registry it writes is the Supervisor's own.
+    pub fn reserve_session(
+        deps: &Arc<SessionDeps>,
+        principal: Principal,
+        session: palaver_storage::Session,
+        policy: Option<Policy>,
+        max_per_user: usize,
+    ) -> Result<SessionReservation, SpawnRefused> {
+        let ctx = Context::<SessionActor>::new();
+        let user = principal.user.id;
+        let conn_id = deps
+            .connections
+            .register(
+                user,
+                principal.family(),
+                principal.api_key(),
+                session.id,
+                max_per_user,
+                ctx.address().recipient(),
+            )
+            .map_err(|_| SpawnRefused::TooMany)?;
+        // From here a refusal drops this, which unregisters.
+        let registered = Registered {
+            deps: deps.clone(),
+            user,
+            conn_id,
+            handed_over: false,
+        };
+        deps.auth
+            .recheck(&principal)
+            .map_err(SpawnRefused::Credential)?;
+        match deps.store.sessions().get(session.id) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(SpawnRefused::SessionGone),
+            Err(e) => return Err(SpawnRefused::Credential(AuthError::Storage(e))),
+        }
+        Ok(SessionReservation {
+            ctx,
+            opened: Opened {
+                principal,
+                session,
+                policy,
+            },
+            registered,
+        })
+    }
+}
+
+impl SessionReservation {
+    /// The connection's id in the registry (for logs).
+    pub fn conn_id(&self) -> u64 {
+        self.registered.conn_id
+    }
+
+    /// Starts the session actor over the upgraded socket.
+    pub fn start(self, outbox: Outbox, incoming: Incoming) -> Addr<SessionActor> {
+        let SessionReservation {
+            ctx,
+            opened,
+            mut registered,
+        } = self;
+        registered.handed_over = true;
+        SessionActor::launch(
+            ctx,
+            registered.deps.clone(),
+            opened,
+            registered.conn_id,
+            outbox,
+            incoming,
+        )
     }
 }
 

@@ -9,13 +9,12 @@
 //! `ws.reject_with = "close"` the handshake completes only to carry the close
 //! code; with `"http"` it is answered 401/403/404/429 without upgrading.
 
-use actix::{AsyncContext, Context};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use palaver_actors::auth::{AuthError, Principal};
 use palaver_actors::protocol::close;
-use palaver_actors::session::{Opened, SessionActor};
 use palaver_actors::socket::{self, Incoming, Out, Outbox};
+use palaver_actors::supervisor::{SpawnRefused, Supervisor};
 use palaver_actors::telemetry;
 use serde::Deserialize;
 
@@ -96,55 +95,32 @@ async fn connect(
         Ok(found) => found,
         Err(refusal) => return refuse(&req, body, &state, refusal),
     };
-    // Reserve the connection before anything exists that could leak.
-    let ctx = Context::<SessionActor>::new();
-    let max = state.config.ws.max_connections_per_user as usize;
-    let conn_id = match state.sessions.connections.register(
-        principal.user.id,
-        principal.family(),
-        principal.api_key(),
-        session.id,
-        max,
-        ctx.address().recipient(),
+    let policy = state.quota_policy(&principal.user);
+    let (user_id, session_id) = (principal.user.id, session.id);
+    // The Supervisor creates and registers the session actor (and looks at
+    // the credential and session again once it is registered).
+    let reservation = match Supervisor::reserve_session(
+        &state.sessions,
+        principal,
+        session,
+        policy,
+        state.config.ws.max_connections_per_user as usize,
     ) {
-        Ok(id) => id,
-        Err(_) => return refuse(&req, body, &state, Refusal::TooMany),
-    };
-    // A logout, a key or session deletion, or a disable between the
-    // verification and the registration would have missed this connection:
-    // look again now that it is registered.
-    if let Err(refusal) = recheck(&state, &principal, session.id) {
-        state
-            .sessions
-            .connections
-            .unregister(principal.user.id, conn_id);
-        return refuse(&req, body, &state, refusal);
-    }
-    let (response, outbox, incoming) = match upgrade(&req, body, &state) {
-        Ok(upgraded) => upgraded,
-        Err(e) => {
-            state
-                .sessions
-                .connections
-                .unregister(principal.user.id, conn_id);
-            return Err(e);
+        Ok(reservation) => reservation,
+        Err(refused) => {
+            let refusal = match refused {
+                SpawnRefused::TooMany => Refusal::TooMany,
+                SpawnRefused::Credential(e) => Refusal::Auth(e),
+                SpawnRefused::SessionGone => Refusal::NotFound,
+            };
+            return refuse(&req, body, &state, refusal);
         }
     };
-    let policy = state.quota_policy(&principal.user);
+    // Dropping the reservation on an error unregisters the connection.
+    let (response, outbox, incoming) = upgrade(&req, body, &state)?;
     telemetry::ws_handshake("ok");
-    tracing::info!(conn = conn_id, user_id = %principal.user.id, session_id = %session.id, "websocket connected");
-    SessionActor::launch(
-        ctx,
-        state.sessions.clone(),
-        Opened {
-            principal,
-            session,
-            policy,
-        },
-        conn_id,
-        outbox,
-        incoming,
-    );
+    tracing::info!(conn = reservation.conn_id(), user_id = %user_id, session_id = %session_id, "websocket connected");
+    reservation.start(outbox, incoming);
     Ok(response)
 }
 
@@ -163,17 +139,6 @@ fn admit(
             other => Refusal::Auth(AuthError::Internal(other.to_string())),
         })?;
     Ok((principal, session))
-}
-
-/// What the handshake verified, verified again once the connection is
-/// registered: the credential (family, API key, user) and the session.
-fn recheck(state: &AppState, principal: &Principal, session_id: uuid::Uuid) -> Result<(), Refusal> {
-    state.auth.recheck(principal).map_err(Refusal::Auth)?;
-    match state.store.sessions().get(session_id) {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(Refusal::NotFound),
-        Err(e) => Err(Refusal::Auth(AuthError::Storage(e))),
-    }
 }
 
 /// The first credential present, in the contract's order of precedence.
