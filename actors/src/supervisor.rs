@@ -1,5 +1,6 @@
 //! The Supervisor: the first actor started at boot. It creates the
-//! QuotaRegistry, starts the AuthActor and the AnalysisPool; it spawns the
+//! QuotaRegistry and starts its QuotaKeeper, the AuthActor and the
+//! AnalysisPool; it spawns the
 //! session actor of every accepted WebSocket connection
 //! ([`Supervisor::reserve_session`], the one place a SessionActor is created,
 //! registered and started); it owns the connection registry and closes
@@ -19,7 +20,7 @@ use crate::auth::{Auth, AuthError, AuthSettings};
 use crate::messages::{Drain, RevokeReason, Revoked, SessionDeleted, Shutdown};
 use crate::protocol::close;
 use crate::quota::Policy;
-use crate::quota::QuotaRegistry;
+use crate::quota::{QuotaKeeper, QuotaRegistry};
 use crate::registry::Connections;
 use crate::session::{Opened, SessionActor, SessionDeps, WsLimits};
 use crate::socket::{Incoming, Outbox};
@@ -42,6 +43,8 @@ pub struct Booted {
     pub supervisor: Addr<Supervisor>,
     pub auth: Auth,
     pub quotas: QuotaRegistry,
+    /// The registry's actor (evicts idle counters).
+    pub quota_keeper: Addr<QuotaKeeper>,
     pub pool: AnalysisPool,
     /// What the WebSocket handshake hands every session actor.
     pub sessions: Arc<SessionDeps>,
@@ -56,6 +59,7 @@ impl Supervisor {
         limits: WsLimits,
     ) -> Result<Booted, AuthError> {
         let quotas = QuotaRegistry::new(store.clone());
+        let quota_keeper = QuotaKeeper::new(quotas.clone()).start();
         let connections = Arc::new(Connections::default());
         let pool = AnalysisPool::start(analysis, store.clone());
         let supervisor = Supervisor {
@@ -79,6 +83,7 @@ impl Supervisor {
             supervisor,
             auth,
             quotas,
+            quota_keeper,
             pool,
             sessions,
         })

@@ -74,6 +74,17 @@ enum Scenario {
         #[arg(long, default_value = "127.0.0.1:0")]
         bind: String,
     },
+    /// Memory of the QuotaRegistry: `users` distinct demo users admitted,
+    /// their demos ended and evicted by the QuotaKeeper, then as many again.
+    QuotaMemory {
+        #[arg(long, default_value_t = 100_000)]
+        users: usize,
+        #[arg(long, default_value_t = 5)]
+        waves: usize,
+        /// Never evict (every counter seen since start stays in memory).
+        #[arg(long)]
+        keep: bool,
+    },
     /// Access-token verification: in the caller vs through one actor.
     Verify {
         #[arg(long, default_value_t = 20_000)]
@@ -237,6 +248,9 @@ fn main() -> Result<()> {
         Scenario::Baseline { bind } => {
             runtime()?.block_on(baseline::serve(&bind))
         }
+        Scenario::QuotaMemory { users, waves, keep } => {
+            actix_rt::System::new().block_on(quota_memory(users, waves, keep))
+        }
         Scenario::Verify { iterations, rounds } => {
             actix_rt::System::new().block_on(verify(iterations, rounds))
         }
@@ -302,6 +316,70 @@ impl Handler<Verify> for Verifier {
     fn handle(&mut self, msg: Verify, _: &mut Self::Context) -> Self::Result {
         self.0.verify_access(&msg.0).map(|_| ())
     }
+}
+
+/// This process's resident set, in bytes.
+fn own_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The QuotaRegistry over a real store (64 MiB sled cache): `waves` waves of
+/// `users` distinct demo users, each making one counted request, the demos
+/// then ending; between waves the QuotaKeeper evicts (or, with `keep`, does
+/// not: every counter seen since start stays, the design before the keeper).
+/// Prints RSS and the counters held after each wave.
+async fn quota_memory(users: usize, waves: usize, keep: bool) -> Result<()> {
+    use palaver_actors::quota::{Evict, Policy, QuotaKeeper, QuotaRegistry, IDLE_AFTER};
+    use palaver_storage::{Store, StoreConfig, UserId};
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&StoreConfig {
+        path: dir.path().to_path_buf(),
+        cache_bytes: 64 << 20,
+        fsync: false,
+    })?;
+    let registry = QuotaRegistry::new(store.clone());
+    let keeper = (!keep).then(|| QuotaKeeper::new(registry.clone()).start());
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let start = palaver_actors::auth::now_secs();
+    println!(
+        "quota memory: {waves} waves of {users} demo users, eviction {}",
+        if keep { "off" } else { "on" }
+    );
+    for wave in 0..waves as u64 {
+        let now = start + wave * 1000;
+        let policy = Policy::Demo {
+            limit: 5,
+            ends_at: now + 900,
+            lifetime: 900,
+        };
+        for _ in 0..users {
+            registry.admit(UserId::new(), policy, now)?;
+        }
+        let (at_peak, peak_bytes) = registry.footprint();
+        if let Some(keeper) = &keeper {
+            keeper
+                .send(Evict {
+                    now: now + 901,
+                    idle: IDLE_AFTER,
+                })
+                .await?;
+        }
+        let (held, bytes) = registry.footprint();
+        println!(
+            "  wave {}: {at_peak} counters in memory ({:.1} MiB of tables) after the wave, \
+             {held} ({:.1} MiB) after its demos ended; process RSS {:.1} MiB (mostly sled)",
+            wave + 1,
+            mib(peak_bytes as u64),
+            mib(bytes as u64),
+            mib(own_rss()),
+        );
+    }
+    Ok(())
 }
 
 async fn verify(iterations: u32, rounds: u32) -> Result<()> {

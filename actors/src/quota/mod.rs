@@ -8,15 +8,22 @@
 //! change is written to storage before the admission is answered, and made
 //! durable before the request is acknowledged.
 //!
-//! It was an actor first; the round trip to its mailbox on another thread was
-//! 11 % of a counted request's latency, the lock is not measurable (see
-//! docs/BENCHMARKS.md, "Quota admission").
+//! Admission was an actor first; the round trip to its mailbox on another
+//! thread was 11 % of a counted request's latency, the lock is not
+//! measurable (see docs/BENCHMARKS.md, "Quota admission"). So admission is a
+//! call on this handle, and the registry's own actor, the [`QuotaKeeper`]
+//! (`keeper.rs`), takes what needs an owner over time: evicting the counters
+//! of idle users and of windows that ended (memory stays proportional to
+//! the users active lately, not to every user seen since start).
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use palaver_storage::{QuotaCounter, StorageError, Store, UserId};
+
+mod keeper;
+pub use keeper::{Evict, Evicted, QuotaKeeper, IDLE_AFTER, SWEEP_EVERY};
 
 /// The limit a user is under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,10 +100,26 @@ pub struct QuotaRegistry {
 
 struct Inner {
     store: Store,
-    /// Counters of users seen since start, loaded from storage on first use;
-    /// a user always maps to the same shard, whose lock is held across the
-    /// check, the increment and the write-through.
-    shards: Box<[Mutex<HashMap<UserId, QuotaCounter>>]>,
+    /// Counters of users seen lately (the keeper evicts idle ones), loaded
+    /// from storage on first use; a user always maps to the same shard,
+    /// whose lock is held across the check, the increment and the
+    /// write-through.
+    shards: Box<[Mutex<Shard>]>,
+}
+
+type Shard = HashMap<UserId, Held>;
+
+/// A counter in memory, with what eviction needs to know.
+struct Held {
+    counter: QuotaCounter,
+    /// Unix seconds of the last admission, refund or peek.
+    last_used: u64,
+    /// Unix seconds when the count stops mattering: the demo's end, or the
+    /// end of a regular user's window.
+    ends_at: u64,
+    /// A regular user's window: once it ends, the stored count is void too
+    /// (a demo's count lives until the demo user is deleted).
+    windowed: bool,
 }
 
 /// Enough shards that two users rarely share a lock on a many-core machine;
@@ -175,7 +198,7 @@ impl QuotaRegistry {
         }
     }
 
-    fn shard(&self, user: UserId) -> MutexGuard<'_, HashMap<UserId, QuotaCounter>> {
+    fn shard(&self, user: UserId) -> MutexGuard<'_, Shard> {
         // A v7 UUID's low bits are random.
         let index = (user.0.as_u128() % SHARDS as u128) as usize;
         // Nothing inside the critical sections panics; if something ever
@@ -190,30 +213,91 @@ impl QuotaRegistry {
     /// rolled over when it has passed.
     fn counter<'a>(
         &self,
-        shard: &'a mut HashMap<UserId, QuotaCounter>,
+        shard: &'a mut Shard,
         user: UserId,
         policy: Policy,
         now: u64,
     ) -> Result<&'a mut QuotaCounter, StorageError> {
-        let counter = match shard.entry(user) {
+        let held = match shard.entry(user) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 let stored = self.inner.store.quotas().get(user)?;
-                e.insert(stored.unwrap_or(QuotaCounter {
-                    count: 0,
-                    window_start: now,
-                }))
+                e.insert(Held {
+                    counter: stored.unwrap_or(QuotaCounter {
+                        count: 0,
+                        window_start: now,
+                    }),
+                    last_used: now,
+                    ends_at: now,
+                    windowed: false,
+                })
             }
         };
         if let Policy::User { window, .. } = policy {
-            if now >= counter.window_start.saturating_add(window) {
-                *counter = QuotaCounter {
+            if now >= held.counter.window_start.saturating_add(window) {
+                held.counter = QuotaCounter {
                     count: 0,
                     window_start: now,
                 };
             }
         }
-        Ok(counter)
+        held.last_used = now;
+        held.windowed = matches!(policy, Policy::User { .. });
+        held.ends_at = match policy {
+            Policy::Demo { ends_at, .. } => ends_at,
+            Policy::User { window, .. } => held.counter.window_start.saturating_add(window),
+        };
+        Ok(&mut held.counter)
+    }
+
+    /// How many counters are in memory, and the bytes their tables hold
+    /// (capacity × entry size plus hashbrown's control byte per bucket):
+    /// for the benchmark's memory figure.
+    pub fn footprint(&self) -> (usize, usize) {
+        let entry = std::mem::size_of::<(UserId, Held)>() + 1;
+        self.inner
+            .shards
+            .iter()
+            .fold((0, 0), |(held, bytes), shard| {
+                let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+                (held + shard.len(), bytes + shard.capacity() * entry)
+            })
+    }
+
+    /// Drops from memory the counters of users idle for `idle` seconds and
+    /// of windows that ended (a demo that is over, a regular user's window
+    /// that passed: its stored record goes too, as its count is void).
+    /// An evicted counter is read back from storage on the user's next
+    /// request. Each shard is locked in turn, briefly.
+    pub fn evict(&self, now: u64, idle: u64) -> Evicted {
+        let mut evicted = Evicted::default();
+        for shard in self.inner.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            let store = &self.inner.store;
+            shard.retain(|user, held| {
+                if held.ends_at <= now {
+                    if held.windowed {
+                        // A regular user's window that passed: void.
+                        if let Err(e) = store.quotas().remove(*user) {
+                            tracing::warn!(error = %e, "cannot drop an ended quota window");
+                            return true;
+                        }
+                    }
+                    evicted.ended += 1;
+                    return false;
+                }
+                if now.saturating_sub(held.last_used) >= idle {
+                    evicted.idle += 1;
+                    return false;
+                }
+                evicted.kept += 1;
+                true
+            });
+            if shard.capacity() > 4 * shard.len().max(64) {
+                shard.shrink_to_fit();
+            }
+        }
+        evicted
     }
 }
 
@@ -353,6 +437,48 @@ mod tests {
         registry.refund(user, DEMO, NOW).unwrap();
         assert_eq!(store.quotas().get(user).unwrap(), None);
         assert_eq!(registry.peek(user, DEMO, NOW).unwrap().count, 0);
+    }
+
+    #[actix_rt::test]
+    async fn the_keeper_evicts_idle_and_ended_counters_and_they_come_back() {
+        use actix::Actor;
+        let store = Store::temporary().unwrap();
+        let registry = QuotaRegistry::new(store.clone());
+        let keeper = QuotaKeeper::new(registry.clone()).start();
+        let (idle, active, ended) = (UserId::new(), UserId::new(), UserId::new());
+        let user = Policy::User {
+            limit: 10,
+            window: 100,
+        };
+        registry.admit(idle, DEMO, NOW).unwrap();
+        registry.admit(idle, DEMO, NOW).unwrap();
+        registry.admit(ended, user, NOW).unwrap();
+        registry.admit(active, DEMO, NOW + 590).unwrap();
+        let evict = |now| {
+            keeper.send(Evict {
+                now,
+                idle: std::time::Duration::from_secs(600),
+            })
+        };
+        let done = evict(NOW + 600).await.unwrap();
+        assert_eq!(
+            done,
+            Evicted {
+                kept: 1,
+                idle: 1,
+                ended: 1
+            }
+        );
+        // The idle demo user's count was kept in storage and comes back.
+        assert_eq!(store.quotas().get(idle).unwrap().unwrap().count, 2);
+        assert_eq!(registry.peek(idle, DEMO, NOW + 601).unwrap().count, 2);
+        // The ended window's count is void: gone from storage too.
+        assert_eq!(store.quotas().get(ended).unwrap(), None);
+        // Past the demo's end its counter leaves memory (storage keeps it
+        // until the user is purged).
+        let done = evict(NOW + 901).await.unwrap();
+        assert_eq!(done.kept, 0);
+        assert!(store.quotas().get(active).unwrap().is_some());
     }
 
     #[test]
