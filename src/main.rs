@@ -276,7 +276,8 @@ async fn apikey(cmd: ApiKeyCommand, config: &Config) -> Result<()> {
     match cmd {
         ApiKeyCommand::Create { email, name } => {
             let user = cli::find_user(&store, &email)?;
-            let (record, key) = palaver_actors::auth::create_api_key(&store, &user, &name).await?;
+            let (record, key) =
+                palaver_actors::auth::create_api_key_offline(&store, &user, &name).await?;
             println!(
                 "created API key {} ({}) for {}",
                 record.name, record.id, user.email

@@ -44,13 +44,19 @@ impl<'a> ApiKeys<'a> {
 
     /// Stores a key. Durable when it returns.
     pub async fn create(&self, key: &ApiKey) -> Result<()> {
+        self.create_nowait(key)?;
+        self.store.durable().await
+    }
+
+    /// [`ApiKeys::create`] without waiting for durability.
+    pub fn create_nowait(&self, key: &ApiKey) -> Result<()> {
         let t = self.store.trees();
         t.api_keys
             .insert(keys::api_key(key.id), codec::encode(key)?)?;
         t.api_keys_by_user
             .insert(keys::user_api_key(key.user_id, key.id), &[])?;
         t.api_keys_by_hash.insert(key.hash, key.id.as_bytes())?;
-        self.store.durable().await
+        Ok(())
     }
 
     pub fn get(&self, id: Uuid) -> Result<Option<ApiKey>> {
@@ -123,11 +129,19 @@ impl<'a> ApiKeys<'a> {
 
     /// Deletes a key; `false` if there was none. Durable when it returns.
     pub async fn delete(&self, id: Uuid) -> Result<bool> {
+        let deleted = self.delete_nowait(id)?;
+        if deleted {
+            self.store.durable().await?;
+        }
+        Ok(deleted)
+    }
+
+    /// [`ApiKeys::delete`] without waiting for durability.
+    pub fn delete_nowait(&self, id: Uuid) -> Result<bool> {
         let Some(key) = self.get(id)? else {
             return Ok(false);
         };
         self.remove(&key)?;
-        self.store.durable().await?;
         Ok(true)
     }
 

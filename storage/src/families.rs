@@ -55,11 +55,17 @@ impl<'a> Families<'a> {
 
     /// Records a new family. Durable when it returns.
     pub async fn create(&self, family: &Family) -> Result<()> {
+        self.create_nowait(family)?;
+        self.store.durable().await
+    }
+
+    /// [`Families::create`] without waiting for durability.
+    pub fn create_nowait(&self, family: &Family) -> Result<()> {
         self.store
             .trees()
             .families
             .insert(keys::family(family.id), codec::encode(family)?)?;
-        self.store.durable().await
+        Ok(())
     }
 
     pub fn get(&self, id: Uuid) -> Result<Option<Family>> {
@@ -76,6 +82,21 @@ impl<'a> Families<'a> {
     /// `presented` is not current, revokes the family (reuse). Durable when
     /// it returns.
     pub async fn rotate(
+        &self,
+        id: Uuid,
+        presented: Uuid,
+        next: Uuid,
+        expires_at: u64,
+    ) -> Result<Rotation> {
+        let rotation = self.rotate_nowait(id, presented, next, expires_at)?;
+        if matches!(rotation, Rotation::Rotated(_) | Rotation::Reused(_)) {
+            self.store.durable().await?;
+        }
+        Ok(rotation)
+    }
+
+    /// [`Families::rotate`] without waiting for durability.
+    pub fn rotate_nowait(
         &self,
         id: Uuid,
         presented: Uuid,
@@ -102,7 +123,6 @@ impl<'a> Families<'a> {
             let swapped =
                 tree.compare_and_swap(key, Some(&current), Some(codec::encode(&family)?))?;
             if swapped.is_ok() {
-                self.store.durable().await?;
                 return Ok(if reused {
                     Rotation::Reused(family)
                 } else {
@@ -114,6 +134,16 @@ impl<'a> Families<'a> {
 
     /// Revokes a family. `Ok(None)` if it does not exist. Durable when it returns.
     pub async fn revoke(&self, id: Uuid) -> Result<Option<Family>> {
+        let (family, changed) = self.revoke_nowait(id)?;
+        if changed {
+            self.store.durable().await?;
+        }
+        Ok(family)
+    }
+
+    /// [`Families::revoke`] without waiting for durability; also answers
+    /// whether anything changed.
+    pub fn revoke_nowait(&self, id: Uuid) -> Result<(Option<Family>, bool)> {
         let mut changed = false;
         let family =
             codec::update::<Family>(&self.store.trees().families, &keys::family(id), |f| {
@@ -121,10 +151,7 @@ impl<'a> Families<'a> {
                 f.revoked = true;
                 changed
             })?;
-        if changed {
-            self.store.durable().await?;
-        }
-        Ok(family)
+        Ok((family, changed))
     }
 
     /// Revokes every family of a user (the user is disabled); returns their

@@ -56,6 +56,14 @@ impl<'a> Users<'a> {
     /// Creates a user; [`StorageError::EmailTaken`] if the email (in any
     /// letter case) belongs to someone already. Durable when it returns.
     pub async fn create(&self, new: NewUser) -> Result<User> {
+        let user = self.create_nowait(new)?;
+        self.store.durable().await?;
+        Ok(user)
+    }
+
+    /// [`Users::create`] without waiting for durability: pair with
+    /// [`Store::durable`] before acknowledging it.
+    pub fn create_nowait(&self, new: NewUser) -> Result<User> {
         let user = User {
             id: UserId::new(),
             email: new.email.trim().to_string(),
@@ -86,7 +94,6 @@ impl<'a> Users<'a> {
                 Ok(())
             },
         )?;
-        self.store.durable().await?;
         Ok(user)
     }
 

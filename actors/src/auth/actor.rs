@@ -1,15 +1,26 @@
-//! The AuthActor: the single writer of identity state. It creates token
-//! families, rotates refresh tokens (reuse revokes the family), revokes on
-//! logout, runs the demo sweep and collects expired state, and tells the
-//! Supervisor about every revocation so it can close the affected sockets.
+//! The AuthActor: the single writer of identity state. It creates users
+//! (demo and registration) and token families, rotates refresh tokens
+//! (reuse revokes the family), revokes on logout, creates and deletes API
+//! keys and records their use, runs the demo sweep and collects expired
+//! state, and tells the Supervisor about every revocation so it can close
+//! the affected sockets.
+//!
+//! One at a time: every handler makes its writes synchronously in `handle`
+//! (microseconds: sled inserts and compare-and-swaps, no flush), so writes
+//! never interleave; the future it returns only waits for the group
+//! commit's flush, concurrently with other handlers' waits, so many writes
+//! share one flush. The sweep's purges run likewise in one step of the
+//! actor. Password hashing and verification stay in the callers (they are
+//! CPU work, bounded by their own permits).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use palaver_storage::{Family, Rotation, Store, User, UserId};
+use palaver_storage::{ApiKey, Family, NewUser, Rotation, StorageError, Store, User, UserId};
 use uuid::Uuid;
 
+use super::api_keys::new_key;
 use super::throttle::Limiters;
 use super::{
     ensure_usable, now_secs, AuthError, AuthSettings, Claims, TicketBook, TokenPair, TokenService,
@@ -137,8 +148,34 @@ fn issued(pair: TokenPair) -> TokenPair {
     pair
 }
 
-/// From the `Auth` handle after a successful login or demo start: opens a
-/// new token family for `user`. Answers the first token pair.
+/// Answers `value` once every write made so far is durable: the write was
+/// made (one at a time) in the handler; only the wait runs concurrently.
+async fn when_durable<T>(store: Store, value: Result<T, AuthError>) -> Result<T, AuthError> {
+    let value = value?;
+    store.durable().await?;
+    Ok(value)
+}
+
+impl AuthActor {
+    /// Opens a new token family for `user` (written, not yet durable) and
+    /// mints its first pair.
+    fn open_family(&self, user: &User) -> Result<TokenPair, AuthError> {
+        let fam = Uuid::new_v4();
+        let jti = Uuid::new_v4();
+        let (pair, family_exp) = mint_pair(&self.tokens, self.lifetimes(), user, fam, jti)?;
+        self.store.families().create_nowait(&Family {
+            id: fam,
+            user_id: user.id,
+            current_jti: jti,
+            expires_at: family_exp,
+            revoked: false,
+        })?;
+        Ok(pair)
+    }
+}
+
+/// From the `Auth` handle after a successful login: opens a new token
+/// family for `user`. Answers the first token pair, once durable.
 pub struct IssueTokens {
     pub user: User,
 }
@@ -151,24 +188,82 @@ impl Handler<IssueTokens> for AuthActor {
     type Result = ResponseFuture<Result<TokenPair, AuthError>>;
 
     fn handle(&mut self, msg: IssueTokens, _: &mut Self::Context) -> Self::Result {
-        let (tokens, lifetimes, store) =
-            (self.tokens.clone(), self.lifetimes(), self.store.clone());
-        Box::pin(async move {
-            let fam = Uuid::new_v4();
-            let jti = Uuid::new_v4();
-            let (pair, family_exp) = mint_pair(&tokens, lifetimes, &msg.user, fam, jti)?;
-            store
-                .families()
-                .create(&Family {
-                    id: fam,
-                    user_id: msg.user.id,
-                    current_jti: jti,
-                    expires_at: family_exp,
-                    revoked: false,
-                })
-                .await?;
-            Ok(issued(pair))
-        })
+        let pair = self.open_family(&msg.user);
+        let store = self.store.clone();
+        Box::pin(async move { when_durable(store, pair).await.map(issued) })
+    }
+}
+
+/// From the `Auth` handle on `POST /api/auth/demo/` (throttled by the
+/// caller): creates a demo user living until `expires_at` and opens its
+/// first token family. Answers its pair, once durable.
+pub struct CreateDemo {
+    pub expires_at: u64,
+}
+
+impl Message for CreateDemo {
+    type Result = Result<TokenPair, AuthError>;
+}
+
+impl Handler<CreateDemo> for AuthActor {
+    type Result = ResponseFuture<Result<TokenPair, AuthError>>;
+
+    fn handle(&mut self, msg: CreateDemo, _: &mut Self::Context) -> Self::Result {
+        let id = Uuid::new_v4().simple().to_string();
+        let pair = self
+            .store
+            .users()
+            .create_nowait(NewUser {
+                email: format!("demo-{id}@demo.invalid"),
+                // No password can match an empty hash: demo users cannot log in.
+                password_hash: String::new(),
+                is_demo: true,
+                demo_expires_at: Some(msg.expires_at),
+            })
+            .map_err(AuthError::from)
+            .and_then(|user| {
+                tracing::info!(user_id = %user.id, "demo user created");
+                telemetry::demo_user_created();
+                self.open_family(&user)
+            });
+        let store = self.store.clone();
+        Box::pin(async move { when_durable(store, pair).await.map(issued) })
+    }
+}
+
+/// From the `Auth` handle on registration (throttled, password hashed by
+/// the caller): creates a regular user. Answers it once durable, or
+/// `EmailTaken`.
+pub struct CreateUser {
+    pub email: String,
+    pub password_hash: String,
+}
+
+impl Message for CreateUser {
+    type Result = Result<User, AuthError>;
+}
+
+impl Handler<CreateUser> for AuthActor {
+    type Result = ResponseFuture<Result<User, AuthError>>;
+
+    fn handle(&mut self, msg: CreateUser, _: &mut Self::Context) -> Self::Result {
+        let user = self
+            .store
+            .users()
+            .create_nowait(NewUser {
+                email: msg.email,
+                password_hash: msg.password_hash,
+                is_demo: false,
+                demo_expires_at: None,
+            })
+            .map_err(|e| match e {
+                StorageError::EmailTaken => AuthError::EmailTaken,
+                other => other.into(),
+            });
+        if let Ok(user) = &user {
+            tracing::info!(user_id = %user.id, "user registered");
+        }
+        Box::pin(when_durable(self.store.clone(), user))
     }
 }
 
@@ -187,28 +282,37 @@ impl Handler<Rotate> for AuthActor {
     type Result = ResponseFuture<Result<TokenPair, AuthError>>;
 
     fn handle(&mut self, msg: Rotate, _: &mut Self::Context) -> Self::Result {
-        let (tokens, lifetimes, store) =
-            (self.tokens.clone(), self.lifetimes(), self.store.clone());
-        let revocations = self.revocations.clone();
-        Box::pin(async move {
-            let claims = msg.claims;
+        let claims = msg.claims;
+        let rotated: Result<_, AuthError> = (|| {
             let user_id = claims
                 .user()
                 .ok_or(AuthError::Invalid("malformed subject"))?;
-            let user = store
+            let user = self
+                .store
                 .users()
                 .get(user_id)?
                 .ok_or(AuthError::Invalid("unknown user"))?;
             ensure_usable(&user)?;
             let next = Uuid::new_v4();
-            let (pair, family_exp) = mint_pair(&tokens, lifetimes, &user, claims.fam, next)?;
-            match store
+            let (pair, family_exp) =
+                mint_pair(&self.tokens, self.lifetimes(), &user, claims.fam, next)?;
+            let rotation = self
+                .store
                 .families()
-                .rotate(claims.fam, claims.jti, next, family_exp)
-                .await?
-            {
-                Rotation::Rotated(_) => Ok(issued(pair)),
+                .rotate_nowait(claims.fam, claims.jti, next, family_exp)?;
+            Ok((pair, rotation))
+        })();
+        let revocations = self.revocations.clone();
+        let store = self.store.clone();
+        Box::pin(async move {
+            let (pair, rotation) = rotated?;
+            match rotation {
+                Rotation::Rotated(_) => {
+                    store.durable().await?;
+                    Ok(issued(pair))
+                }
                 Rotation::Reused(family) => {
+                    store.durable().await?;
                     telemetry::refresh_reuse();
                     tracing::warn!(user_id = %family.user_id, family = %family.id, "refresh token reuse: family revoked");
                     revocations.do_send(Revoked {
@@ -239,10 +343,14 @@ impl Handler<RevokeFamily> for AuthActor {
     type Result = ResponseFuture<Result<(), AuthError>>;
 
     fn handle(&mut self, msg: RevokeFamily, _: &mut Self::Context) -> Self::Result {
-        let store = self.store.clone();
-        let revocations = self.revocations.clone();
+        let revoked = self.store.families().revoke_nowait(msg.family);
+        let (store, revocations) = (self.store.clone(), self.revocations.clone());
         Box::pin(async move {
-            if let Some(family) = store.families().revoke(msg.family).await? {
+            let (family, changed) = revoked?;
+            if changed {
+                store.durable().await?;
+            }
+            if let Some(family) = family {
                 revocations.do_send(Revoked {
                     user_id: family.user_id,
                     family: Some(family.id),
@@ -253,6 +361,90 @@ impl Handler<RevokeFamily> for AuthActor {
             }
             Ok(())
         })
+    }
+}
+
+/// From the `Auth` handle (name checked by the caller): creates an API key
+/// for a user that still exists. Answers the record and the key, once
+/// durable. Run by the single writer, a key can never be created for a user
+/// the sweep is deleting: the purge's removals run in one step of this
+/// actor, before or after this handler, never across it.
+pub struct CreateApiKey {
+    pub user_id: UserId,
+    pub name: String,
+}
+
+impl Message for CreateApiKey {
+    type Result = Result<(ApiKey, String), AuthError>;
+}
+
+impl Handler<CreateApiKey> for AuthActor {
+    type Result = ResponseFuture<Result<(ApiKey, String), AuthError>>;
+
+    fn handle(&mut self, msg: CreateApiKey, _: &mut Self::Context) -> Self::Result {
+        let created: Result<_, AuthError> = (|| {
+            if self.store.users().get(msg.user_id)?.is_none() {
+                return Err(AuthError::UnknownUser);
+            }
+            let (record, key) = new_key(msg.user_id, msg.name);
+            self.store.api_keys().create_nowait(&record)?;
+            Ok((record, key))
+        })();
+        let store = self.store.clone();
+        Box::pin(async move {
+            let created = when_durable(store, created).await?;
+            telemetry::token_issued("api_key");
+            tracing::info!(user_id = %created.0.user_id, key_id = %created.0.id, "API key created");
+            Ok(created)
+        })
+    }
+}
+
+/// From the `Auth` handle: deletes one of `user_id`'s keys and the unused
+/// tickets it asked for. Answers once durable; another user's key or a
+/// missing one is `NotFound`.
+pub struct DeleteApiKey {
+    pub user_id: UserId,
+    pub key_id: Uuid,
+}
+
+impl Message for DeleteApiKey {
+    type Result = Result<(), AuthError>;
+}
+
+impl Handler<DeleteApiKey> for AuthActor {
+    type Result = ResponseFuture<Result<(), AuthError>>;
+
+    fn handle(&mut self, msg: DeleteApiKey, _: &mut Self::Context) -> Self::Result {
+        let deleted: Result<_, AuthError> = (|| match self.store.api_keys().get(msg.key_id)? {
+            Some(key) if key.user_id == msg.user_id => {
+                self.store.api_keys().delete_nowait(msg.key_id)?;
+                self.tickets.forget_api_key(msg.key_id);
+                Ok(())
+            }
+            _ => Err(AuthError::NotFound),
+        })();
+        Box::pin(when_durable(self.store.clone(), deleted))
+    }
+}
+
+/// From the `Auth` handle when an API key authenticated and its last
+/// recorded use is over a minute old: records the use. No answer (a lost
+/// `last_used_at` is harmless, so it is not waited on).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TouchApiKey {
+    pub key: ApiKey,
+    pub at: u64,
+}
+
+impl Handler<TouchApiKey> for AuthActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: TouchApiKey, _: &mut Self::Context) {
+        if let Err(e) = self.store.api_keys().touch(&msg.key, msg.at) {
+            tracing::warn!(error = %e, "cannot record API key use");
+        }
     }
 }
 

@@ -1,0 +1,171 @@
+//! Verification of every credential form (access JWT, API key, ticket), in
+//! the caller; tickets issued and consumed; the handshake's re-check.
+
+use std::time::Duration;
+
+use palaver_storage::{User, UserId};
+use subtle::ConstantTimeEq;
+
+use super::error::observe;
+use super::{
+    api_key_hash, ensure_usable, now_secs, Auth, AuthError, Claims, Principal, TicketGrant,
+    TokenType, TouchApiKey, Via, API_KEY_PREFIX,
+};
+use crate::telemetry;
+
+impl Auth {
+    /// Verifies an access JWT: signature and claims, token type, family not
+    /// revoked, user present and active.
+    pub fn verify_access(&self, token: &str) -> Result<Principal, AuthError> {
+        observe(self.verify_access_inner(token))
+    }
+
+    fn verify_access_inner(&self, token: &str) -> Result<Principal, AuthError> {
+        let claims = self.inner.tokens.decode(token)?;
+        if claims.token_type != TokenType::Access {
+            return Err(AuthError::Invalid("not an access token"));
+        }
+        if self.inner.store.families().is_revoked(claims.fam)? {
+            return Err(AuthError::Revoked);
+        }
+        let user = self.active_user(claims.user())?;
+        Ok(Principal {
+            user,
+            via: Via::Access(claims),
+        })
+    }
+
+    /// Verifies a refresh token's signature, claims and type (its family is
+    /// the AuthActor's to check).
+    pub(super) fn decode_refresh(&self, token: &str) -> Result<Claims, AuthError> {
+        let claims = self.inner.tokens.decode(token)?;
+        if claims.token_type != TokenType::Refresh {
+            return Err(AuthError::Invalid("not a refresh token"));
+        }
+        Ok(claims)
+    }
+
+    /// Verifies an API key.
+    pub fn verify_api_key(&self, key: &str) -> Result<Principal, AuthError> {
+        observe(self.verify_api_key_inner(key))
+    }
+
+    fn verify_api_key_inner(&self, key: &str) -> Result<Principal, AuthError> {
+        if !key.starts_with(API_KEY_PREFIX) {
+            return Err(AuthError::Invalid("malformed API key"));
+        }
+        let hash = api_key_hash(key);
+        let record = self
+            .inner
+            .store
+            .api_keys()
+            .find_by_hash(&hash)?
+            .ok_or(AuthError::Invalid("unknown API key"))?;
+        // The lookup already matched the hash; compare again in constant time
+        // so the decision never rests on a short-circuiting comparison.
+        if !bool::from(record.hash.ct_eq(&hash)) {
+            return Err(AuthError::Invalid("unknown API key"));
+        }
+        let user = self.active_user(Some(record.user_id))?;
+        // Recorded at most once a minute, by the single writer.
+        let now = palaver_storage::now_millis();
+        if record
+            .last_used_at
+            .is_none_or(|t| now.saturating_sub(t) >= 60_000)
+        {
+            self.inner.actor.do_send(TouchApiKey {
+                key: record.clone(),
+                at: now,
+            });
+        }
+        Ok(Principal {
+            user,
+            via: Via::ApiKey(record.id),
+        })
+    }
+
+    /// Consumes a single-use ticket.
+    pub fn consume_ticket(&self, ticket: &str) -> Result<Principal, AuthError> {
+        observe(self.consume_ticket_inner(ticket))
+    }
+
+    fn consume_ticket_inner(&self, ticket: &str) -> Result<Principal, AuthError> {
+        let grant = self
+            .inner
+            .tickets
+            .consume(ticket)
+            .ok_or(AuthError::Invalid("unknown, used or expired ticket"))?;
+        // A ticket never outlives the credential that asked for it.
+        if grant
+            .credential_expires_at
+            .is_some_and(|at| at <= now_secs())
+        {
+            return Err(AuthError::Expired);
+        }
+        if let Some(fam) = grant.family {
+            if self.inner.store.families().is_revoked(fam)? {
+                return Err(AuthError::Revoked);
+            }
+        }
+        let user = self.active_user(Some(grant.user_id))?;
+        Ok(Principal {
+            user,
+            via: Via::Ticket(grant),
+        })
+    }
+
+    /// Issues a ticket bound to the principal's user and family
+    /// (`RateLimited` when the user holds too many unused ones).
+    pub fn issue_ticket(&self, principal: &Principal) -> Result<(String, Duration), AuthError> {
+        if principal.expires_at().is_some_and(|at| at <= now_secs()) {
+            // Verified within the leeway, but already past its expiry.
+            return Err(AuthError::Expired);
+        }
+        let ttl = self.inner.settings.ticket_ttl;
+        let grant = TicketGrant {
+            user_id: principal.user.id,
+            family: principal.family(),
+            credential_expires_at: principal.expires_at(),
+            api_key: principal.api_key(),
+        };
+        let ticket = self
+            .inner
+            .tickets
+            .issue(grant, ttl)
+            .map_err(|_| AuthError::RateLimited { retry_after: ttl })?;
+        telemetry::token_issued("ticket");
+        Ok((ticket, ttl))
+    }
+
+    /// Checks again that a principal's credential still stands: its family
+    /// not revoked, its API key (or the ticket's) not deleted, its user
+    /// active. The handshake calls it once the connection is registered, so
+    /// a revocation or deletion that raced the verification is never missed
+    /// (it either sees the registered connection, or this sees its write).
+    pub fn recheck(&self, principal: &Principal) -> Result<(), AuthError> {
+        let store = &self.inner.store;
+        if let Some(fam) = principal.family() {
+            if store.families().is_revoked(fam)? {
+                return Err(AuthError::Revoked);
+            }
+        }
+        if let Some(key) = principal.api_key() {
+            if store.api_keys().get(key)?.is_none() {
+                return Err(AuthError::Revoked);
+            }
+        }
+        self.active_user(Some(principal.user.id)).map(drop)
+    }
+
+    fn active_user(&self, id: Option<UserId>) -> Result<User, AuthError> {
+        let id = id.ok_or(AuthError::Invalid("malformed subject"))?;
+        let user = self
+            .inner
+            .store
+            .users()
+            .get(id)?
+            .ok_or(AuthError::UnknownUser)?;
+        ensure_usable(&user)?;
+        Ok(user)
+    }
+}
