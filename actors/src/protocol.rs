@@ -19,13 +19,57 @@ pub fn rfc3339_millis(millis: u64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-pub fn status_name(status: MessageStatus) -> &'static str {
-    match status {
-        MessageStatus::Complete => "complete",
-        MessageStatus::Streaming => "streaming",
-        MessageStatus::Cancelled => "cancelled",
-        MessageStatus::Failed => "failed",
+/// A message's status on the wire (`done`, history), serialized once here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Complete,
+    Streaming,
+    Cancelled,
+    Failed,
+}
+
+impl From<MessageStatus> for Status {
+    fn from(status: MessageStatus) -> Self {
+        match status {
+            MessageStatus::Complete => Status::Complete,
+            MessageStatus::Streaming => Status::Streaming,
+            MessageStatus::Cancelled => Status::Cancelled,
+            MessageStatus::Failed => Status::Failed,
+        }
     }
+}
+
+impl Status {
+    /// The wire name (also the `status` label of metrics).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Complete => "complete",
+            Status::Streaming => "streaming",
+            Status::Cancelled => "cancelled",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// A stored status's wire name.
+pub fn status_name(status: MessageStatus) -> &'static str {
+    Status::from(status).as_str()
+}
+
+/// The `code` of an `error` event (API.md §7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    QuotaExceeded,
+    InvalidMessage,
+    QuestionTooLong,
+    StreamInProgress,
+    Busy,
+    TokenInvalid,
+    AnalysisFailed,
+    RateLimited,
+    ResumeUnavailable,
 }
 
 /// A stored message as the API shows it (history, `message` events, the
@@ -47,6 +91,86 @@ pub fn message_json(m: &Message) -> Value {
         })).collect::<Vec<_>>(),
         "created_at": rfc3339_millis(m.created_at),
     })
+}
+
+/// Why the server closes a socket: each reason has its close code (API.md
+/// §7) and the short text sent in the close frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Close {
+    /// The client closed first.
+    Normal,
+    /// The server is shutting down (waits for a streaming reply's `done`).
+    Shutdown,
+    IdleTimeout,
+    ProtocolError,
+    BinaryFrame,
+    InvalidText,
+    SlowReader,
+    TooManyMessages,
+    OriginRejected,
+    TooBig,
+    ServerError,
+    AuthFailed,
+    CredentialExpired,
+    LoggedOut,
+    CredentialsRevoked,
+    ApiKeyDeleted,
+    AccountUnavailable,
+    AccountDeleted,
+    SessionNotFound,
+    SessionDeleted,
+    TooManyConnections,
+}
+
+impl Close {
+    pub fn code(self) -> u16 {
+        use close::*;
+        match self {
+            Close::Normal => NORMAL,
+            Close::Shutdown | Close::IdleTimeout => GOING_AWAY,
+            Close::ProtocolError => PROTOCOL_ERROR,
+            Close::BinaryFrame => UNSUPPORTED,
+            Close::InvalidText => INVALID_TEXT,
+            Close::SlowReader | Close::TooManyMessages | Close::OriginRejected => POLICY,
+            Close::TooBig => TOO_BIG,
+            Close::ServerError => SERVER_ERROR,
+            Close::AuthFailed
+            | Close::CredentialExpired
+            | Close::LoggedOut
+            | Close::CredentialsRevoked
+            | Close::ApiKeyDeleted => AUTH,
+            Close::AccountUnavailable | Close::AccountDeleted => USER_INACTIVE,
+            Close::SessionNotFound | Close::SessionDeleted => NOT_FOUND,
+            Close::TooManyConnections => TOO_MANY,
+        }
+    }
+
+    /// The close frame's reason text.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Close::Normal => "",
+            Close::Shutdown => "server shutting down",
+            Close::IdleTimeout => "idle timeout",
+            Close::ProtocolError => "protocol error",
+            Close::BinaryFrame => "only text frames are spoken",
+            Close::InvalidText => "text frames must be UTF-8",
+            Close::SlowReader => "slow reader: outgoing buffer full",
+            Close::TooManyMessages => "too many messages",
+            Close::OriginRejected => "origin not allowed",
+            Close::TooBig => "message too big",
+            Close::ServerError => "server error",
+            Close::AuthFailed => "authentication failed",
+            Close::CredentialExpired => "credential expired",
+            Close::LoggedOut => "logged out",
+            Close::CredentialsRevoked => "credentials revoked",
+            Close::ApiKeyDeleted => "API key deleted",
+            Close::AccountUnavailable => "account unavailable",
+            Close::AccountDeleted => "account deleted",
+            Close::SessionNotFound => "session not found",
+            Close::SessionDeleted => "session deleted",
+            Close::TooManyConnections => "too many connections",
+        }
+    }
 }
 
 /// Close codes (API.md §7).
@@ -140,11 +264,11 @@ pub enum ServerFrame {
     },
     Done {
         message_id: Arc<str>,
-        status: &'static str,
+        status: Status,
         usage: Usage,
     },
     Error {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         request_count: Option<u32>,
@@ -166,7 +290,7 @@ pub enum ServerFrame {
 }
 
 impl ServerFrame {
-    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         ServerFrame::Error {
             code,
             message: message.into(),
@@ -241,7 +365,7 @@ mod tests {
     fn server_frames_have_the_contract_shape() {
         let done = ServerFrame::Done {
             message_id: "m".into(),
-            status: "complete",
+            status: Status::Complete,
             usage: Usage {
                 tokens: 3,
                 first_token_ms: 1,
@@ -252,7 +376,7 @@ mod tests {
         assert_eq!(v["type"], "done");
         assert_eq!(v["usage"]["tokens"], 3);
         let err: Value =
-            serde_json::from_str(&ServerFrame::error("busy", "full").to_json()).unwrap();
+            serde_json::from_str(&ServerFrame::error(ErrorCode::Busy, "full").to_json()).unwrap();
         assert_eq!(
             err,
             serde_json::json!({"type":"error","code":"busy","message":"full"})

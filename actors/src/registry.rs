@@ -11,15 +11,16 @@ use std::sync::Mutex;
 
 use actix::prelude::*;
 use palaver_storage::UserId;
+
+use crate::protocol::Close;
 use uuid::Uuid;
 
 /// Sent to a SessionActor (by the Supervisor, through the registry) to close
-/// its socket with `code`. No answer.
+/// its socket for `why` (its code and reason). No answer.
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "()")]
 pub struct CloseConnection {
-    pub code: u16,
-    pub reason: &'static str,
+    pub why: Close,
 }
 
 struct Entry {
@@ -120,33 +121,25 @@ impl Connections {
     }
 
     /// Closes the connections opened with an API key (it was deleted).
-    pub fn close_api_key(&self, user: UserId, key: Uuid, code: u16, reason: &'static str) -> usize {
+    pub fn close_api_key(&self, user: UserId, key: Uuid, why: Close) -> usize {
         close(
             self.lock().by_user.get(&user).into_iter().flatten(),
-            code,
-            reason,
+            why,
             |e| e.api_key == Some(key),
         )
     }
 
     /// Closes a user's connections (of one family, if given). Returns how many.
-    pub fn close_user(
-        &self,
-        user: UserId,
-        family: Option<Uuid>,
-        code: u16,
-        reason: &'static str,
-    ) -> usize {
+    pub fn close_user(&self, user: UserId, family: Option<Uuid>, why: Close) -> usize {
         close(
             self.lock().by_user.get(&user).into_iter().flatten(),
-            code,
-            reason,
+            why,
             |e| family.is_none() || e.family == family,
         )
     }
 
     /// Closes every connection open on a session.
-    pub fn close_session(&self, session: Uuid, code: u16, reason: &'static str) -> usize {
+    pub fn close_session(&self, session: Uuid, why: Close) -> usize {
         let inner = self.lock();
         let Some(on_session) = inner.by_session.get(&session) else {
             return 0;
@@ -159,30 +152,26 @@ impl Connections {
         }
         close(
             users.iter().filter_map(|u| inner.by_user.get(u)).flatten(),
-            code,
-            reason,
+            why,
             |e| e.session == session,
         )
     }
 
     /// Closes every connection (shutdown).
-    pub fn close_all(&self, code: u16, reason: &'static str) -> usize {
-        close(self.lock().by_user.values().flatten(), code, reason, |_| {
-            true
-        })
+    pub fn close_all(&self, why: Close) -> usize {
+        close(self.lock().by_user.values().flatten(), why, |_| true)
     }
 }
 
 /// Asks each of `entries` that `which` picks to close; how many it asked.
 fn close<'a>(
     entries: impl Iterator<Item = &'a Entry>,
-    code: u16,
-    reason: &'static str,
+    why: Close,
     which: impl Fn(&Entry) -> bool,
 ) -> usize {
     let mut closed = 0;
     for e in entries.filter(|e| which(e)) {
-        e.addr.do_send(CloseConnection { code, reason });
+        e.addr.do_send(CloseConnection { why });
         closed += 1;
     }
     closed
@@ -216,11 +205,14 @@ mod tests {
         registry
             .register(bob, None, None, s1, 10, addr.clone())
             .unwrap();
-        assert_eq!(registry.close_session(s1, 4004, "gone"), 2);
-        assert_eq!(registry.close_session(s2, 4004, "gone"), 1);
+        assert_eq!(registry.close_session(s1, Close::SessionDeleted), 2);
+        assert_eq!(registry.close_session(s2, Close::SessionDeleted), 1);
         registry.unregister(ann, a1);
-        assert_eq!(registry.close_session(s1, 4004, "gone"), 1);
-        assert_eq!(registry.close_session(Uuid::new_v4(), 4004, "gone"), 0);
+        assert_eq!(registry.close_session(s1, Close::SessionDeleted), 1);
+        assert_eq!(
+            registry.close_session(Uuid::new_v4(), Close::SessionDeleted),
+            0
+        );
         assert!(registry.register(ann, None, None, s1, 1, addr).is_err());
         let inner = registry.lock();
         assert_eq!(inner.by_session.values().map(Vec::len).sum::<usize>(), 2);

@@ -17,7 +17,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::analysis::{AnalysisPool, Cancel, Event};
 use crate::auth::{now_secs, Auth, Principal};
 use crate::protocol::{
-    close, message_json, status_name, ClientFrame, ConnectedUser, QuotaView, ServerFrame,
+    message_json, ClientFrame, Close, ConnectedUser, ErrorCode, QuotaView, ServerFrame,
 };
 use crate::question::{Asking, Refusal, Stored};
 use crate::quota::{Policy, QuotaRegistry};
@@ -98,7 +98,7 @@ pub struct SessionActor {
     /// Asked to stop while a question was starting: stop once it started.
     stop_when_started: bool,
     /// A shutdown close waiting for the streaming reply's `done`.
-    close_after_done: Option<(u16, &'static str)>,
+    close_after_done: Option<Close>,
     closing: bool,
 }
 
@@ -156,11 +156,12 @@ impl SessionActor {
                 conn = self.conn_id,
                 "slow reader: outgoing buffer full, closing"
             );
-            self.close(close::POLICY, "slow reader: outgoing buffer full", ctx);
+            self.close(Close::SlowReader, ctx);
         }
     }
 
-    fn close(&mut self, code: u16, reason: &'static str, ctx: &mut Context<Self>) {
+    fn close(&mut self, why: Close, ctx: &mut Context<Self>) {
+        let (code, reason) = (why.code(), why.reason());
         if self.closing {
             return;
         }
@@ -196,9 +197,7 @@ impl SessionActor {
         );
         let warn_in = left.saturating_sub(self.deps.limits.expiry_warning);
         let close_at_expiry = |ctx: &mut Context<Self>| {
-            ctx.run_later(left, |act, ctx| {
-                act.close(close::AUTH, "credential expired", ctx)
-            })
+            ctx.run_later(left, |act, ctx| act.close(Close::CredentialExpired, ctx))
         };
         self.expiry_timer = Some(if self.warned {
             close_at_expiry(ctx)
@@ -236,11 +235,11 @@ impl SessionActor {
             return true;
         }
         if self.frames_in_window > limit + RATE_LIMIT_GRACE {
-            self.close(close::POLICY, "too many messages", ctx);
+            self.close(Close::TooManyMessages, ctx);
         } else {
             self.send(
                 ServerFrame::error(
-                    "rate_limited",
+                    ErrorCode::RateLimited,
                     format!("at most {limit} messages per minute"),
                 ),
                 ctx,
@@ -261,7 +260,7 @@ impl SessionActor {
             Err(e) => {
                 telemetry::ws_message("in", "invalid");
                 let message = format!("not a valid message: {e}");
-                self.send(ServerFrame::error("invalid_message", message), ctx);
+                self.send(ServerFrame::error(ErrorCode::InvalidMessage, message), ctx);
                 return;
             }
         };
@@ -295,10 +294,13 @@ impl SessionActor {
                 );
             }
             Ok(_) => self.send(
-                ServerFrame::error("token_invalid", "the token belongs to another user"),
+                ServerFrame::error(ErrorCode::TokenInvalid, "the token belongs to another user"),
                 ctx,
             ),
-            Err(e) => self.send(ServerFrame::error("token_invalid", e.to_string()), ctx),
+            Err(e) => self.send(
+                ServerFrame::error(ErrorCode::TokenInvalid, e.to_string()),
+                ctx,
+            ),
         }
     }
 
@@ -306,17 +308,17 @@ impl SessionActor {
         // The expiry timer may not have run yet: an expired credential never
         // gets a question admitted.
         if self.expires_at.is_some_and(|at| now_secs() >= at) {
-            return self.close(close::AUTH, "credential expired", ctx);
+            return self.close(Close::CredentialExpired, ctx);
         }
         if client_id.as_ref().is_some_and(|id| id.chars().count() > 64) {
             return self.send(
-                ServerFrame::error("invalid_message", "id: at most 64 characters"),
+                ServerFrame::error(ErrorCode::InvalidMessage, "id: at most 64 characters"),
                 ctx,
             );
         }
         if self.streaming.is_some() {
             return self.send(
-                ServerFrame::error("stream_in_progress", "a reply is still streaming"),
+                ServerFrame::error(ErrorCode::StreamInProgress, "a reply is still streaming"),
                 ctx,
             );
         }
@@ -348,22 +350,29 @@ impl SessionActor {
     fn refuse(&mut self, refusal: Refusal, ctx: &mut Context<Self>) {
         self.streaming = None;
         let frame = match refusal {
-            Refusal::TooLong { max } => {
-                ServerFrame::error("question_too_long", format!("at most {max} characters"))
+            Refusal::TooLong { max } => ServerFrame::error(
+                ErrorCode::QuestionTooLong,
+                format!("at most {max} characters"),
+            ),
+            Refusal::Empty => {
+                ServerFrame::error(ErrorCode::InvalidMessage, "the question is empty")
             }
-            Refusal::Empty => ServerFrame::error("invalid_message", "the question is empty"),
-            Refusal::Busy => {
-                ServerFrame::error("busy", "the analysis pool is full; try again shortly")
-            }
+            Refusal::Busy => ServerFrame::error(
+                ErrorCode::Busy,
+                "the analysis pool is full; try again shortly",
+            ),
             Refusal::Quota(s) => ServerFrame::Error {
-                code: "quota_exceeded",
+                code: ErrorCode::QuotaExceeded,
                 message: "request quota exceeded".into(),
                 request_count: Some(s.count),
                 request_limit: Some(s.limit()),
             },
             Refusal::Storage(e) => {
                 tracing::error!(error = %e, "cannot store a question");
-                ServerFrame::error("analysis_failed", "the question could not be stored")
+                ServerFrame::error(
+                    ErrorCode::AnalysisFailed,
+                    "the question could not be stored",
+                )
             }
         };
         self.send(frame, ctx);
@@ -443,7 +452,7 @@ impl Actor for SessionActor {
         ctx.run_interval(ping_every, |act, ctx| {
             if act.last_heard.elapsed() >= act.deps.limits.idle_timeout {
                 tracing::info!(conn = act.conn_id, "idle timeout: closing");
-                act.close(close::GOING_AWAY, "idle timeout", ctx);
+                act.close(Close::IdleTimeout, ctx);
             } else {
                 act.out.control(Out::Ping);
             }
@@ -472,25 +481,21 @@ impl StreamHandler<Result<Received, ProtocolError>> for SessionActor {
         self.last_heard = Instant::now();
         match item {
             Ok(Received::Text(text)) => self.on_text(&text, ctx),
-            Ok(Received::Binary(_)) => {
-                self.close(close::UNSUPPORTED, "only text frames are spoken", ctx)
-            }
+            Ok(Received::Binary(_)) => self.close(Close::BinaryFrame, ctx),
             Ok(Received::Ping(bytes)) => {
                 // Pings are frames like any other (rate limit), and their
                 // pongs count against the outbox bound.
                 if self.within_rate(ctx) && !self.out.pong(&bytes) {
-                    self.close(close::POLICY, "slow reader: outgoing buffer full", ctx);
+                    self.close(Close::SlowReader, ctx);
                 }
             }
             Ok(Received::Pong(_)) => {}
-            Ok(Received::Close(_)) => self.close(close::NORMAL, "", ctx),
-            Err(ProtocolError::Overflow) => self.close(close::TOO_BIG, "message too big", ctx),
-            Err(e) if crate::socket::is_invalid_text(&e) => {
-                self.close(close::INVALID_TEXT, "text frames must be UTF-8", ctx)
-            }
+            Ok(Received::Close(_)) => self.close(Close::Normal, ctx),
+            Err(ProtocolError::Overflow) => self.close(Close::TooBig, ctx),
+            Err(e) if crate::socket::is_invalid_text(&e) => self.close(Close::InvalidText, ctx),
             Err(e) => {
                 tracing::debug!(conn = self.conn_id, error = %e, "websocket protocol error");
-                self.close(close::PROTOCOL_ERROR, "protocol error", ctx);
+                self.close(Close::ProtocolError, ctx);
             }
         }
     }
@@ -528,15 +533,15 @@ impl StreamHandler<Event> for SessionActor {
                 self.current_reply = None;
                 ServerFrame::Done {
                     message_id: reply.id.hyphenated().to_string().into(),
-                    status: status_name(reply.status),
+                    status: reply.status.into(),
                     usage,
                 }
             }
         };
         self.send(frame, ctx);
         if done {
-            if let Some((code, reason)) = self.close_after_done.take() {
-                self.close(code, reason, ctx);
+            if let Some(why) = self.close_after_done.take() {
+                self.close(why, ctx);
             }
         }
     }
@@ -553,15 +558,13 @@ impl Handler<CloseConnection> for SessionActor {
         // Shutdown closes after the streams finished: a reply's `done` may
         // still be on its way through the event stream, so let it arrive
         // first (bounded). Revocations close at once.
-        if msg.code == close::GOING_AWAY
-            && matches!(self.streaming, Some(Streaming::Running { .. }))
-        {
-            self.close_after_done = Some((msg.code, msg.reason));
+        if msg.why == Close::Shutdown && matches!(self.streaming, Some(Streaming::Running { .. })) {
+            self.close_after_done = Some(msg.why);
             ctx.run_later(Duration::from_secs(1), move |act, ctx| {
-                act.close(msg.code, msg.reason, ctx)
+                act.close(msg.why, ctx)
             });
             return;
         }
-        self.close(msg.code, msg.reason, ctx);
+        self.close(msg.why, ctx);
     }
 }

@@ -18,7 +18,7 @@ use crate::analysis::{AnalysisPool, AnalysisSettings};
 use crate::auth::Principal;
 use crate::auth::{Auth, AuthError, AuthSettings};
 use crate::messages::{Drain, RevokeReason, Revoked, SessionDeleted, Shutdown};
-use crate::protocol::close;
+use crate::protocol::Close;
 use crate::quota::Policy;
 use crate::quota::{QuotaKeeper, QuotaRegistry};
 use crate::registry::Connections;
@@ -225,15 +225,13 @@ impl Handler<Revoked> for Supervisor {
 
     fn handle(&mut self, msg: Revoked, _ctx: &mut Self::Context) {
         self.revocations += 1;
-        let (code, reason) = match msg.reason {
-            RevokeReason::Logout => (close::AUTH, "logged out"),
-            RevokeReason::RefreshReuse => (close::AUTH, "credentials revoked"),
-            RevokeReason::UserDeleted => (close::USER_INACTIVE, "account deleted"),
+        let why = match msg.reason {
+            RevokeReason::Logout => Close::LoggedOut,
+            RevokeReason::RefreshReuse => Close::CredentialsRevoked,
+            RevokeReason::UserDeleted => Close::AccountDeleted,
         };
         // `family` is None for a user-wide revocation.
-        let closed = self
-            .connections
-            .close_user(msg.user_id, msg.family, code, reason);
+        let closed = self.connections.close_user(msg.user_id, msg.family, why);
         if msg.reason == RevokeReason::UserDeleted {
             self.quotas.forget(msg.user_id);
         }
@@ -251,9 +249,9 @@ impl Handler<SessionDeleted> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: SessionDeleted, _ctx: &mut Self::Context) {
-        let closed =
-            self.connections
-                .close_session(msg.session_id, close::NOT_FOUND, "session deleted");
+        let closed = self
+            .connections
+            .close_session(msg.session_id, Close::SessionDeleted);
         tracing::debug!(session_id = %msg.session_id, closed, "session deleted");
     }
 }
@@ -267,7 +265,7 @@ impl Handler<Drain> for Supervisor {
             pool.drain(msg.grace).await;
             // The HTTP server's graceful stop then waits for these
             // connections to deliver their close frames and end.
-            let closed = connections.close_all(close::GOING_AWAY, "server shutting down");
+            let closed = connections.close_all(Close::Shutdown);
             tracing::info!(closed, "websockets closed for shutdown");
         })
     }

@@ -218,8 +218,7 @@ async fn delete_api_key(
     state.sessions.connections.close_api_key(
         who.0.user.id,
         id,
-        palaver_actors::protocol::close::AUTH,
-        "API key deleted",
+        palaver_actors::protocol::Close::ApiKeyDeleted,
     );
     Ok(HttpResponse::NoContent().finish())
 }

@@ -12,7 +12,7 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use palaver_actors::auth::{AuthError, Principal};
-use palaver_actors::protocol::close;
+use palaver_actors::protocol::Close;
 use palaver_actors::socket::{self, Incoming, Out, Outbox};
 use palaver_actors::supervisor::{SpawnRefused, Supervisor};
 use palaver_actors::telemetry;
@@ -59,18 +59,16 @@ impl Refusal {
         }
     }
 
-    fn close_code(&self) -> (u16, &'static str) {
+    fn close(&self) -> Close {
         match self {
-            Refusal::Origin => (close::POLICY, "origin not allowed"),
+            Refusal::Origin => Close::OriginRejected,
             Refusal::Auth(AuthError::AccountDisabled | AuthError::UnknownUser) => {
-                (close::USER_INACTIVE, "account unavailable")
+                Close::AccountUnavailable
             }
-            Refusal::Auth(AuthError::Storage(_) | AuthError::Internal(_)) => {
-                (close::SERVER_ERROR, "server error")
-            }
-            Refusal::Auth(_) => (close::AUTH, "authentication failed"),
-            Refusal::NotFound => (close::NOT_FOUND, "session not found"),
-            Refusal::TooMany => (close::TOO_MANY, "too many connections"),
+            Refusal::Auth(AuthError::Storage(_) | AuthError::Internal(_)) => Close::ServerError,
+            Refusal::Auth(_) => Close::AuthFailed,
+            Refusal::NotFound => Close::SessionNotFound,
+            Refusal::TooMany => Close::TooManyConnections,
         }
     }
 
@@ -185,7 +183,8 @@ fn refuse(
     state: &AppState,
     refusal: Refusal,
 ) -> Result<HttpResponse, ApiError> {
-    let (code, reason) = refusal.close_code();
+    let why = refusal.close();
+    let (code, reason) = (why.code(), why.reason());
     tracing::info!(code, reason, "websocket refused");
     telemetry::ws_handshake(refusal.outcome());
     if state.config.ws.reject_with == RejectWith::Http {
