@@ -154,19 +154,31 @@ impl<'a> Families<'a> {
         Ok((family, changed))
     }
 
+    /// Every family with its key and stored value, for the scans below;
+    /// a record that does not decode is skipped (it authenticates nothing).
+    fn all(&self) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec, Family)>> + '_ {
+        self.store
+            .trees()
+            .families
+            .iter()
+            .filter_map(|entry| match entry {
+                Err(e) => Some(Err(e.into())),
+                Ok((key, value)) => match codec::decode::<Family>(&value) {
+                    Ok(family) => Some(Ok((key, value, family))),
+                    Err(StorageError::Corrupt { .. }) => None,
+                    Err(e) => Some(Err(e)),
+                },
+            })
+    }
+
     /// Revokes every family of a user (the user is disabled); returns their
     /// ids. Not waited on. Scans every family: an operator's action, not a
     /// request path (families are collected once their tokens expire).
     pub(crate) fn revoke_all_for(&self, user: UserId) -> Result<Vec<Uuid>> {
         let tree = &self.store.trees().families;
         let mut revoked = Vec::new();
-        for entry in tree.iter() {
-            let (key, value) = entry?;
-            let family: Family = match codec::decode(&value) {
-                Ok(f) => f,
-                Err(StorageError::Corrupt { .. }) => continue,
-                Err(e) => return Err(e),
-            };
+        for entry in self.all() {
+            let (key, _, family) = entry?;
             if family.user_id != user || family.revoked {
                 continue;
             }
@@ -184,13 +196,8 @@ impl<'a> Families<'a> {
     pub fn collect_expired(&self, before: u64) -> Result<usize> {
         let tree = &self.store.trees().families;
         let mut removed = 0;
-        for entry in tree.iter() {
-            let (key, value) = entry?;
-            let family: Family = match codec::decode(&value) {
-                Ok(f) => f,
-                Err(StorageError::Corrupt { .. }) => continue,
-                Err(e) => return Err(e),
-            };
+        for entry in self.all() {
+            let (key, value, family) = entry?;
             if family.expires_at < before
                 && tree
                     .compare_and_swap(&key, Some(&value), None::<&[u8]>)?
