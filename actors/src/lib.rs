@@ -1,8 +1,8 @@
 //! palaver-actors: the actors that run palaver, and the domain logic they own.
 //!
 //! # Layout
-//! - [`supervisor`]: started at boot; owns the lifecycle of the other actors
-//!   and drives graceful shutdown.
+//! - [`supervisor`]: started at boot; starts the other actors, spawns every
+//!   session actor, closes sockets on revocation and drives graceful shutdown.
 //! - [`analysis`]: the AnalysisPool and its engines (`echo`, `builtin`) and tools.
 //! - [`protocol`]: the WebSocket wire types (API.md §7).
 //! - [`auth`]: identity: JWTs, refresh rotation, tickets, API keys, login
@@ -14,7 +14,8 @@
 //! - [`session`]: the SessionActor, one per WebSocket connection.
 //! - [`socket`]: the WebSocket wire under it: frames decoded from the
 //!   request payload, the byte-bounded outbox that is the response body.
-//! - [`quota`]: the QuotaRegistry, single owner of every request counter.
+//! - [`quota`]: the QuotaRegistry, single owner of every request counter, and
+//!   its QuotaKeeper actor (eviction of idle counters).
 //! - [`telemetry`]: every metric, named and described in one place.
 //! - [`password`]: argon2id hashing and verification (CPU-heavy: call it on a
 //!   blocking thread).

@@ -1,10 +1,11 @@
-//! The SessionActor: one per WebSocket connection, created only after the
-//! handshake authenticated the client and checked the session's ownership.
-//! It owns the socket (the incoming stream is added to its context; a small
-//! writer task drains its bounded outbox into the socket), speaks the
-//! protocol of API.md §7, and never blocks: storage and analysis run as
-//! futures and report back as messages or stream items; quota admission is
-//! one short synchronous step (a lock and a sled insert, no flush).
+//! The SessionActor: one per WebSocket connection, created by the Supervisor
+//! (`Supervisor::reserve_session`) only after the handshake authenticated the
+//! client and checked the session's ownership. It owns the socket (the
+//! incoming stream is added to its context; outgoing frames are queued into
+//! the socket's byte-bounded outbox, which is the 101 response's body), speaks
+//! the protocol of API.md §7, and never blocks: storage and analysis run as
+//! futures and report back as messages or stream items; a question's first
+//! step (question.rs: validate, reserve, admit) is one short synchronous call.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
