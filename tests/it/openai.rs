@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
+use crate::metrics::sample;
 use crate::support::{
     assert_error, auth_options, client, new_session, next_frame, send_json, signed_in, until_done,
     ws_connected, JsonValue, ServerOptions, TestServer, Ws,
@@ -762,6 +763,56 @@ async fn upstream_failures_end_failed_keep_the_text_and_refund_the_question() {
     assert_eq!(frames.last().unwrap()["status"], "complete");
     assert_eq!(tokens(&frames), "Fine again.");
     assert_eq!(chat.request_count(&server).await, 2);
+
+    // Counted by outcome, timed to the first delta, rounds per reply; a
+    // valid exposition.
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let check = crate::metrics::promtool(&text);
+    assert!(
+        check.status.success(),
+        "promtool: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let requests = |outcome| {
+        sample(
+            &text,
+            "palaver_analysis_upstream_requests_total",
+            &[("outcome", outcome)],
+        )
+    };
+    assert_eq!(requests("http_5xx"), Some(2.0), "500 and 503");
+    assert_eq!(requests("http_4xx"), Some(2.0), "401 and 429");
+    assert_eq!(requests("malformed"), Some(1.0));
+    assert_eq!(requests("cut"), Some(1.0));
+    assert_eq!(requests("first_token_timeout"), Some(1.0));
+    assert_eq!(requests("idle_timeout"), Some(1.0));
+    assert_eq!(requests("error"), Some(1.0), "the error event");
+    assert_eq!(
+        requests("ok"),
+        Some(4.0),
+        "three tool rounds and the last answer"
+    );
+    assert!(
+        sample(
+            &text,
+            "palaver_analysis_upstream_first_delta_seconds_count",
+            &[]
+        )
+        .is_some_and(|n| n >= 7.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "palaver_analysis_tool_rounds_bucket", &[("le", "1")]),
+        Some(10.0),
+        "every reply but the one that ran 2 rounds"
+    );
 }
 
 #[tokio::test]
