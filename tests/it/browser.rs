@@ -85,6 +85,9 @@ impl Browser {
                 json!({"browser": "ALL", "performance": "ALL"}),
             );
         }
+        // Two providers are built in (ring for reqwest, aws-lc-rs for
+        // fantoccini): name the default, or rustls panics choosing.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = ClientBuilder::rustls()
             .expect("TLS roots")
             .capabilities(caps)
