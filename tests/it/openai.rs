@@ -25,7 +25,7 @@ const KEY: &str = "sk-test-upstream-key-0123456789abcdefXYZ";
 
 /// One step of a scripted response body.
 #[derive(Clone)]
-enum Step {
+pub(crate) enum Step {
     /// Bytes of the body, written (and flushed) as one HTTP chunk.
     Send(String),
     /// Send nothing more; wait for the client to close the connection.
@@ -35,7 +35,7 @@ enum Step {
 }
 
 /// One scripted response.
-struct Reply {
+pub(crate) struct Reply {
     status: u16,
     content_type: &'static str,
     steps: Vec<Step>,
@@ -67,14 +67,14 @@ struct Shared {
     changed: Notify,
 }
 
-struct Upstream {
+pub(crate) struct Upstream {
     /// `http://127.0.0.1:PORT/v1`
-    base_url: String,
+    pub(crate) base_url: String,
     shared: Arc<Shared>,
 }
 
 impl Upstream {
-    async fn start() -> Upstream {
+    pub(crate) async fn start() -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
         let shared = Arc::new(Shared::default());
@@ -88,7 +88,7 @@ impl Upstream {
     }
 
     /// Queues the response to the next request.
-    fn script(&self, reply: Reply) {
+    pub(crate) fn script(&self, reply: Reply) {
         self.shared.replies.lock().unwrap().push_back(reply);
     }
 
@@ -200,12 +200,12 @@ async fn serve(mut socket: TcpStream, shared: Arc<Shared>) {
     let _ = socket.shutdown().await;
 }
 
-fn event(data: Value) -> String {
+pub(crate) fn event(data: Value) -> String {
     format!("data: {data}\n\n")
 }
 
 /// A `chat.completion.chunk` with one choice.
-fn chunk(delta: Value, finish_reason: Option<&str>) -> String {
+pub(crate) fn chunk(delta: Value, finish_reason: Option<&str>) -> String {
     event(json!({
         "id": "chatcmpl-test",
         "object": "chat.completion.chunk",
@@ -215,20 +215,20 @@ fn chunk(delta: Value, finish_reason: Option<&str>) -> String {
     }))
 }
 
-fn text(piece: &str) -> Step {
+pub(crate) fn text(piece: &str) -> Step {
     Step::Send(chunk(json!({"content": piece}), None))
 }
 
-fn role() -> Step {
+pub(crate) fn role() -> Step {
     Step::Send(chunk(json!({"role": "assistant", "content": ""}), None))
 }
 
-fn finish(reason: &str) -> Step {
+pub(crate) fn finish(reason: &str) -> Step {
     Step::Send(chunk(json!({}), Some(reason)))
 }
 
 /// The usage chunk `stream_options.include_usage` asks for.
-fn usage(completion_tokens: u64) -> Step {
+pub(crate) fn usage(completion_tokens: u64) -> Step {
     Step::Send(event(json!({
         "id": "chatcmpl-test",
         "object": "chat.completion.chunk",
@@ -237,16 +237,16 @@ fn usage(completion_tokens: u64) -> Step {
     })))
 }
 
-fn done() -> Step {
+pub(crate) fn done() -> Step {
     Step::Send("data: [DONE]\n\n".into())
 }
 
 /// Tool-call deltas in one chunk.
-fn calls(deltas: Value) -> Step {
+pub(crate) fn calls(deltas: Value) -> Step {
     Step::Send(chunk(json!({"tool_calls": deltas}), None))
 }
 
-fn streamed(steps: Vec<Step>) -> Reply {
+pub(crate) fn streamed(steps: Vec<Step>) -> Reply {
     Reply {
         status: 200,
         content_type: "text/event-stream",
@@ -255,14 +255,14 @@ fn streamed(steps: Vec<Step>) -> Reply {
 }
 
 /// A whole answer: role, the pieces, `stop`, usage, `[DONE]`.
-fn answer(pieces: &[&str], completion_tokens: u64) -> Reply {
+pub(crate) fn answer(pieces: &[&str], completion_tokens: u64) -> Reply {
     let mut steps = vec![role()];
     steps.extend(pieces.iter().map(|p| text(p)));
     steps.extend([finish("stop"), usage(completion_tokens), done()]);
     streamed(steps)
 }
 
-fn error_reply(status: u16, message: &str) -> Reply {
+pub(crate) fn error_reply(status: u16, message: &str) -> Reply {
     Reply {
         status,
         content_type: "application/json",
@@ -274,7 +274,7 @@ fn error_reply(status: u16, message: &str) -> Reply {
 
 /// palaver with the `openai` engine pointed at `base_url`, the key in the
 /// environment.
-fn options(base_url: &str) -> ServerOptions {
+pub(crate) fn options(base_url: &str) -> ServerOptions {
     auth_options()
         .env("PALAVER_ANALYSIS__ENGINE", "openai")
         .env("PALAVER_ANALYSIS__OPENAI__BASE_URL", base_url)
