@@ -10,6 +10,7 @@ use std::sync::Arc;
 use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use palaver_actors::telemetry;
 use subtle::ConstantTimeEq;
 
 use crate::config::Secret;
@@ -20,6 +21,11 @@ use crate::http::ApiError;
 const SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+const UPSTREAM_SECONDS_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+];
+const ROUNDS_BUCKETS: &[f64] = &[0.0, 1.0, 2.0, 3.0, 4.0, 8.0];
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -37,6 +43,12 @@ impl Metrics {
     pub fn install(token: Option<Secret>) -> anyhow::Result<Metrics> {
         let handle = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?
+            // An upstream model may think for a minute before its first delta.
+            .set_buckets_for_metric(
+                Matcher::Full(telemetry::UPSTREAM_FIRST_DELTA.into()),
+                UPSTREAM_SECONDS_BUCKETS,
+            )?
+            .set_buckets_for_metric(Matcher::Full(telemetry::TOOL_ROUNDS.into()), ROUNDS_BUCKETS)?
             .install_recorder()?;
         palaver_actors::telemetry::describe();
         let process = metrics_process::Collector::default();

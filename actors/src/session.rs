@@ -98,6 +98,9 @@ pub struct SessionActor {
     warned: bool,
     /// Asked to stop while a question was starting: stop once it started.
     stop_when_started: bool,
+    /// The streaming reply failed and its question's count was given back:
+    /// where the user stands now, told after `done`.
+    refunded: Option<crate::quota::Standing>,
     /// A shutdown close waiting for the streaming reply's `done`.
     close_after_done: Option<Close>,
     closing: bool,
@@ -141,6 +144,7 @@ impl SessionActor {
             expiry_timer: None,
             warned: false,
             stop_when_started: false,
+            refunded: None,
             close_after_done: None,
             closing: false,
         };
@@ -415,6 +419,22 @@ impl SessionActor {
 }
 
 impl SessionActor {
+    /// The engine failed the streaming reply: the question's count is given
+    /// back (a failed answer is the server's fault, like a 5xx). The write
+    /// rides on the reply's own flush, which follows.
+    fn refund(&mut self) {
+        let Some(policy) = self.policy else { return };
+        let quotas = &self.deps.quotas;
+        let now = now_secs();
+        match quotas
+            .refund(self.user_id, policy, now)
+            .and_then(|()| quotas.peek(self.user_id, policy, now))
+        {
+            Ok(standing) => self.refunded = Some(standing),
+            Err(e) => tracing::error!(error = %e, "quota refund failed"),
+        }
+    }
+
     /// The streaming reply's id, shared by every frame of the reply (a
     /// reference count per token, not an allocation).
     fn reply_id(&self) -> Arc<str> {
@@ -529,6 +549,10 @@ impl StreamHandler<Event> for SessionActor {
                 message_id: self.reply_id(),
                 text,
             },
+            Event::Failed { message } => {
+                self.refund();
+                ServerFrame::error(ErrorCode::AnalysisFailed, message)
+            }
             Event::Done { reply, usage } => {
                 self.streaming = None;
                 self.current_reply = None;
@@ -541,6 +565,16 @@ impl StreamHandler<Event> for SessionActor {
         };
         self.send(frame, ctx);
         if done {
+            if let Some(s) = self.refunded.take() {
+                self.send(
+                    ServerFrame::Quota {
+                        request_count: s.count,
+                        request_limit: s.limit(),
+                        reset_in: s.reset_in,
+                    },
+                    ctx,
+                );
+            }
             if let Some(why) = self.close_after_done.take() {
                 self.close(why, ctx);
             }

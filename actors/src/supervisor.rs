@@ -329,6 +329,7 @@ pub(crate) mod tests {
                 queue: 4,
                 token_delay: Duration::ZERO,
                 finish_on_disconnect: true,
+                openai: None,
             },
             WsLimits {
                 max_messages_per_minute: 120,

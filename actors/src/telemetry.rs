@@ -23,6 +23,9 @@ pub const ANALYSIS_QUEUE_DEPTH: &str = "palaver_analysis_queue_depth";
 pub const ANALYSIS_ACTIVE_STREAMS: &str = "palaver_analysis_active_streams";
 pub const ANALYSIS_FIRST_TOKEN: &str = "palaver_analysis_first_token_seconds";
 pub const ANALYSIS_STREAM_DURATION: &str = "palaver_analysis_stream_duration_seconds";
+pub const UPSTREAM_REQUESTS: &str = "palaver_analysis_upstream_requests_total";
+pub const UPSTREAM_FIRST_DELTA: &str = "palaver_analysis_upstream_first_delta_seconds";
+pub const TOOL_ROUNDS: &str = "palaver_analysis_tool_rounds";
 pub const STORAGE_FLUSH: &str = "palaver_storage_flush_seconds";
 pub const DEMO_USERS: &str = "palaver_demo_users";
 
@@ -74,6 +77,19 @@ pub fn describe() {
         ANALYSIS_STREAM_DURATION,
         Unit::Seconds,
         "Duration of a reply, by engine and final status."
+    );
+    describe_counter!(
+        UPSTREAM_REQUESTS,
+        "Requests to the openai engine's upstream, by outcome."
+    );
+    describe_histogram!(
+        UPSTREAM_FIRST_DELTA,
+        Unit::Seconds,
+        "Time from sending a request upstream to its first delta (text or tool call)."
+    );
+    describe_histogram!(
+        TOOL_ROUNDS,
+        "Tool rounds (model asks, tools run, results sent back) per openai reply."
     );
     describe_histogram!(
         STORAGE_FLUSH,
@@ -171,6 +187,21 @@ pub fn analysis_stream_ended(
     }
     histogram!(ANALYSIS_STREAM_DURATION, "engine" => engine, "status" => status)
         .record(total.as_secs_f64());
+}
+
+/// The outcome of one upstream request, a fixed set: `ok`, `connect_error`,
+/// `http_4xx`, `http_5xx`, `first_token_timeout`, `idle_timeout`,
+/// `total_timeout`, `malformed`, `cut`, `cancelled`, `error`.
+pub fn upstream_request(outcome: &'static str) {
+    counter!(UPSTREAM_REQUESTS, "outcome" => outcome).increment(1);
+}
+
+pub fn upstream_first_delta(elapsed: Duration) {
+    histogram!(UPSTREAM_FIRST_DELTA).record(elapsed.as_secs_f64());
+}
+
+pub fn tool_rounds(rounds: u32) {
+    histogram!(TOOL_ROUNDS).record(f64::from(rounds));
 }
 
 pub fn storage_flush(elapsed: Duration) {

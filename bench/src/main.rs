@@ -393,6 +393,7 @@ async fn verify(iterations: u32, rounds: u32) -> Result<()> {
             queue: 16,
             token_delay: Duration::ZERO,
             finish_on_disconnect: true,
+            openai: None,
         },
         WsLimits {
             max_messages_per_minute: 120,

@@ -203,7 +203,15 @@ mod tests {
             "base_url",
             "model",
             "api_key_env",
-            "timeout",
+            "system_prompt",
+            "max_history_messages",
+            "max_tool_rounds",
+            "tools",
+            "temperature",
+            "connect_timeout",
+            "first_token_timeout",
+            "idle_timeout",
+            "total_timeout",
             "path",
             "cache_bytes",
             "fsync",
@@ -278,6 +286,40 @@ mod tests {
         let mut config = Config::default();
         config.server.allowed_origins = vec!["*.example.com".into()];
         assert!(config.validate().is_err());
+        let mut config = Config::default();
+        config.auth.algorithm = JwtAlgorithm::RS256;
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("auth.algorithm"));
+        for base_url in [
+            "ftp://127.0.0.1/v1",
+            "localhost:11434/v1",
+            "http://k:s@host/v1",
+        ] {
+            let mut config = Config::default();
+            config.analysis.openai.base_url = base_url.into();
+            let refused = config.validate().unwrap_err().to_string();
+            assert!(refused.contains("analysis.openai.base_url"), "{refused}");
+        }
+        let mut config = Config::default();
+        config.analysis.openai.idle_timeout = Duration::ZERO;
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("analysis.openai.idle_timeout"));
+        let mut config = Config::default();
+        config.analysis.openai.temperature = Some(3.5);
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("analysis.openai.temperature"));
+        let mut config = Config::default();
+        config.analysis.engine = Engine::Openai;
+        assert!(config.validate().is_ok());
         let mut config = Config::default();
         config.auth.algorithm = JwtAlgorithm::RS256;
         assert!(config

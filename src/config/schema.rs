@@ -204,16 +204,35 @@ impl Default for AnalysisConfig {
     }
 }
 
+/// `[analysis.openai]`: an OpenAI-compatible upstream (API.md §8).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OpenAiConfig {
     pub base_url: String,
     pub model: String,
-    /// The name of the environment variable holding the API key (never the key).
+    /// The name of the environment variable holding the API key (never the
+    /// key); empty or unset variable: no `Authorization` header.
     pub api_key_env: String,
+    pub system_prompt: String,
+    pub max_history_messages: usize,
+    pub max_tool_rounds: u32,
+    pub tools: bool,
+    /// Unset: the server's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
     #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub first_token_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub total_timeout: Duration,
 }
+
+/// What the model is told first, unless `system_prompt` says otherwise.
+pub const DEFAULT_SYSTEM_PROMPT: &str = "You are the assistant of a chat. Answer clearly and \
+concisely. When a question is about this conversation itself, use the tools.";
 
 impl Default for OpenAiConfig {
     fn default() -> Self {
@@ -221,7 +240,15 @@ impl Default for OpenAiConfig {
             base_url: "http://127.0.0.1:11434/v1".into(),
             model: "llama3.2".into(),
             api_key_env: "OPENAI_API_KEY".into(),
-            timeout: Duration::from_secs(60),
+            system_prompt: DEFAULT_SYSTEM_PROMPT.into(),
+            max_history_messages: 40,
+            max_tool_rounds: 4,
+            tools: true,
+            temperature: None,
+            connect_timeout: Duration::from_secs(5),
+            first_token_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(30),
+            total_timeout: Duration::from_secs(5 * 60),
         }
     }
 }

@@ -2,6 +2,9 @@
 //! `StoreConfig`, the identity layer's settings (with its keys loaded), the
 //! analysis pool's and the WebSocket limits.
 
+use std::sync::Arc;
+
+use palaver_actors::analysis::openai::{ApiKey, OpenAi, OpenAiSettings};
 use palaver_actors::analysis::{AnalysisSettings, EngineKind};
 use palaver_actors::auth::keys::{self, KeyError, KeySource};
 use palaver_actors::auth::{AuthSettings, DemoSettings};
@@ -77,25 +80,40 @@ impl Config {
         })
     }
 
-    /// The configured engine, if this build has it.
-    pub(super) fn engine(&self) -> Result<EngineKind, ConfigError> {
+    /// The configured engine.
+    fn engine(&self) -> EngineKind {
         match self.analysis.engine {
-            Engine::Builtin => Ok(EngineKind::Builtin),
-            Engine::Echo => Ok(EngineKind::Echo),
-            Engine::Openai => Err(ConfigError::Invalid(
-                "analysis.engine: \"openai\" is not available in this version; use \"builtin\" or \"echo\"".into(),
-            )),
+            Engine::Builtin => EngineKind::Builtin,
+            Engine::Echo => EngineKind::Echo,
+            Engine::Openai => EngineKind::Openai,
         }
     }
 
-    /// The analysis pool's settings.
+    /// The analysis pool's settings; with `engine = "openai"`, the engine's
+    /// HTTP client built and its key read from the environment (once).
     pub fn analysis_settings(&self) -> Result<AnalysisSettings, ConfigError> {
         let a = &self.analysis;
-        let engine = self.engine()?;
+        let engine = self.engine();
         let workers = if a.workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             a.workers
+        };
+        let openai = match engine {
+            EngineKind::Openai => {
+                let settings = self.openai_settings()?;
+                let engine = OpenAi::new(settings)
+                    .map_err(|e| ConfigError::Invalid(format!("analysis.openai: {e}")))?;
+                tracing::info!(
+                    endpoint = engine.endpoint(),
+                    model = %engine.settings().model,
+                    api_key = if engine.settings().api_key.is_some() { "set" } else { "none" },
+                    api_key_env = %engine.settings().api_key_env,
+                    "analysis engine: openai"
+                );
+                Some(Arc::new(engine))
+            }
+            _ => None,
         };
         Ok(AnalysisSettings {
             engine,
@@ -103,6 +121,49 @@ impl Config {
             queue: a.queue,
             token_delay: a.token_delay,
             finish_on_disconnect: a.finish_on_disconnect,
+            openai,
+        })
+    }
+
+    /// The key named by `analysis.openai.api_key_env`, read from the
+    /// environment: `None` when no variable is named, or it is unset or
+    /// empty. The error never quotes the value.
+    pub(super) fn openai_api_key(&self) -> Result<Option<ApiKey>, ConfigError> {
+        let name = &self.analysis.openai.api_key_env;
+        if name.is_empty() {
+            return Ok(None);
+        }
+        match std::env::var(name) {
+            Ok(key) if key.is_empty() => Ok(None),
+            Ok(key) => ApiKey::new(key).map(Some).map_err(|why| {
+                ConfigError::Invalid(format!(
+                    "analysis.openai.api_key_env: the variable {name} {why}"
+                ))
+            }),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::Invalid(format!(
+                "analysis.openai.api_key_env: the variable {name} is not UTF-8"
+            ))),
+        }
+    }
+
+    /// The `openai` engine's view of `[analysis.openai]`.
+    pub fn openai_settings(&self) -> Result<OpenAiSettings, ConfigError> {
+        let o = &self.analysis.openai;
+        Ok(OpenAiSettings {
+            base_url: o.base_url.clone(),
+            model: o.model.clone(),
+            api_key_env: o.api_key_env.clone(),
+            api_key: self.openai_api_key()?,
+            system_prompt: o.system_prompt.clone(),
+            max_history_messages: o.max_history_messages,
+            max_tool_rounds: o.max_tool_rounds,
+            tools: o.tools,
+            temperature: o.temperature,
+            connect_timeout: o.connect_timeout,
+            first_token_timeout: o.first_token_timeout,
+            idle_timeout: o.idle_timeout,
+            total_timeout: o.total_timeout,
         })
     }
 

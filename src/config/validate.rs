@@ -1,9 +1,10 @@
 //! The checks beyond types: values that parse but cannot work. `serve` and
 //! `config check` run the same ones (both exit 2 on a failure).
 
+use palaver_actors::analysis::openai::parse_base_url;
 use palaver_actors::auth::TokenService;
 
-use super::{Config, ConfigError, JwtAlgorithm};
+use super::{Config, ConfigError, Engine, JwtAlgorithm};
 
 impl Config {
     /// Why RS256 and EdDSA will not start without their key files.
@@ -61,7 +62,7 @@ impl Config {
                 "every retired secret must be at least 32 bytes",
             );
         }
-        self.engine()?;
+        self.validate_openai()?;
         if self.demo.lifetime.is_zero() {
             return bad("demo.lifetime", "must be greater than 0");
         }
@@ -98,6 +99,40 @@ impl Config {
                     &format!("{origin:?} is not an origin like \"https://chat.example.com\""),
                 );
             }
+        }
+        Ok(())
+    }
+
+    /// `[analysis.openai]`: checked whatever the engine (a typo is caught
+    /// before someone switches to it); the key only when it will be used.
+    fn validate_openai(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| {
+            Err(ConfigError::Invalid(format!(
+                "analysis.openai.{key}: {why}"
+            )))
+        };
+        let o = &self.analysis.openai;
+        if let Err(why) = parse_base_url(&o.base_url) {
+            return bad("base_url", &why);
+        }
+        if self.analysis.engine == Engine::Openai && o.model.trim().is_empty() {
+            return bad("model", "the upstream needs a model name");
+        }
+        if o.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+            return bad("temperature", "must be between 0 and 2 (or unset)");
+        }
+        for (key, value) in [
+            ("connect_timeout", o.connect_timeout),
+            ("first_token_timeout", o.first_token_timeout),
+            ("idle_timeout", o.idle_timeout),
+            ("total_timeout", o.total_timeout),
+        ] {
+            if value.is_zero() {
+                return bad(key, "must be greater than 0");
+            }
+        }
+        if self.analysis.engine == Engine::Openai {
+            self.openai_api_key()?;
         }
         Ok(())
     }

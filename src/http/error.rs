@@ -44,6 +44,10 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("the server is not ready: {0}")]
     NotReady(String),
+    /// 502 `analysis_failed`: the analysis engine's upstream failed; the
+    /// message names the cause (never a credential).
+    #[error("the analysis failed: {0}")]
+    AnalysisFailed(String),
     /// 503 `busy`: the analysis pool, or password hashing, is full.
     #[error("{0}; try again shortly")]
     Busy(&'static str),
@@ -75,6 +79,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::NotReady(_) => "not_ready",
+            ApiError::AnalysisFailed(_) => "analysis_failed",
             ApiError::Busy(_) => "busy",
             ApiError::Internal(_) => "internal",
         }
@@ -105,6 +110,7 @@ impl ResponseError for ApiError {
             ApiError::EmailTaken => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::AnalysisFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::NotReady(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

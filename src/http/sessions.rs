@@ -239,12 +239,22 @@ async fn ask(
     })?;
     let question = stored.question.clone();
     let mut events = stored.submit(session, Arc::new(Cancel::default()));
+    let mut failure = None;
     while let Some(event) = events.recv().await {
-        if let Event::Done { reply, .. } = event {
-            return Ok(HttpResponse::Ok().json(json!({
-                "question": message_json(&question),
-                "reply": message_json(&reply),
-            })));
+        match event {
+            // The partial reply is stored; the quota middleware refunds
+            // the 502.
+            Event::Failed { message } => failure = Some(message),
+            Event::Done { .. } if failure.is_some() => {
+                return Err(ApiError::AnalysisFailed(failure.unwrap_or_default()))
+            }
+            Event::Done { reply, .. } => {
+                return Ok(HttpResponse::Ok().json(json!({
+                    "question": message_json(&question),
+                    "reply": message_json(&reply),
+                })));
+            }
+            _ => {}
         }
     }
     Err(ApiError::internal("the analysis ended without a reply"))

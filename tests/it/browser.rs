@@ -85,6 +85,9 @@ impl Browser {
                 json!({"browser": "ALL", "performance": "ALL"}),
             );
         }
+        // Two providers are built in (ring for reqwest, aws-lc-rs for
+        // fantoccini): name the default, or rustls panics choosing.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = ClientBuilder::rustls()
             .expect("TLS roots")
             .capabilities(caps)
@@ -585,5 +588,68 @@ async fn a_server_side_logout_asks_to_sign_in_again() {
         .is_displayed()
         .await
         .unwrap());
+    browser.stop().await;
+}
+
+#[tokio::test]
+async fn an_openai_answer_streams_into_the_page_with_its_tool_cards_and_failures_show() {
+    use crate::openai::{answer, calls, error_reply, finish, options, role, streamed, Upstream};
+    let _one = ONE_BROWSER.lock().await;
+    let upstream = Upstream::start().await;
+    let server = TestServer::with(options(&upstream.base_url));
+    let browser = Browser::start().await;
+    browser.client.goto(&server.base).await.unwrap();
+    browser.click("demo-button").await;
+    browser
+        .until("quota-remaining", "quota after the session", |t| {
+            t.starts_with("4 of 5")
+        })
+        .await;
+
+    // The model calls a tool, then answers: the tool card, then the text.
+    upstream.script(streamed(vec![
+        role(),
+        calls(json!([{"index": 0, "id": "call_1", "type": "function",
+            "function": {"name": "message_count", "arguments": "{}"}}])),
+        finish("tool_calls"),
+        crate::openai::done(),
+    ]));
+    upstream.script(answer(&["One", " question", " so", " far."], 4));
+    browser.ask("how many messages so far?").await;
+    browser.reply_done().await;
+    let msgs = browser.messages().await;
+    assert_eq!(msgs.last().unwrap().1, "One question so far.", "{msgs:?}");
+    let card = browser
+        .client
+        .find(Locator::Css(
+            r#"[data-role="assistant"] .tools li[data-tool="message_count"]"#,
+        ))
+        .await
+        .expect("a tool card")
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        card.contains("message_count") && card.contains("messages"),
+        "{card}"
+    );
+    browser
+        .until("quota-remaining", "a counted question", |t| {
+            t.starts_with("3 of 5")
+        })
+        .await;
+
+    // The upstream fails: the page says why, the count comes back.
+    upstream.script(error_reply(500, "the model crashed"));
+    browser.ask("and now?").await;
+    browser
+        .until("error-banner", "the failure", |t| {
+            t.contains("500") && t.contains("the model crashed")
+        })
+        .await;
+    browser.reply_done().await;
+    browser
+        .until("quota-remaining", "the refund", |t| t.starts_with("3 of 5"))
+        .await;
     browser.stop().await;
 }

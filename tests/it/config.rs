@@ -177,7 +177,16 @@ fn config_check_validates() {
     // What `serve` would refuse, `config check` refuses too.
     for (key, value, named) in [
         ("PALAVER_AUTH__SECRET", "too-short", "auth.secret"),
-        ("PALAVER_ANALYSIS__ENGINE", "openai", "analysis.engine"),
+        (
+            "PALAVER_ANALYSIS__OPENAI__BASE_URL",
+            "ftp://127.0.0.1/v1",
+            "analysis.openai.base_url",
+        ),
+        (
+            "PALAVER_ANALYSIS__OPENAI__BASE_URL",
+            "not a url",
+            "analysis.openai.base_url",
+        ),
     ] {
         let refused = palaver(dir.path(), &["config", "check"], &[(key, value)], "");
         assert_eq!(refused.status.code(), Some(2), "{key}");

@@ -10,6 +10,7 @@ mod http;
 mod lifecycle;
 mod logs;
 mod metrics;
+mod openai;
 mod quota;
 mod scripts;
 mod sessions;

@@ -50,7 +50,7 @@ async fn scrape(url: &str, token: Option<&str>) -> reqwest::Response {
     req.send().await.unwrap()
 }
 
-fn promtool(scrape: &str) -> std::process::Output {
+pub(crate) fn promtool(scrape: &str) -> std::process::Output {
     let mut child = Command::new(require_tool("promtool"))
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

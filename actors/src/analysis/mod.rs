@@ -13,10 +13,14 @@
 //! - `mod.rs`: the pool, jobs, events, cancellation, the run loop.
 //! - [`echo`]: the `echo` engine.
 //! - [`builtin`]: the `builtin` engine: picks tools from the question.
+//! - [`openai`]: the `openai` engine: an OpenAI-compatible upstream, streamed.
+//! - [`sse`]: the event-stream decoder the `openai` engine reads with.
 //! - [`tools`]: the tool registry and the conversation tools.
 
 pub mod builtin;
 pub mod echo;
+pub mod openai;
+pub mod sse;
 pub mod tools;
 
 use std::collections::HashMap;
@@ -36,6 +40,8 @@ use crate::telemetry;
 pub enum EngineKind {
     Builtin,
     Echo,
+    /// Needs [`AnalysisSettings::openai`].
+    Openai,
 }
 
 impl EngineKind {
@@ -44,6 +50,7 @@ impl EngineKind {
         match self {
             EngineKind::Builtin => "builtin",
             EngineKind::Echo => "echo",
+            EngineKind::Openai => "openai",
         }
     }
 }
@@ -58,6 +65,8 @@ pub struct AnalysisSettings {
     /// Pause between tokens (0 = none).
     pub token_delay: Duration,
     pub finish_on_disconnect: bool,
+    /// The `openai` engine (its settings and HTTP client), when configured.
+    pub openai: Option<Arc<openai::OpenAi>>,
 }
 
 /// What a job reports, in order: any number of tool calls/results and tokens,
@@ -74,6 +83,11 @@ pub enum Event {
         result: Value,
     },
     Token(String),
+    /// The engine failed (`analysis_failed`): why, in words safe to show
+    /// the client. `Done` (status `failed`) follows.
+    Failed {
+        message: String,
+    },
     Done {
         reply: Message,
         usage: Usage,
@@ -118,6 +132,15 @@ impl Cancel {
 
     pub fn is_cancelled(&self) -> bool {
         self.reason.load(Ordering::SeqCst) != NOT_CANCELLED
+    }
+
+    /// Resolves once the job is cancelled (at once if it already is).
+    pub async fn cancelled(&self) {
+        let notified = self.notify.notified();
+        if self.is_cancelled() {
+            return;
+        }
+        notified.await;
     }
 
     fn status(&self) -> MessageStatus {
@@ -288,6 +311,8 @@ pub struct Run<'a> {
     started: Instant,
     first_token: Option<Duration>,
     tokens: u64,
+    /// Completion tokens the upstream reported (`openai`), if it did.
+    upstream_tokens: Option<u64>,
     text: String,
     tools: Vec<ToolUse>,
     /// The client's event channel closed (the socket dropped).
@@ -346,9 +371,19 @@ impl Run<'_> {
         Ok(outcome)
     }
 
-    /// Streams a piece of the answer, paced by `analysis.token_delay`.
+    /// Counts completion tokens an upstream reported: `usage.tokens` is
+    /// their sum instead of the number of token events.
+    pub fn count_upstream_tokens(&mut self, tokens: u64) {
+        *self.upstream_tokens.get_or_insert(0) += tokens;
+    }
+
+    /// Streams a piece of the answer, paced by `analysis.token_delay`
+    /// (not an upstream's: it is paced already).
     pub async fn token(&mut self, text: String) -> Result<(), Stop> {
-        if !self.settings.token_delay.is_zero() && self.tokens > 0 {
+        if !self.settings.token_delay.is_zero()
+            && self.tokens > 0
+            && self.settings.engine != EngineKind::Openai
+        {
             let cancelled = self.job.cancel.notify.notified();
             if self.job.cancel.is_cancelled() {
                 return Err(Stop::Cancelled);
@@ -390,6 +425,7 @@ async fn run(job: Job, settings: &AnalysisSettings, store: &Store) {
         started: Instant::now(),
         first_token: None,
         tokens: 0,
+        upstream_tokens: None,
         text: String::new(),
         tools: Vec::new(),
         disconnected: false,
@@ -397,18 +433,23 @@ async fn run(job: Job, settings: &AnalysisSettings, store: &Store) {
     let outcome = match settings.engine {
         EngineKind::Echo => echo::answer(&mut run).await,
         EngineKind::Builtin => builtin::answer(&mut run).await,
+        EngineKind::Openai => match settings.openai.clone() {
+            Some(engine) => openai::answer(&mut run, &engine).await,
+            None => Err(Stop::Failed("the openai engine is not configured".into())),
+        },
     };
     let status = match outcome {
         Ok(()) => MessageStatus::Complete,
         Err(Stop::Cancelled) => job.cancel.status(),
         Err(Stop::Failed(reason)) => {
             tracing::warn!(session_id = %job.session.id, %reason, "analysis failed");
+            let _ = job.events.send(Event::Failed { message: reason });
             MessageStatus::Failed
         }
     };
     let elapsed = run.started.elapsed();
     let usage = Usage {
-        tokens: run.tokens,
+        tokens: run.upstream_tokens.unwrap_or(run.tokens),
         first_token_ms: run.first_token.map_or(0, |d| d.as_millis() as u64),
         total_ms: elapsed.as_millis() as u64,
     };

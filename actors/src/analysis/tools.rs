@@ -1,5 +1,7 @@
-//! The tool registry of the `builtin` engine. A tool says when a question
-//! wants it, what arguments it is called with, computes a JSON result, and
+//! The tool registry, shared by the engines. A tool says when a question
+//! wants it and what arguments it is called with (the `builtin` engine's
+//! choice), what it does and which parameters it takes (the `openai` engine
+//! offers it to the model as a function tool), computes a JSON result, and
 //! puts a result into words. The conversation tools are here; the audio tools
 //! (loudness, peak, tempo, …) join the same registry when tracks land.
 
@@ -17,6 +19,9 @@ pub struct ToolInput {
     pub session: Session,
     /// The question, as asked.
     pub question: String,
+    /// The arguments a model called the tool with (`openai`); an empty
+    /// object when the builtin engine chose the tool.
+    pub args: Value,
     history: Arc<OnceLock<Result<Vec<Message>, String>>>,
 }
 
@@ -26,7 +31,16 @@ impl ToolInput {
             store,
             session,
             question,
+            args: json!({}),
             history: Arc::default(),
+        }
+    }
+
+    /// The same input, for a call with these arguments.
+    pub fn with_args(&self, args: Value) -> Self {
+        ToolInput {
+            args,
+            ..self.clone()
         }
     }
 
@@ -50,6 +64,16 @@ impl ToolInput {
 
 pub trait Tool: Send + Sync + 'static {
     fn name(&self) -> &'static str;
+    /// What the tool does, for a model choosing among function tools (an
+    /// empty description is left out).
+    fn description(&self) -> &'static str {
+        ""
+    }
+    /// The JSON Schema of the arguments a model may call it with (the
+    /// default: none).
+    fn parameters(&self) -> Value {
+        json!({"type": "object", "properties": {}})
+    }
     /// Whether the (lowercased) question asks for this tool.
     fn wanted(&self, question: &str) -> bool;
     fn args(&self, _input: &ToolInput) -> Value {
@@ -96,6 +120,10 @@ impl Tool for MessageCount {
         "message_count"
     }
 
+    fn description(&self) -> &'static str {
+        "Counts the messages of this conversation so far: questions and replies."
+    }
+
     fn wanted(&self, q: &str) -> bool {
         (q.contains("message") || q.contains("question")) && asks_count(q)
     }
@@ -125,6 +153,10 @@ pub struct WordCount;
 impl Tool for WordCount {
     fn name(&self) -> &'static str {
         "word_count"
+    }
+
+    fn description(&self) -> &'static str {
+        "Counts the words of this conversation: in the questions, in the replies and in the current question."
     }
 
     fn wanted(&self, q: &str) -> bool {
@@ -227,6 +259,10 @@ const STOPWORDS: &[&str] = &[
 impl Tool for SessionSummary {
     fn name(&self) -> &'static str {
         "session_summary"
+    }
+
+    fn description(&self) -> &'static str {
+        "Summarizes this conversation so far: how many messages, the first and the latest question, recurring topics."
     }
 
     fn wanted(&self, q: &str) -> bool {
