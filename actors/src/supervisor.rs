@@ -1,6 +1,6 @@
 //! The Supervisor: the first actor started at boot. It creates the
-//! QuotaRegistry, starts the other actors (the AuthActor and the
-//! AnalysisPool's workers) and owns their lifecycle; it owns the connection registry and closes
+//! QuotaRegistry, starts the other actors (the AuthActor, and the
+//! AnalysisPool's stream arbiter and CPU workers) and owns their lifecycle; it owns the connection registry and closes
 //! sockets when credentials are revoked (4001), a user goes (4002), a session
 //! is deleted (4004), or the server shuts down (1001); and it drives graceful
 //! shutdown: streams finish (or fail) within the grace, sockets close, storage
@@ -197,6 +197,7 @@ pub(crate) mod tests {
                 engine: EngineKind::Echo,
                 workers: 1,
                 queue: 4,
+                max_streams: 4,
                 token_delay: Duration::ZERO,
                 finish_on_disconnect: true,
             },

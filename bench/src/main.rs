@@ -313,6 +313,7 @@ async fn verify(iterations: u32, rounds: u32) -> Result<()> {
             engine: EngineKind::Echo,
             workers: 1,
             queue: 16,
+            max_streams: 16,
             token_delay: Duration::ZERO,
             finish_on_disconnect: true,
         },
