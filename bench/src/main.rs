@@ -82,7 +82,7 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         runs: usize,
         /// Questions in the summarized session.
-        #[arg(long, default_value_t = 1_000)]
+        #[arg(long, default_value_t = 2_000)]
         history: usize,
         /// Words per question in it.
         #[arg(long, default_value_t = 100)]
@@ -597,8 +597,8 @@ async fn pool_scaling(
         "CPU-bound tool call per reply (session_summary over {history} questions of {words} words), \
          {sockets} sockets, {replies} replies per run, median of {runs} runs:"
     );
-    println!("| workers | replies per second | time to done p50 | server CPU per reply | server cores busy | one reply alone |");
-    println!("|---|---|---|---|---|---|");
+    println!("| workers | replies per second | time to done p50 | p99 | server CPU per reply | server cores busy | one reply alone | flushes > 5 ms |");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut rates = Vec::new();
     for workers in [1, 2] {
         let of = |f: fn(&pool::ScalingRun) -> f64| {
@@ -613,11 +613,14 @@ async fn pool_scaling(
         let rate = of(|r| r.replies_per_sec);
         rates.push(rate);
         println!(
-            "| {workers} | {rate:.1} /s | {:.1} ms | {:.1} ms | {:.2} | {:.1} ms |",
+            "| {workers} | {rate:.1} /s | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} | {:.1} ms | {:.0} of {:.0} |",
             of(|r| r.done_p50_ms),
+            of(|r| r.done_p99_ms),
             of(|r| r.cpu_ms),
             of(|r| r.cores_busy),
             of(|r| r.alone_ms),
+            of(|r| r.flushes_over_5ms as f64),
+            of(|r| r.flushes as f64),
         );
     }
     println!(

@@ -73,6 +73,10 @@ pub struct ScalingRun {
     pub workers: usize,
     pub replies_per_sec: f64,
     pub done_p50_ms: f64,
+    pub done_p99_ms: f64,
+    /// Group-commit flushes during the run, and how many took over 5 ms.
+    pub flushes: u64,
+    pub flushes_over_5ms: u64,
     /// Server CPU time per reply.
     pub cpu_ms: f64,
     /// Server CPU seconds per wall second: how many cores it kept busy.
@@ -126,6 +130,7 @@ pub async fn scaling(
         conns.push(ws);
     }
     let left = Arc::new(AtomicUsize::new(replies));
+    let flushes0 = scenarios::flush_stats(&pal).await?;
     let cpu0 = pal.cpu_seconds();
     let started = Instant::now();
     let tasks = conns.into_iter().map(|mut ws| {
@@ -155,10 +160,14 @@ pub async fn scaling(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = pal.cpu_seconds() - cpu0;
+    let flushes = scenarios::flush_stats(&pal).await?;
     Ok(ScalingRun {
         workers,
         replies_per_sec: replies as f64 / elapsed,
         done_p50_ms: ms(&done, 0.5),
+        done_p99_ms: ms(&done, 0.99),
+        flushes: flushes.count - flushes0.count,
+        flushes_over_5ms: flushes.over_5ms - flushes0.over_5ms,
         cpu_ms: cpu * 1000.0 / replies as f64,
         cores_busy: cpu / elapsed,
         alone_ms,
