@@ -3,7 +3,9 @@
 //! # Layout
 //! - [`supervisor`]: started at boot; starts the other actors, spawns every
 //!   session actor, closes sockets on revocation and drives graceful shutdown.
-//! - [`analysis`]: the AnalysisPool and its engines (`echo`, `builtin`) and tools.
+//! - [`analysis`]: the AnalysisPool (a StreamActor per reply, bounded by
+//!   `analysis.max_streams`; CpuWorker threads for tool calls), its engines
+//!   (`echo`, `builtin`, `openai`) and tools.
 //! - [`protocol`]: the WebSocket wire types (API.md §7).
 //! - [`auth`]: identity: JWTs, refresh rotation, tickets, API keys, login
 //!   throttles, the demo sweep, and the AuthActor that writes that state.

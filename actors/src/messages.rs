@@ -5,6 +5,8 @@ use actix::Message;
 use palaver_storage::{StorageError, UserId};
 use uuid::Uuid;
 
+use crate::analysis::cpu::{CpuError, Queued};
+
 /// Sent by the HTTP server's shutdown path to the [`crate::Supervisor`] once
 /// the listener stopped accepting and in-flight requests finished. The
 /// supervisor stops its children and makes every write durable.
@@ -55,4 +57,29 @@ pub struct Revoked {
 #[rtype(result = "()")]
 pub struct SessionDeleted {
     pub session_id: Uuid,
+}
+
+/// Sent by [`crate::analysis::AnalysisPool::drain`] to each
+/// [`crate::analysis::stream::StreamActor`] still running once the shutdown
+/// grace is over: the reply stops at its next token (or while it waits for a
+/// tool) and is stored `failed` with what it said. No answer (the pool
+/// waits for the reply to leave its list).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StopReply;
+
+/// Sent by [`crate::analysis::cpu::CpuPool::run`] (a reply's tool call,
+/// through `Run::tool`) to the [`crate::analysis::cpu::CpuWorker`]s: the
+/// first free one of the `analysis.workers` threads runs `call`. Answers what
+/// `call` returned, or `Err(CpuError::Crashed)` if it panicked. A job whose
+/// sender stopped waiting before a worker took it is dropped unrun.
+pub struct CpuJob<T> {
+    pub call: Box<dyn FnOnce() -> T + Send>,
+    /// The job's place in `analysis.queue`, given back when a worker takes
+    /// it (or when it is dropped unrun).
+    pub queued: Queued,
+}
+
+impl<T: Send + 'static> Message for CpuJob<T> {
+    type Result = Result<T, CpuError>;
 }

@@ -290,7 +290,7 @@ mod tests {
         let (booted, store, session) = setup().await;
         let user = UserId::new();
         let ask = asking(&booted, &store);
-        // The test pool: one worker, a queue of 4. Hold every place.
+        // The test pool: four places (`max_streams`). Hold every one.
         let mut held = Vec::new();
         while let Ok(r) = ask.reserve("q".into(), None) {
             held.push(r);

@@ -1,6 +1,6 @@
 //! The Supervisor: the first actor started at boot. It creates the
 //! QuotaRegistry and starts its QuotaKeeper, the AuthActor and the
-//! AnalysisPool; it spawns the
+//! AnalysisPool (its stream arbiter and CPU workers); it spawns the
 //! session actor of every accepted WebSocket connection
 //! ([`Supervisor::reserve_session`], the one place a SessionActor is created,
 //! registered and started); it owns the connection registry and closes
@@ -327,6 +327,7 @@ pub(crate) mod tests {
                 engine: EngineKind::Echo,
                 workers: 1,
                 queue: 4,
+                max_streams: 4,
                 token_delay: Duration::ZERO,
                 finish_on_disconnect: true,
                 openai: None,

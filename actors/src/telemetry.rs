@@ -21,6 +21,8 @@ pub const AUTH_REFRESH_REUSE: &str = "palaver_auth_refresh_reuse_total";
 pub const QUOTA_REJECTIONS: &str = "palaver_quota_rejections_total";
 pub const ANALYSIS_QUEUE_DEPTH: &str = "palaver_analysis_queue_depth";
 pub const ANALYSIS_ACTIVE_STREAMS: &str = "palaver_analysis_active_streams";
+pub const ANALYSIS_WORKERS_BUSY: &str = "palaver_analysis_workers_busy";
+pub const ANALYSIS_BUSY: &str = "palaver_analysis_busy_total";
 pub const ANALYSIS_FIRST_TOKEN: &str = "palaver_analysis_first_token_seconds";
 pub const ANALYSIS_STREAM_DURATION: &str = "palaver_analysis_stream_duration_seconds";
 pub const UPSTREAM_REQUESTS: &str = "palaver_analysis_upstream_requests_total";
@@ -65,9 +67,20 @@ pub fn describe() {
     );
     describe_gauge!(
         ANALYSIS_QUEUE_DEPTH,
-        "Questions waiting for an analysis worker."
+        "CPU jobs (tool calls) waiting for an analysis worker."
     );
-    describe_gauge!(ANALYSIS_ACTIVE_STREAMS, "Replies being generated now.");
+    describe_gauge!(
+        ANALYSIS_ACTIVE_STREAMS,
+        "Replies being generated now (bounded by analysis.max_streams)."
+    );
+    describe_gauge!(
+        ANALYSIS_WORKERS_BUSY,
+        "Analysis worker threads running a CPU job now."
+    );
+    describe_counter!(
+        ANALYSIS_BUSY,
+        "Work refused as busy, by the capacity that was full (streams, cpu)."
+    );
     describe_histogram!(
         ANALYSIS_FIRST_TOKEN,
         Unit::Seconds,
@@ -167,8 +180,30 @@ pub fn quota_rejection(policy: &'static str) {
     counter!(QUOTA_REJECTIONS, "kind" => policy).increment(1);
 }
 
-pub fn analysis_queue_depth(depth: usize) {
-    gauge!(ANALYSIS_QUEUE_DEPTH).set(depth as f64);
+/// The pool's gauges start at 0 (so they are exported before any work).
+pub fn analysis_pool_started() {
+    gauge!(ANALYSIS_QUEUE_DEPTH).set(0.0);
+    gauge!(ANALYSIS_ACTIVE_STREAMS).set(0.0);
+    gauge!(ANALYSIS_WORKERS_BUSY).set(0.0);
+}
+
+/// A CPU job joined (`1.0`) or left (`-1.0`) the queue.
+pub fn analysis_cpu_queued(delta: f64) {
+    gauge!(ANALYSIS_QUEUE_DEPTH).increment(delta);
+}
+
+pub fn analysis_cpu_job_started() {
+    gauge!(ANALYSIS_WORKERS_BUSY).increment(1.0);
+}
+
+pub fn analysis_cpu_job_ended() {
+    gauge!(ANALYSIS_WORKERS_BUSY).decrement(1.0);
+}
+
+/// `capacity`: `streams` (a question refused: `analysis.max_streams`) or
+/// `cpu` (a tool call refused: `analysis.queue`).
+pub fn analysis_busy(capacity: &'static str) {
+    counter!(ANALYSIS_BUSY, "capacity" => capacity).increment(1);
 }
 
 pub fn analysis_stream_started() {

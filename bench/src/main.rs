@@ -10,10 +10,15 @@
 //! - `verify`: token verification in the caller vs through one actor.
 //! - `login`: logins per second against a running server (argon2id bound).
 //! - `quota-latency`: a counted request's latency with and without admission.
+//! - `pool-scaling`: replies per second with a CPU-bound tool call,
+//!   `analysis.workers` = 1 vs 2.
+//! - `slow-streams`: 1 000 replies paced 100 ms a token, all at once in one
+//!   process: refusals, pacing kept, server RSS per stream.
 //!
 //! Compare ratios within one run: the machine is shared and noisy.
 
 mod baseline;
+mod pool;
 mod scenarios;
 mod target;
 
@@ -68,6 +73,37 @@ enum Scenario {
         requests: usize,
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+    },
+    /// The pool's CPU capacity: a CPU-bound tool call per reply (the builtin
+    /// engine's `session_summary` over a long session), replies per second
+    /// with `analysis.workers` = 1 and 2, alternating, a fresh server each.
+    PoolScaling {
+        /// Runs per worker count (the medians are reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Questions in the summarized session.
+        #[arg(long, default_value_t = 2_000)]
+        history: usize,
+        /// Words per question in it.
+        #[arg(long, default_value_t = 100)]
+        words: usize,
+        /// Sockets asking at once.
+        #[arg(long, default_value_t = 4)]
+        sockets: usize,
+        /// Replies per run.
+        #[arg(long, default_value_t = 200)]
+        replies: usize,
+    },
+    /// The pool's stream capacity: `n` replies paced `delay_ms` a token
+    /// (echo), all at once, `analysis.max_streams = n`.
+    SlowStreams {
+        #[arg(long, default_value_t = 1_000)]
+        n: usize,
+        /// Words per question (= tokens per reply).
+        #[arg(long, default_value_t = 100)]
+        words: usize,
+        #[arg(long, default_value_t = 100)]
+        delay_ms: u64,
     },
     /// Run the bare baseline server.
     Baseline {
@@ -245,6 +281,16 @@ fn main() -> Result<()> {
                 Ok(())
             })
         }
+        Scenario::PoolScaling {
+            runs,
+            history,
+            words,
+            sockets,
+            replies,
+        } => runtime()?.block_on(pool_scaling(runs, history, words, sockets, replies)),
+        Scenario::SlowStreams { n, words, delay_ms } => {
+            runtime()?.block_on(slow_streams(n, words, delay_ms))
+        }
         Scenario::Baseline { bind } => {
             runtime()?.block_on(baseline::serve(&bind))
         }
@@ -391,6 +437,7 @@ async fn verify(iterations: u32, rounds: u32) -> Result<()> {
             engine: EngineKind::Echo,
             workers: 1,
             queue: 16,
+            max_streams: 16,
             token_delay: Duration::ZERO,
             finish_on_disconnect: true,
             openai: None,
@@ -604,6 +651,115 @@ async fn quota(url: &str, requests: usize, rounds: usize) -> Result<()> {
     println!(
         "  admission adds               {:>8.1} %",
         (on / off - 1.0) * 100.0
+    );
+    Ok(())
+}
+
+/// `pool-scaling`: each run's figures, then the medians by worker count.
+async fn pool_scaling(
+    runs: usize,
+    history: usize,
+    words: usize,
+    sockets: usize,
+    replies: usize,
+) -> Result<()> {
+    let bin = target::palaver_binary()?;
+    let mut results: Vec<pool::ScalingRun> = Vec::new();
+    for _ in 0..runs {
+        for workers in [1, 2] {
+            let r = pool::scaling(&bin, workers, history, words, sockets, replies).await?;
+            eprintln!("pool scaling: {r:?}");
+            results.push(r);
+        }
+    }
+    println!(
+        "CPU-bound tool call per reply (session_summary over {history} questions of {words} words), \
+         {sockets} sockets, {replies} replies per run, median of {runs} runs:"
+    );
+    println!("| workers | replies per second | time to done p50 | p99 | server CPU per reply | server cores busy | one reply alone | flushes > 5 ms |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut rates = Vec::new();
+    for workers in [1, 2] {
+        let of = |f: fn(&pool::ScalingRun) -> f64| {
+            median(
+                results
+                    .iter()
+                    .filter(|r| r.workers == workers)
+                    .map(f)
+                    .collect(),
+            )
+        };
+        let rate = of(|r| r.replies_per_sec);
+        rates.push(rate);
+        println!(
+            "| {workers} | {rate:.1} /s | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} | {:.1} ms | {:.0} of {:.0} |",
+            of(|r| r.done_p50_ms),
+            of(|r| r.done_p99_ms),
+            of(|r| r.cpu_ms),
+            of(|r| r.cores_busy),
+            of(|r| r.alone_ms),
+            of(|r| r.flushes_over_5ms as f64),
+            of(|r| r.flushes as f64),
+        );
+    }
+    println!(
+        "2 workers / 1 worker: {:.2}× the replies per second",
+        rates[1] / rates[0]
+    );
+    Ok(())
+}
+
+/// `slow-streams`: one run, printed.
+async fn slow_streams(n: usize, words: usize, delay_ms: u64) -> Result<()> {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let bin = target::palaver_binary()?;
+    let r = pool::slow_streams(&bin, n, words, Duration::from_millis(delay_ms)).await?;
+    eprintln!("slow streams: {r:?}");
+    let kib = |b: u64| b as f64 / 1024.0;
+    let peak = r.rss_streaming.iter().copied().max().unwrap_or(r.rss_idle);
+    let first = r.rss_streaming.first().copied().unwrap_or(r.rss_idle);
+    let last = r.rss_streaming.last().copied().unwrap_or(r.rss_idle);
+    println!(
+        "{} replies streaming at once ({words} tokens each, one every {delay_ms} ms, echo, max_streams = {n}):",
+        r.streams
+    );
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!("| replies refused `busy` | {} |", r.busy);
+    println!("| replies complete | {} of {} |", r.complete, r.streams);
+    println!(
+        "| `palaver_analysis_active_streams` once all had a token | {} |",
+        r.active_gauge
+    );
+    println!("| one more question meanwhile | {} |", r.one_more);
+    println!(
+        "| gap between tokens p50 / p99 / max | {:.1} / {:.1} / {:.1} ms |",
+        r.gap_p50_ms, r.gap_p99_ms, r.gap_max_ms
+    );
+    println!(
+        "| server RSS, connections idle | {:.1} MiB |",
+        kib(r.rss_idle) / 1024.0
+    );
+    println!(
+        "| server RSS while streaming ({} samples, 500 ms apart): first / last / peak | {:.1} / {:.1} / {:.1} MiB |",
+        r.rss_streaming.len(),
+        kib(first) / 1024.0,
+        kib(last) / 1024.0,
+        kib(peak) / 1024.0
+    );
+    println!(
+        "| server RSS per stream (peak − idle) / {} | {:.1} KiB |",
+        r.streams,
+        kib(peak.saturating_sub(r.rss_idle)) / r.streams as f64
+    );
+    println!(
+        "| server RSS after every reply ended, per reply (stored messages, allocator) | {:.1} KiB |",
+        kib(r.rss_after.saturating_sub(r.rss_idle)) / r.streams as f64
+    );
+    println!("| server CPU per token | {:.1} µs |", r.cpu_us_per_token);
+    println!(
+        "| wall time, first question to last `done` | {:.1} s |",
+        r.wall_s
     );
     Ok(())
 }

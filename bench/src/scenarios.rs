@@ -105,7 +105,7 @@ impl Setup {
         token
     }
 
-    fn path(&self, i: usize, token: &str) -> String {
+    pub fn path(&self, i: usize, token: &str) -> String {
         format!(
             "/ws/sessions/{}/?token={token}",
             self.sessions[i % self.sessions.len()]
@@ -233,7 +233,7 @@ pub async fn handshake(
 
 /// Opens `n` connections, `BATCH` at a time, each waited on until its
 /// `connected` frame (fresh token per connection; sessions round-robin).
-async fn open_many(target: &Target, setup: Option<&Setup>, n: usize) -> Result<Vec<Ws>> {
+pub async fn open_many(target: &Target, setup: Option<&Setup>, n: usize) -> Result<Vec<Ws>> {
     const BATCH: usize = 200;
     let mut conns = Vec::with_capacity(n);
     for start in (0..n).step_by(BATCH) {

@@ -24,6 +24,11 @@ pub struct Target {
 impl Target {
     /// Starts palaver (`bin`) on a loopback port with the benchmark settings.
     pub fn palaver(bin: &Path) -> Result<Target> {
+        Self::palaver_with(bin, &[])
+    }
+
+    /// The same, with `env` (`PALAVER_…` settings) over the benchmark's.
+    pub fn palaver_with(bin: &Path, env: &[(&str, &str)]) -> Result<Target> {
         let dir = tempfile::tempdir()?;
         // A profiler to run palaver under, e.g. `valgrind --tool=massif`
         // (the figures are then the profiler's, the profile is the point).
@@ -50,6 +55,7 @@ impl Target {
             .env("PALAVER_DEMO__REQUEST_LIMIT", "4000000000")
             .env("PALAVER_DEMO__PER_IP_PER_HOUR", "1000000")
             .env("PALAVER_LOGGING__LEVEL", "warn");
+        cmd.envs(env.iter().copied());
         Self::spawn(cmd, "palaver", Some(dir))
     }
 

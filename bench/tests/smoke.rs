@@ -19,23 +19,26 @@ fn palaver_binary() -> PathBuf {
     bin
 }
 
-#[test]
-fn all_scenarios_run_in_smoke_mode() {
-    // The harness looks for palaver beside itself: put both in one folder.
+/// Runs the harness with `args`, palaver beside it (where it looks for
+/// it); its stdout, once it succeeded.
+fn harness(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let harness = dir.path().join("palaver-bench");
     std::fs::copy(env!("CARGO_BIN_EXE_palaver-bench"), &harness).unwrap();
     std::fs::copy(palaver_binary(), dir.path().join("palaver")).unwrap();
-    let out = Command::new(&harness)
-        .args(["all", "--smoke"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let out = Command::new(&harness).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[test]
+fn all_scenarios_run_in_smoke_mode() {
+    let stdout = harness(&["all", "--smoke"]);
     for row in [
         "handshakes per second",
         "server CPU per handshake",
@@ -47,4 +50,37 @@ fn all_scenarios_run_in_smoke_mode() {
     ] {
         assert!(stdout.contains(row), "no {row:?} row in:\n{stdout}");
     }
+}
+
+#[test]
+fn the_pool_scenarios_run_at_tiny_sizes() {
+    let scaling = harness(&[
+        "pool-scaling",
+        "--runs",
+        "1",
+        "--history",
+        "20",
+        "--words",
+        "10",
+        "--sockets",
+        "2",
+        "--replies",
+        "4",
+    ]);
+    assert!(scaling.contains("| 1 | "), "{scaling}");
+    assert!(scaling.contains("| 2 | "), "{scaling}");
+    assert!(scaling.contains("2 workers / 1 worker"), "{scaling}");
+    // 20 replies of 100 tokens 20 ms apart: two seconds of streaming.
+    let slow = harness(&[
+        "slow-streams",
+        "--n",
+        "20",
+        "--words",
+        "100",
+        "--delay-ms",
+        "20",
+    ]);
+    assert!(slow.contains("| replies refused `busy` | 0 |"), "{slow}");
+    assert!(slow.contains("| replies complete | 20 of 20 |"), "{slow}");
+    assert!(slow.contains("server RSS per stream"), "{slow}");
 }

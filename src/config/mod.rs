@@ -197,6 +197,7 @@ mod tests {
             "engine",
             "workers",
             "queue",
+            "max_streams",
             "token_delay",
             "max_question_chars",
             "finish_on_disconnect",
@@ -327,6 +328,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("auth.algorithm"));
+        let mut config = Config::default();
+        config.analysis.max_streams = 0;
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("analysis.max_streams"));
         assert!(Config::default().validate().is_ok());
     }
 }

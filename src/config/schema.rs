@@ -180,9 +180,12 @@ pub enum Engine {
 #[serde(default, deny_unknown_fields)]
 pub struct AnalysisConfig {
     pub engine: Engine,
-    /// 0 means one per core.
+    /// CPU worker threads; 0 means one per core.
     pub workers: usize,
+    /// CPU jobs that may wait for a worker.
     pub queue: usize,
+    /// Replies streaming at once.
+    pub max_streams: usize,
     #[serde(with = "humantime_serde")]
     pub token_delay: Duration,
     pub max_question_chars: usize,
@@ -196,6 +199,7 @@ impl Default for AnalysisConfig {
             engine: Engine::Builtin,
             workers: 0,
             queue: 256,
+            max_streams: 256,
             token_delay: Duration::ZERO,
             max_question_chars: 4000,
             finish_on_disconnect: true,

@@ -119,6 +119,7 @@ impl Config {
             engine,
             workers,
             queue: a.queue,
+            max_streams: a.max_streams,
             token_delay: a.token_delay,
             finish_on_disconnect: a.finish_on_disconnect,
             openai,

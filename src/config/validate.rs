@@ -84,6 +84,9 @@ impl Config {
         if self.analysis.queue == 0 {
             return bad("analysis.queue", "must be greater than 0");
         }
+        if self.analysis.max_streams == 0 {
+            return bad("analysis.max_streams", "must be greater than 0");
+        }
         if self.storage.cache_bytes < (1 << 20) {
             return bad("storage.cache_bytes", "must be at least 1 MiB");
         }

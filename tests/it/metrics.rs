@@ -227,6 +227,7 @@ async fn a_scrape_after_real_traffic_is_valid_and_moved() {
     assert!(sample(&text, "process_cpu_seconds_total", &[]).is_some());
     assert!(sample(&text, "palaver_analysis_queue_depth", &[]).is_some());
     assert!(sample(&text, "palaver_analysis_active_streams", &[]).is_some());
+    assert!(sample(&text, "palaver_analysis_workers_busy", &[]).is_some());
     // Bounded labels: no raw path or id ever appears.
     assert!(!text.contains(&session), "a session id leaked into a label");
     assert!(!text.contains(&access[..20]));
@@ -357,6 +358,7 @@ fn the_grafana_dashboard_uses_exported_metrics() {
         "palaver_analysis_stream_duration_seconds_bucket",
         "palaver_analysis_queue_depth",
         "palaver_analysis_active_streams",
+        "palaver_analysis_workers_busy",
         "palaver_auth_tokens_issued_total",
         "palaver_auth_failures_total",
         "palaver_auth_refresh_reuse_total",

@@ -1,16 +1,24 @@
-//! The AnalysisPool: `analysis.workers` workers behind a bounded queue of
-//! `analysis.queue` jobs. A job answers one question: the engine announces
-//! tool calls and results and streams tokens to the job's event channel; the
-//! worker persists the finished reply and then sends `Done`. A reply runs to
-//! its end even if the socket that asked is gone (`finish_on_disconnect`), so
-//! history shows it.
+//! The analysis side: what answers a question. A reply in progress (a
+//! *stream*) runs in a [`stream::StreamActor`] of its own; the engine
+//! announces tool calls and results and streams tokens to the job's event
+//! channel; the finished reply is persisted and only then is `Done` sent. A
+//! reply runs to its end even if the socket that asked is gone
+//! (`finish_on_disconnect`), so history shows it.
 //!
-//! Workers are futures on one dedicated arbiter thread (engines are I/O- and
-//! timer-bound); CPU-heavy tool work goes to blocking threads, never to the
-//! network threads.
+//! Two kinds of capacity (API.md §8, DESIGN.md "AnalysisPool"): streams
+//! mostly wait (on an upstream, on paced tokens), so many run at once as
+//! futures on one arbiter thread, bounded by `analysis.max_streams`; CPU work
+//! (tools: [`Run::tool`]) runs on `analysis.workers` dedicated threads
+//! ([`cpu::CpuWorker`]), in parallel, never on a stream's or the network's
+//! threads.
 //!
 //! # Layout
-//! - `mod.rs`: the pool, jobs, events, cancellation, the run loop.
+//! - `mod.rs`: what an engine sees: jobs, events, cancellation, [`Run`]
+//!   (`token`, `words`, `tool`), and the run of one reply.
+//! - [`pool`]: the [`AnalysisPool`] handle: admission (`max_streams`, so
+//!   `busy` is answered before anything is counted), drain at shutdown.
+//! - [`stream`]: the `StreamActor`, one per reply in progress.
+//! - [`cpu`]: the CPU workers and their bounded queue (`analysis.queue`).
 //! - [`echo`]: the `echo` engine.
 //! - [`builtin`]: the `builtin` engine: picks tools from the question.
 //! - [`openai`]: the `openai` engine: an OpenAI-compatible upstream, streamed.
@@ -23,17 +31,24 @@ pub mod openai;
 pub mod sse;
 pub mod tools;
 
-use std::collections::HashMap;
+// The pool's machinery (engines only see `Run`).
+pub mod cpu;
+pub mod pool;
+pub mod stream;
+#[cfg(test)]
+mod tests;
+
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use palaver_storage::{Message, MessageStatus, Session, Store, ToolUse};
 use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
-use uuid::Uuid;
 
 use crate::telemetry;
+use cpu::{CpuError, CpuPool};
+pub use pool::{AnalysisPool, Busy, Slot};
 
 /// Which engine answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,10 +73,12 @@ impl EngineKind {
 #[derive(Clone, Debug)]
 pub struct AnalysisSettings {
     pub engine: EngineKind,
-    /// At least 1.
+    /// CPU worker threads, at least 1.
     pub workers: usize,
-    /// At least 1.
+    /// CPU jobs that may wait for a worker, at least 1.
     pub queue: usize,
+    /// Replies streaming at once, at least 1.
+    pub max_streams: usize,
     /// Pause between tokens (0 = none).
     pub token_delay: Duration,
     pub finish_on_disconnect: bool,
@@ -119,7 +136,7 @@ impl Cancel {
         self.set(BY_CLIENT);
     }
 
-    fn by_shutdown(&self) {
+    pub(crate) fn by_shutdown(&self) {
         self.set(BY_SHUTDOWN);
     }
 
@@ -161,141 +178,6 @@ pub struct Job {
     pub cancel: Arc<Cancel>,
 }
 
-/// The pool is full: answer `busy`.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Busy;
-
-/// A reserved place in the queue, taken before the question is counted and
-/// stored, so a full pool refuses without side effects.
-pub struct Slot {
-    permit: mpsc::OwnedPermit<Job>,
-    shared: Arc<Shared>,
-}
-
-impl Slot {
-    pub fn submit(self, job: Job) {
-        self.shared.register(&job);
-        let tx = self.permit.send(job);
-        telemetry::analysis_queue_depth(depth(&tx));
-    }
-}
-
-struct Shared {
-    /// Set by `drain`: no new job is taken (`reserve` answers `Busy`).
-    draining: std::sync::atomic::AtomicBool,
-    /// Jobs queued or running, by reply id (for shutdown).
-    running: Mutex<HashMap<Uuid, Arc<Cancel>>>,
-    idle: Notify,
-}
-
-impl Shared {
-    fn register(&self, job: &Job) {
-        self.lock().insert(job.reply.id, job.cancel.clone());
-    }
-
-    fn finished(&self, id: Uuid) {
-        let mut running = self.lock();
-        running.remove(&id);
-        if running.is_empty() {
-            self.idle.notify_waiters();
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Cancel>>> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-#[derive(Clone)]
-pub struct AnalysisPool {
-    tx: mpsc::Sender<Job>,
-    shared: Arc<Shared>,
-}
-
-impl AnalysisPool {
-    /// Starts the workers on an arbiter of their own.
-    pub fn start(settings: AnalysisSettings, store: Store) -> AnalysisPool {
-        let settings = Arc::new(settings);
-        let (tx, rx) = mpsc::channel::<Job>(settings.queue.max(1));
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        let shared = Arc::new(Shared {
-            draining: std::sync::atomic::AtomicBool::new(false),
-            running: Mutex::new(HashMap::new()),
-            idle: Notify::new(),
-        });
-        let arbiter = actix::Arbiter::new();
-        for _ in 0..settings.workers.max(1) {
-            let (rx, shared, settings, store) =
-                (rx.clone(), shared.clone(), settings.clone(), store.clone());
-            let tx_probe = tx.downgrade();
-            arbiter.spawn(async move {
-                loop {
-                    let job = { rx.lock().await.recv().await };
-                    let Some(job) = job else { break };
-                    telemetry::analysis_queue_depth(tx_probe.upgrade().map_or(0, |tx| depth(&tx)));
-                    let id = job.reply.id;
-                    run(job, &settings, &store).await;
-                    shared.finished(id);
-                }
-            });
-        }
-        AnalysisPool { tx, shared }
-    }
-
-    /// Reserves a place, or `Busy` when the queue is full.
-    pub fn reserve(&self) -> Result<Slot, Busy> {
-        if self.shared.draining.load(Ordering::SeqCst) {
-            return Err(Busy);
-        }
-        let permit = self.tx.clone().try_reserve_owned().map_err(|_| Busy)?;
-        Ok(Slot {
-            permit,
-            shared: self.shared.clone(),
-        })
-    }
-
-    /// Shutdown: lets running and queued replies finish for up to `grace`,
-    /// then stops the rest, whose replies are stored as `failed`. Returns
-    /// once every job has ended.
-    pub async fn drain(&self, grace: Duration) {
-        self.shared.draining.store(true, Ordering::SeqCst);
-        let all_done = || async {
-            loop {
-                let idle = self.shared.idle.notified();
-                if self.shared.lock().is_empty() {
-                    return;
-                }
-                idle.await;
-            }
-        };
-        if tokio::time::timeout(grace, all_done()).await.is_err() {
-            let cancels: Vec<_> = self.shared.lock().values().cloned().collect();
-            tracing::warn!(
-                unfinished = cancels.len(),
-                "shutdown grace over: stopping replies"
-            );
-            for cancel in &cancels {
-                cancel.by_shutdown();
-            }
-            // Stopped replies only store what they said: bounded, but do not
-            // let a stuck disk hold the shutdown forever.
-            if tokio::time::timeout(Duration::from_secs(10), all_done())
-                .await
-                .is_err()
-            {
-                tracing::error!(
-                    "replies still unfinished 10 s after being stopped; shutting down anyway"
-                );
-            }
-        }
-    }
-}
-
-/// Jobs waiting in the queue (for `palaver_analysis_queue_depth`).
-fn depth(tx: &mpsc::Sender<Job>) -> usize {
-    tx.max_capacity() - tx.capacity()
-}
-
 /// Why an engine stopped early.
 #[derive(Debug)]
 pub enum Stop {
@@ -308,6 +190,8 @@ pub struct Run<'a> {
     pub job: &'a Job,
     pub store: &'a Store,
     settings: &'a AnalysisSettings,
+    /// Where CPU work goes (`tool`).
+    cpu: &'a CpuPool,
     started: Instant,
     first_token: Option<Duration>,
     tokens: u64,
@@ -319,7 +203,28 @@ pub struct Run<'a> {
     disconnected: bool,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    fn new(
+        job: &'a Job,
+        store: &'a Store,
+        settings: &'a AnalysisSettings,
+        cpu: &'a CpuPool,
+    ) -> Run<'a> {
+        Run {
+            job,
+            store,
+            settings,
+            cpu,
+            started: Instant::now(),
+            first_token: None,
+            tokens: 0,
+            upstream_tokens: None,
+            text: String::new(),
+            tools: Vec::new(),
+            disconnected: false,
+        }
+    }
+
     fn emit(&mut self, event: Event) -> Result<(), Stop> {
         if self.job.cancel.is_cancelled() {
             return Err(Stop::Cancelled);
@@ -334,8 +239,10 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Announces a tool call, runs `call`, reports and records its result
-    /// (or its error).
+    /// Announces a tool call, runs `call` on a CPU worker thread (never
+    /// the stream's), reports and records its result (or its error: a full
+    /// CPU queue is the error "busy: …", a panic "the tool crashed"). A
+    /// reply stopped while its tool runs ends at once.
     pub async fn tool<F>(
         &mut self,
         tool: &str,
@@ -350,9 +257,18 @@ impl Run<'_> {
             args: args.clone(),
         })?;
         // Tools may be CPU-heavy (audio): never on this thread.
-        let outcome = tokio::task::spawn_blocking(call)
-            .await
-            .unwrap_or_else(|e| Err(format!("the tool crashed: {e}")));
+        let outcome = match self.on_cpu(call).await {
+            Some(outcome) => outcome,
+            None => {
+                self.tools.push(ToolUse {
+                    tool: tool.to_owned(),
+                    args: args.to_string(),
+                    success: false,
+                    result: Value::String("stopped before it finished".into()).to_string(),
+                });
+                return Err(Stop::Cancelled);
+            }
+        };
         let (success, result) = match &outcome {
             Ok(v) => (true, v.clone()),
             Err(e) => (false, Value::String(e.clone())),
@@ -375,6 +291,30 @@ impl Run<'_> {
     /// their sum instead of the number of token events.
     pub fn count_upstream_tokens(&mut self, tokens: u64) {
         *self.upstream_tokens.get_or_insert(0) += tokens;
+    }
+
+    /// Runs `call` on a CPU worker; `None` if the reply was stopped while
+    /// it waited (a job still queued is then skipped; one running finishes
+    /// on its thread and its result is dropped). A full CPU queue or a
+    /// panicking tool is the tool's failure, not the reply's.
+    async fn on_cpu<F>(&self, call: F) -> Option<Result<Value, String>>
+    where
+        F: FnOnce() -> Result<Value, String> + Send + 'static,
+    {
+        let cancelled = self.job.cancel.notify.notified();
+        if self.job.cancel.is_cancelled() {
+            return None;
+        }
+        tokio::select! {
+            outcome = self.cpu.run(call) => Some(match outcome {
+                Ok(result) => result,
+                Err(CpuError::Busy) => {
+                    Err("busy: the analysis workers' queue is full; try again shortly".into())
+                }
+                Err(CpuError::Crashed) => Err("the tool crashed".into()),
+            }),
+            _ = cancelled => None,
+        }
     }
 
     /// Streams a piece of the answer, paced by `analysis.token_delay`
@@ -416,20 +356,16 @@ impl Run<'_> {
     }
 }
 
-async fn run(job: Job, settings: &AnalysisSettings, store: &Store) {
+/// Answers `job` with the configured engine and stores the reply; returns
+/// the stored reply and its usage (the caller sends `Done`).
+async fn run(
+    job: &Job,
+    settings: &AnalysisSettings,
+    store: &Store,
+    cpu: &CpuPool,
+) -> (Message, Usage) {
     telemetry::analysis_stream_started();
-    let mut run = Run {
-        job: &job,
-        store,
-        settings,
-        started: Instant::now(),
-        first_token: None,
-        tokens: 0,
-        upstream_tokens: None,
-        text: String::new(),
-        tools: Vec::new(),
-        disconnected: false,
-    };
+    let mut run = Run::new(job, store, settings, cpu);
     let outcome = match settings.engine {
         EngineKind::Echo => echo::answer(&mut run).await,
         EngineKind::Builtin => builtin::answer(&mut run).await,
@@ -470,5 +406,5 @@ async fn run(job: Job, settings: &AnalysisSettings, store: &Store) {
         }
         Err(e) => tracing::error!(error = %e, "cannot store a reply"),
     }
-    let _ = job.events.send(Event::Done { reply, usage });
+    (reply, usage)
 }

@@ -136,8 +136,7 @@ async fn question_too_long_and_busy_pool() {
     let server = TestServer::with(
         echo()
             .env("PALAVER_ANALYSIS__TOKEN_DELAY", "100ms")
-            .env("PALAVER_ANALYSIS__WORKERS", "1")
-            .env("PALAVER_ANALYSIS__QUEUE", "1")
+            .env("PALAVER_ANALYSIS__MAX_STREAMS", "2")
             .env("PALAVER_ANALYSIS__MAX_QUESTION_CHARS", "300"),
     );
     let ann = user(&server, "ann@example.com").await;
@@ -147,7 +146,7 @@ async fn question_too_long_and_busy_pool() {
     assert_eq!(next_frame(&mut a).await["code"], "question_too_long");
 
     let long = vec!["word"; 50].join(" ");
-    // A runs, B waits in the queue, C finds the pool full.
+    // A and B stream, C finds the pool full (two places).
     send_json(&mut a, json!({"type": "question", "text": long})).await;
     assert_eq!(next_frame(&mut a).await["type"], "message");
     assert_eq!(next_frame(&mut a).await["type"], "token");
@@ -155,6 +154,7 @@ async fn question_too_long_and_busy_pool() {
     let (mut b, _) = ws_connected(&server, &p(&s2), &[]).await;
     send_json(&mut b, json!({"type": "question", "text": long})).await;
     assert_eq!(next_frame(&mut b).await["type"], "message");
+    assert_eq!(next_frame(&mut b).await["type"], "token");
     let s3 = new_session(&server, &ann.access).await;
     let (mut c, _) = ws_connected(&server, &p(&s3), &[]).await;
     send_json(&mut c, json!({"type": "question", "text": "hello"})).await;
