@@ -79,7 +79,9 @@ pub trait Tool: Send + Sync + 'static {
     fn args(&self, _input: &ToolInput) -> Value {
         json!({})
     }
-    /// Computes the result (may block: it runs on a blocking thread).
+    /// Computes the result. It runs on a CPU worker thread (one of
+    /// `analysis.workers`), so it may compute for long; a tool that waits
+    /// on I/O holds its worker meanwhile.
     fn call(&self, input: &ToolInput) -> Result<Value, String>;
     /// One or two sentences saying what the result means.
     fn describe(&self, result: &Value) -> String;
