@@ -275,66 +275,48 @@ mod tests {
         assert!(bad.contains("demo.request_limit"), "{bad}");
     }
 
+    /// The default config with `change` applied; its validation's error.
+    fn refusal(change: impl FnOnce(&mut Config)) -> String {
+        let mut config = Config::default();
+        change(&mut config);
+        match config.validate() {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("accepted an unworkable value"),
+        }
+    }
+
     #[test]
     fn validation_catches_unworkable_values() {
-        let mut config = Config::default();
-        config.ws.idle_timeout = config.ws.ping_interval;
-        assert!(config
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("ws.idle_timeout"));
-        let mut config = Config::default();
-        config.server.allowed_origins = vec!["*.example.com".into()];
-        assert!(config.validate().is_err());
-        let mut config = Config::default();
-        config.auth.algorithm = JwtAlgorithm::RS256;
-        assert!(config
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("auth.algorithm"));
+        let named = |change: fn(&mut Config), key: &str| {
+            let refused = refusal(change);
+            assert!(refused.contains(key), "{key}: {refused}");
+        };
+        named(
+            |c| c.ws.idle_timeout = c.ws.ping_interval,
+            "ws.idle_timeout",
+        );
+        refusal(|c| c.server.allowed_origins = vec!["*.example.com".into()]);
+        named(|c| c.auth.algorithm = JwtAlgorithm::RS256, "auth.algorithm");
         for base_url in [
             "ftp://127.0.0.1/v1",
             "localhost:11434/v1",
             "http://k:s@host/v1",
         ] {
-            let mut config = Config::default();
-            config.analysis.openai.base_url = base_url.into();
-            let refused = config.validate().unwrap_err().to_string();
+            let refused = refusal(|c| c.analysis.openai.base_url = base_url.into());
             assert!(refused.contains("analysis.openai.base_url"), "{refused}");
         }
-        let mut config = Config::default();
-        config.analysis.openai.idle_timeout = Duration::ZERO;
-        assert!(config
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("analysis.openai.idle_timeout"));
-        let mut config = Config::default();
-        config.analysis.openai.temperature = Some(3.5);
-        assert!(config
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("analysis.openai.temperature"));
-        let mut config = Config::default();
-        config.analysis.engine = Engine::Openai;
-        assert!(config.validate().is_ok());
-        let mut config = Config::default();
-        config.auth.algorithm = JwtAlgorithm::RS256;
-        assert!(config
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("auth.algorithm"));
-        let mut config = Config::default();
-        config.analysis.max_streams = 0;
-        assert!(config
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("analysis.max_streams"));
+        named(
+            |c| c.analysis.openai.idle_timeout = Duration::ZERO,
+            "analysis.openai.idle_timeout",
+        );
+        named(
+            |c| c.analysis.openai.temperature = Some(3.5),
+            "analysis.openai.temperature",
+        );
+        named(|c| c.analysis.max_streams = 0, "analysis.max_streams");
+        let mut openai = Config::default();
+        openai.analysis.engine = Engine::Openai;
+        assert!(openai.validate().is_ok());
         assert!(Config::default().validate().is_ok());
     }
 }
