@@ -1,0 +1,12 @@
+//! The crate's one error type.
+
+/// Why a file could not be probed or analysed.
+#[derive(Debug, thiserror::Error)]
+pub enum AudioError {
+    /// The bytes are not audio in an accepted format (or yield no audio).
+    #[error("not audio: {0}")]
+    NotAudio(String),
+    /// The file could not be read.
+    #[error("cannot read the file: {0}")]
+    Io(#[from] std::io::Error),
+}
