@@ -84,13 +84,17 @@ impl Store {
             t.deletions.remove(key)?;
             found.deletions += 1;
         }
-        found.orphans = self.collect_orphans()?;
+        found.orphans = self.collect_orphans()? + self.tracks().collect_records()?;
         if found != Recovered::default() {
             self.flush()?;
+        }
+        // Files go once no durable record names them.
+        found.orphans += self.tracks().collect_files()?;
+        if found != Recovered::default() {
             tracing::warn!(
                 deletions = found.deletions,
                 orphans = found.orphans,
-                "storage: finished interrupted deletions and removed orphaned records"
+                "storage: finished interrupted deletions and removed orphaned records and files"
             );
         }
         Ok(found)

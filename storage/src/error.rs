@@ -14,6 +14,9 @@ pub enum StorageError {
     Locked { path: PathBuf },
     #[error("that email address is already taken")]
     EmailTaken,
+    /// A user already holds `storage.max_tracks_per_user` tracks.
+    #[error("the user already has {limit} tracks")]
+    TrackLimit { limit: usize },
     #[error("record not found")]
     NotFound,
     #[error("invalid cursor")]

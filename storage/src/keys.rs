@@ -17,6 +17,9 @@
 //! | `messages`       | session id ‖ seq (u64 BE)   | `Message` (codec)     |
 //! | `messages_streaming` | session id ‖ seq        | empty                 |
 //! | `deletions`      | kind (1 byte) ‖ id (16 bytes) | empty: a deletion under way |
+//! | `tracks`         | track id (16 bytes, UUID v7) | `Track` (codec)      |
+//! | `tracks_by_user` | user id ‖ created_at (u64 BE, ms) ‖ track id | empty |
+//! | `track_analyses` | track id (16 bytes)         | `TrackAnalysis` (codec) |
 
 use uuid::Uuid;
 
@@ -115,6 +118,19 @@ pub fn user_session_id(key: &[u8]) -> Option<Uuid> {
         return None;
     }
     uuid_from(&key[24..])
+}
+
+pub fn track(id: Uuid) -> [u8; 16] {
+    *id.as_bytes()
+}
+
+/// Key of the per-user track index: sorts a user's tracks by upload.
+pub fn user_track(user: UserId, created_at: u64, track: Uuid) -> [u8; 40] {
+    user_session(user, created_at, track)
+}
+
+pub fn user_track_id(key: &[u8]) -> Option<Uuid> {
+    user_session_id(key)
 }
 
 /// Key of a message: its session, then its sequence number.
@@ -224,6 +240,16 @@ mod tests {
         assert_eq!(message_seq(&message(a, 300)), Some(300));
         assert!(message(a, 255) < message(a, 256));
         assert!(message(a, 1).starts_with(&session(a)));
+    }
+
+    #[test]
+    fn track_keys_round_trip_under_the_user_prefix() {
+        let (user, a, b) = (UserId::new(), Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(user_track_id(&user_track(user, 7, a)), Some(a));
+        assert!(user_track(user, 7, b) < user_track(user, 8, a));
+        assert!(user_track(user, 7, a).starts_with(&super::user(user)));
+        assert_eq!(uuid_from(&track(a)), Some(a));
+        assert_eq!(user_track_id(b"short"), None);
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! - [`sessions`]: sessions (conversations), listed per user newest first.
 //! - [`messages`]: a session's messages, by sequence number.
 //! - [`quotas`]: per-user request counters (written through by the QuotaRegistry).
+//! - [`tracks`]: uploaded tracks, their files under `<data>/tracks/` and
+//!   their cached analysis.
 //! - [`deletions`]: deletions that survive a crash, and the start-up check for
 //!   records whose user is gone.
 //!
@@ -36,6 +38,7 @@ pub mod quotas;
 pub mod sessions;
 pub mod store;
 mod time;
+pub mod tracks;
 pub mod users;
 
 pub use api_keys::ApiKey;
@@ -46,4 +49,5 @@ pub use quotas::QuotaCounter;
 pub use sessions::{Message, MessageStatus, Page, Role, Session, ToolUse};
 pub use store::{Store, StoreConfig};
 pub use time::now_millis;
+pub use tracks::{AnalysisStatus, NewTrack, Track, TrackAnalysis};
 pub use users::{NewUser, User};

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::api_keys::ApiKeys;
 use crate::committer::{Committer, FlushObserver};
@@ -13,6 +13,7 @@ use crate::families::Families;
 use crate::messages::Messages;
 use crate::quotas::Quotas;
 use crate::sessions::Sessions;
+use crate::tracks::Tracks;
 use crate::users::Users;
 use crate::{keys, meta, permissions};
 
@@ -64,6 +65,12 @@ pub(crate) struct Trees {
     pub messages_streaming: sled::Tree,
     /// kind ‖ id → (): deletions under way (finished at open, see `deletions`).
     pub deletions: sled::Tree,
+    /// track id → `Track`.
+    pub tracks: sled::Tree,
+    /// user id ‖ created_at ‖ track id → (): a user's tracks by age.
+    pub tracks_by_user: sled::Tree,
+    /// track id → `TrackAnalysis`: the cached analysis documents.
+    pub track_analyses: sled::Tree,
 }
 
 struct Inner {
@@ -73,6 +80,8 @@ struct Inner {
     trees: Trees,
     db: sled::Db,
     path: Option<PathBuf>,
+    /// Held while a track upload is admitted (see `tracks`).
+    tracks_lock: Mutex<()>,
 }
 
 impl Store {
@@ -135,6 +144,9 @@ impl Store {
             messages: db.open_tree("messages")?,
             messages_streaming: db.open_tree("messages_streaming")?,
             deletions: db.open_tree("deletions")?,
+            tracks: db.open_tree("tracks")?,
+            tracks_by_user: db.open_tree("tracks_by_user")?,
+            track_analyses: db.open_tree("track_analyses")?,
         };
         meta::migrate(&trees)?;
         let committer = Committer::start(db.clone(), fsync_file, observer)?;
@@ -144,6 +156,7 @@ impl Store {
                 trees,
                 db,
                 path,
+                tracks_lock: Mutex::new(()),
             }),
         };
         store.recover()?;
@@ -179,28 +192,54 @@ impl Store {
         Quotas::new(self)
     }
 
+    pub fn tracks(&self) -> Tracks<'_> {
+        Tracks::new(self)
+    }
+
+    /// The directory files are kept in (uploaded tracks): the data
+    /// directory. A temporary store has none, so it keeps no tracks.
+    pub(crate) fn files_dir(&self) -> Result<&Path> {
+        self.inner.path.as_deref().ok_or_else(|| {
+            StorageError::Io(std::io::Error::other(
+                "a temporary store has no directory for track files",
+            ))
+        })
+    }
+
+    /// Track uploads are admitted one at a time (the per-user bound).
+    pub(crate) fn tracks_lock(&self) -> &Mutex<()> {
+        &self.inner.tracks_lock
+    }
+
     /// Deletes a user and everything it owns (sessions with their messages,
-    /// API keys, quota counter; its
+    /// tracks with their files, API keys, quota counter; its
     /// token families die with it, as no token of a missing user verifies).
     /// Durable when it returns; `false` if there was no such user.
     pub async fn purge_user(&self, id: crate::UserId) -> Result<bool> {
         // Marked first: a crash in the middle is finished at the next open.
         let mark = Deletion::User(id);
         self.begin_deletion(mark)?;
-        let existed = self.remove_user_records(id)?;
+        let (existed, tracks) = self.remove_user_records(id)?;
         self.end_deletion(mark)?;
         // One flush for everything.
         self.durable().await?;
+        // The track files once no record names them.
+        self.tracks().remove_files(&tracks);
         Ok(existed)
     }
 
-    /// Removes a user and everything it owns; not waited on. `false` if
-    /// there was no such user.
-    pub(crate) fn remove_user_records(&self, id: crate::UserId) -> Result<bool> {
+    /// Removes a user and every record it owns; not waited on. Answers
+    /// `false` if there was no such user, and the tracks whose files go
+    /// once the removal is durable.
+    pub(crate) fn remove_user_records(
+        &self,
+        id: crate::UserId,
+    ) -> Result<(bool, Vec<uuid::Uuid>)> {
         self.quotas().remove(id)?;
         self.sessions().remove_all_for(id)?;
         self.api_keys().remove_all_for(id)?;
-        self.users().remove(id)
+        let tracks = self.tracks().remove_all_for(id)?;
+        Ok((self.users().remove(id)?, tracks))
     }
 
     /// Disables a user for good: every token family it has is revoked and
