@@ -10,6 +10,7 @@ use std::time::Instant;
 use actix::Addr;
 use actix_web::middleware::{from_fn, ErrorHandlers, NormalizePath, TrailingSlash};
 use actix_web::{web, App, HttpServer};
+use palaver_actors::analysis::tracks::TrackAnalyst;
 use palaver_actors::analysis::AnalysisPool;
 use palaver_actors::auth::Auth;
 use palaver_actors::messages::Drain;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub quotas: QuotaRegistry,
     /// Answers questions (WebSocket and whole-answer HTTP).
     pub pool: AnalysisPool,
+    /// Analyses each uploaded track once.
+    pub tracks: Addr<TrackAnalyst>,
     /// What every WebSocket session actor shares.
     pub sessions: Arc<SessionDeps>,
     /// When the server started (for `/health`'s uptime).
@@ -73,6 +76,7 @@ impl AppState {
             auth: booted.auth,
             quotas: booted.quotas,
             pool: booted.pool,
+            tracks: booted.tracks,
             sessions: booted.sessions,
             started: Instant::now(),
             metrics,
@@ -106,6 +110,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(http::ops::config)
         .configure(http::auth::config)
         .configure(http::sessions::config)
+        .configure(http::tracks::config)
         .configure(http::ws::config)
         .configure(http::client::config);
 }

@@ -83,3 +83,13 @@ pub struct CpuJob<T> {
 impl<T: Send + 'static> Message for CpuJob<T> {
     type Result = Result<T, CpuError>;
 }
+
+/// Sent by the track upload handler to the
+/// [`crate::analysis::tracks::TrackAnalyst`] once a track is accepted and
+/// recorded `pending`: analyse it (in turn, on a CPU worker) and store the
+/// outcome. No answer: `GET /api/tracks/{id}/` shows the status.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AnalyzeTrack {
+    pub track: Uuid,
+}

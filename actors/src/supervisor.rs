@@ -1,7 +1,7 @@
 //! The Supervisor: the first actor started at boot. It creates the
-//! QuotaRegistry and starts its QuotaKeeper, the AuthActor and the
-//! AnalysisPool (its stream arbiter and CPU workers); it spawns the
-//! session actor of every accepted WebSocket connection
+//! QuotaRegistry and starts its QuotaKeeper, the AuthActor, the
+//! AnalysisPool (its stream arbiter and CPU workers) and the TrackAnalyst;
+//! it spawns the session actor of every accepted WebSocket connection
 //! ([`Supervisor::reserve_session`], the one place a SessionActor is created,
 //! registered and started); it owns the connection registry and closes
 //! sockets when credentials are revoked (4001), a user goes (4002), a session
@@ -14,6 +14,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use palaver_storage::Store;
 
+use crate::analysis::tracks::TrackAnalyst;
 use crate::analysis::{AnalysisPool, AnalysisSettings};
 use crate::auth::Principal;
 use crate::auth::{Auth, AuthError, AuthSettings};
@@ -46,6 +47,8 @@ pub struct Booted {
     /// The registry's actor (evicts idle counters).
     pub quota_keeper: Addr<QuotaKeeper>,
     pub pool: AnalysisPool,
+    /// Analyses uploaded tracks.
+    pub tracks: Addr<TrackAnalyst>,
     /// What the WebSocket handshake hands every session actor.
     pub sessions: Arc<SessionDeps>,
 }
@@ -61,7 +64,9 @@ impl Supervisor {
         let quotas = QuotaRegistry::new(store.clone());
         let quota_keeper = QuotaKeeper::new(quotas.clone()).start();
         let connections = Arc::new(Connections::default());
+        let workers = analysis.workers;
         let pool = AnalysisPool::start(analysis, store.clone());
+        let tracks = TrackAnalyst::new(store.clone(), pool.cpu().clone(), workers).start();
         let supervisor = Supervisor {
             store: store.clone(),
             quotas: quotas.clone(),
@@ -85,6 +90,7 @@ impl Supervisor {
             quotas,
             quota_keeper,
             pool,
+            tracks,
             sessions,
         })
     }

@@ -30,6 +30,9 @@ pub const UPSTREAM_FIRST_DELTA: &str = "palaver_analysis_upstream_first_delta_se
 pub const TOOL_ROUNDS: &str = "palaver_analysis_tool_rounds";
 pub const STORAGE_FLUSH: &str = "palaver_storage_flush_seconds";
 pub const DEMO_USERS: &str = "palaver_demo_users";
+pub const TRACK_ANALYSES: &str = "palaver_track_analyses_total";
+pub const TRACK_ANALYSIS_DURATION: &str = "palaver_track_analysis_seconds";
+pub const TRACK_UPLOADS: &str = "palaver_track_uploads_total";
 
 /// Registers the description and unit of every metric (call once at start).
 pub fn describe() {
@@ -112,6 +115,19 @@ pub fn describe() {
     describe_gauge!(
         DEMO_USERS,
         "Demo users stored (live or awaiting the sweep)."
+    );
+    describe_counter!(
+        TRACK_ANALYSES,
+        "Track analyses finished, by outcome (ready, failed)."
+    );
+    describe_histogram!(
+        TRACK_ANALYSIS_DURATION,
+        Unit::Seconds,
+        "Time from a track's analysis being queued for a worker to its result."
+    );
+    describe_counter!(
+        TRACK_UPLOADS,
+        "Track uploads answered, by outcome (accepted, too_large, not_audio, limit, busy, invalid)."
     );
 }
 
@@ -251,4 +267,16 @@ pub fn demo_users(count: usize) {
 /// One more demo user (between sweeps; no count of the tree per creation).
 pub fn demo_user_created() {
     gauge!(DEMO_USERS).increment(1.0);
+}
+
+/// A track's analysis ended (`ready` or `failed`).
+pub fn track_analysis(outcome: &'static str, elapsed: Duration) {
+    counter!(TRACK_ANALYSES, "outcome" => outcome).increment(1);
+    histogram!(TRACK_ANALYSIS_DURATION).record(elapsed.as_secs_f64());
+}
+
+/// An upload was answered: `accepted`, `too_large`, `not_audio`, `limit`,
+/// `busy` or `invalid`.
+pub fn track_upload(outcome: &'static str) {
+    counter!(TRACK_UPLOADS, "outcome" => outcome).increment(1);
 }

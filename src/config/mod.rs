@@ -217,6 +217,7 @@ mod tests {
             "cache_bytes",
             "fsync",
             "max_upload_bytes",
+            "max_tracks_per_user",
             "token",
             "format",
             "level",

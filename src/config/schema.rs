@@ -264,6 +264,8 @@ pub struct StorageConfig {
     pub cache_bytes: u64,
     pub fsync: bool,
     pub max_upload_bytes: u64,
+    /// Tracks one user may keep (an upload past it is 409 `track_limit`).
+    pub max_tracks_per_user: usize,
 }
 
 impl Default for StorageConfig {
@@ -273,6 +275,7 @@ impl Default for StorageConfig {
             cache_bytes: 64 << 20,
             fsync: false,
             max_upload_bytes: 50 << 20,
+            max_tracks_per_user: 20,
         }
     }
 }

@@ -87,6 +87,12 @@ impl Config {
         if self.analysis.max_streams == 0 {
             return bad("analysis.max_streams", "must be greater than 0");
         }
+        if self.storage.max_upload_bytes == 0 {
+            return bad("storage.max_upload_bytes", "must be greater than 0");
+        }
+        if self.storage.max_tracks_per_user == 0 {
+            return bad("storage.max_tracks_per_user", "must be greater than 0");
+        }
         if self.storage.cache_bytes < (1 << 20) {
             return bad("storage.cache_bytes", "must be at least 1 MiB");
         }

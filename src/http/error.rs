@@ -44,6 +44,14 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("the server is not ready: {0}")]
     NotReady(String),
+    /// 409 `not_ready`: a track's analysis is still running (`Retry-After`),
+    /// or failed (no `Retry-After`: it will not become ready).
+    #[error("{message}")]
+    AnalysisNotReady { message: String, retry: bool },
+    /// 409 `track_limit`: the user keeps `storage.max_tracks_per_user`
+    /// tracks already.
+    #[error("you have {limit} tracks, the most this server keeps per user; delete one to upload another")]
+    TrackLimit { limit: usize },
     /// 502 `analysis_failed`: the analysis engine's upstream failed; the
     /// message names the cause (never a credential).
     #[error("the analysis failed: {0}")]
@@ -78,7 +86,8 @@ impl ApiError {
             ApiError::EmailTaken => "email_taken",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
-            ApiError::NotReady(_) => "not_ready",
+            ApiError::NotReady(_) | ApiError::AnalysisNotReady { .. } => "not_ready",
+            ApiError::TrackLimit { .. } => "track_limit",
             ApiError::AnalysisFailed(_) => "analysis_failed",
             ApiError::Busy(_) => "busy",
             ApiError::Internal(_) => "internal",
@@ -107,7 +116,9 @@ impl ResponseError for ApiError {
             }
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::EmailTaken => StatusCode::CONFLICT,
+            ApiError::EmailTaken
+            | ApiError::AnalysisNotReady { .. }
+            | ApiError::TrackLimit { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::AnalysisFailed(_) => StatusCode::BAD_GATEWAY,
@@ -139,7 +150,7 @@ impl ResponseError for ApiError {
             ApiError::RateLimited { retry_after } => {
                 response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
             }
-            ApiError::Busy(_) => {
+            ApiError::Busy(_) | ApiError::AnalysisNotReady { retry: true, .. } => {
                 response.insert_header((header::RETRY_AFTER, "1"));
             }
             ApiError::InvalidQuestion(_) => {
@@ -167,6 +178,7 @@ impl From<StorageError> for ApiError {
         match e {
             StorageError::EmailTaken => ApiError::EmailTaken,
             StorageError::NotFound => ApiError::NotFound,
+            StorageError::TrackLimit { limit } => ApiError::TrackLimit { limit },
             other => ApiError::internal(other),
         }
     }

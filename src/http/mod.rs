@@ -12,6 +12,7 @@ pub mod ops;
 pub mod origin;
 pub mod quota;
 pub mod sessions;
+pub mod tracks;
 pub mod ws;
 
 pub use error::ApiError;

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::extract::{optional_json, Authenticated, Json};
+use super::tracks::owned_track;
 use super::ApiError;
 use crate::app::AppState;
 use palaver_actors::protocol::rfc3339_millis;
@@ -112,16 +113,17 @@ async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let body: NewSession = optional_json(&body)?;
     let title = validate_title(body.title.as_deref().unwrap_or(""))?;
-    if let Some(raw) = body.track_id {
-        Uuid::parse_str(&raw).map_err(|_| ApiError::invalid("track_id: not a UUID"))?;
-        // Tracks (API.md §6) are not stored yet, so no id is one of the
-        // caller's tracks.
-        return Err(ApiError::NotFound);
-    }
+    let track = match body.track_id {
+        Some(raw) => {
+            Uuid::parse_str(&raw).map_err(|_| ApiError::invalid("track_id: not a UUID"))?;
+            Some(owned_track(&state.store, who.0.user.id, &raw)?.id)
+        }
+        None => None,
+    };
     let session = state
         .store
         .sessions()
-        .create(who.0.user.id, title, None)
+        .create(who.0.user.id, title, track)
         .await?;
     Ok(HttpResponse::Created().json(session_view(&state.store, &session)?))
 }

@@ -231,10 +231,7 @@ impl Store {
     /// Removes a user and every record it owns; not waited on. Answers
     /// `false` if there was no such user, and the tracks whose files go
     /// once the removal is durable.
-    pub(crate) fn remove_user_records(
-        &self,
-        id: crate::UserId,
-    ) -> Result<(bool, Vec<uuid::Uuid>)> {
+    pub(crate) fn remove_user_records(&self, id: crate::UserId) -> Result<(bool, Vec<uuid::Uuid>)> {
         self.quotas().remove(id)?;
         self.sessions().remove_all_for(id)?;
         self.api_keys().remove_all_for(id)?;

@@ -152,12 +152,7 @@ impl<'a> Tracks<'a> {
     /// track (analysis pending). Refused when the user already has `limit`
     /// tracks; uploads of one user are admitted one at a time, so the bound
     /// is exact. Durable when it returns.
-    pub async fn create(
-        &self,
-        mut staged: Staged,
-        new: NewTrack,
-        limit: usize,
-    ) -> Result<Track> {
+    pub async fn create(&self, mut staged: Staged, new: NewTrack, limit: usize) -> Result<Track> {
         let track = {
             let _one_at_a_time = self
                 .store
@@ -165,7 +160,10 @@ impl<'a> Tracks<'a> {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             let t = self.store.trees();
-            let held = t.tracks_by_user.scan_prefix(keys::user(new.user_id)).count();
+            let held = t
+                .tracks_by_user
+                .scan_prefix(keys::user(new.user_id))
+                .count();
             if held >= limit {
                 return Err(StorageError::TrackLimit { limit });
             }
@@ -539,7 +537,10 @@ mod tests {
             .tracks()
             .create(staged, new_track(ann, "third"), 2)
             .await;
-        assert!(matches!(refused, Err(StorageError::TrackLimit { limit: 2 })));
+        assert!(matches!(
+            refused,
+            Err(StorageError::TrackLimit { limit: 2 })
+        ));
         assert!(!path.exists());
         assert_eq!(store.tracks().list(ann).unwrap().len(), 2);
     }

@@ -24,6 +24,7 @@
 //! - [`openai`]: the `openai` engine: an OpenAI-compatible upstream, streamed.
 //! - [`sse`]: the event-stream decoder the `openai` engine reads with.
 //! - [`tools`]: the tool registry and the conversation tools.
+//! - [`tracks`]: the `TrackAnalyst`, which analyses each uploaded track once.
 
 pub mod builtin;
 pub mod echo;
@@ -37,6 +38,7 @@ pub mod pool;
 pub mod stream;
 #[cfg(test)]
 mod tests;
+pub mod tracks;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
