@@ -165,7 +165,7 @@ pub fn cursor_encode(suffix: &[u8]) -> String {
 }
 
 pub fn cursor_decode(cursor: &str) -> Option<Vec<u8>> {
-    if cursor.len() % 2 != 0 || cursor.is_empty() || cursor.len() > 128 {
+    if !cursor.len().is_multiple_of(2) || cursor.is_empty() || cursor.len() > 128 {
         return None;
     }
     hex::decode(cursor).ok()
