@@ -1,8 +1,10 @@
 //! The `builtin` engine: a local agent that needs no network. It picks the
-//! tools the question asks for, announces and runs each, then answers in
-//! words built from their results.
+//! tools the question asks for (the audio tools too when the session is
+//! bound to a track), announces and runs each, then answers in words built
+//! from their results.
 
-use super::tools::{registry, ToolInput};
+use super::audio_tools::TRACK_HELP;
+use super::tools::{tools_for, ToolInput};
 use super::{Run, Stop};
 
 /// What the engine says when no tool fits the question.
@@ -14,11 +16,14 @@ pub async fn answer(run: &mut Run<'_>) -> Result<(), Stop> {
     let question = run.job.question.text.clone();
     let lowered = question.to_lowercase();
     let input = ToolInput::new(run.store.clone(), run.job.session.clone(), question);
-    let chosen: Vec<_> = registry()
+    let chosen: Vec<_> = tools_for(&run.job.session)
         .into_iter()
         .filter(|t| t.wanted(&lowered))
         .collect();
     if chosen.is_empty() {
+        if run.job.session.track_id.is_some() {
+            return run.words(&format!("{TRACK_HELP} {HELP}")).await;
+        }
         return run.words(HELP).await;
     }
     let mut sentences = Vec::new();

@@ -24,8 +24,11 @@
 //! - [`openai`]: the `openai` engine: an OpenAI-compatible upstream, streamed.
 //! - [`sse`]: the event-stream decoder the `openai` engine reads with.
 //! - [`tools`]: the tool registry and the conversation tools.
+//! - [`audio_tools`]: the tools that read a track's analysis (tempo,
+//!   loudness, peaks, clipping, dynamics, silence, spectrum, format).
 //! - [`tracks`]: the `TrackAnalyst`, which analyses each uploaded track once.
 
+pub mod audio_tools;
 pub mod builtin;
 pub mod echo;
 pub mod openai;

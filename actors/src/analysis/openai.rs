@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::sse::SseDecoder;
-use super::tools::{registry, Tool, ToolInput};
+use super::tools::{tools_for, Tool, ToolInput};
 use super::{Cancel, Run, Stop};
 use crate::telemetry;
 
@@ -165,7 +165,11 @@ pub async fn answer(run: &mut Run<'_>, engine: &OpenAi) -> Result<(), Stop> {
 async fn converse(run: &mut Run<'_>, engine: &OpenAi, rounds: &mut u32) -> Result<(), Stop> {
     let s = &engine.settings;
     let deadline = Instant::now() + s.total_timeout;
-    let tools = if s.tools { registry() } else { Vec::new() };
+    let tools = if s.tools {
+        tools_for(&run.job.session)
+    } else {
+        Vec::new()
+    };
     let mut messages = opening_messages(run, s)?;
     let input = ToolInput::new(
         run.store.clone(),
@@ -1082,7 +1086,7 @@ mod tests {
 
     #[test]
     fn tools_become_function_tools_with_schemas() {
-        let tools = function_tools(&registry());
+        let tools = function_tools(&crate::analysis::tools::registry());
         let names: Vec<&str> = tools
             .as_array()
             .unwrap()

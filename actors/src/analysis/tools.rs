@@ -3,12 +3,13 @@
 //! choice), what it does and which parameters it takes (the `openai` engine
 //! offers it to the model as a function tool), computes a JSON result, and
 //! puts a result into words. The conversation tools are here; the audio tools
-//! (loudness, peak, tempo, …) join the same registry when tracks land.
+//! (loudness, peak, tempo, …) are in `audio_tools`, offered when the session
+//! is bound to a track ([`tools_for`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use palaver_storage::{Message, MessageStatus, Role, Session, Store};
+use palaver_storage::{AnalysisStatus, Message, MessageStatus, Role, Session, Store};
 use serde_json::{json, Value};
 
 /// What a tool may read. Clones share the conversation, read at most once
@@ -23,6 +24,8 @@ pub struct ToolInput {
     /// object when the builtin engine chose the tool.
     pub args: Value,
     history: Arc<OnceLock<Result<Vec<Message>, String>>>,
+    /// The session's track: its analysis document and its format.
+    track: Arc<OnceLock<Result<(Value, String), String>>>,
 }
 
 impl ToolInput {
@@ -33,6 +36,7 @@ impl ToolInput {
             question,
             args: json!({}),
             history: Arc::default(),
+            track: Arc::default(),
         }
     }
 
@@ -42,6 +46,50 @@ impl ToolInput {
             args,
             ..self.clone()
         }
+    }
+
+    /// The analysis of the session's track (API.md §6 `analysis`), read at
+    /// most once per answer; or, in words, why there is none.
+    pub fn track_analysis(&self) -> Result<&Value, String> {
+        self.track().map(|(analysis, _)| analysis)
+    }
+
+    /// The session's track's format (`wav`, `mp3`, …); empty without one.
+    pub fn track_format(&self) -> &str {
+        self.track()
+            .map(|(_, format)| format.as_str())
+            .unwrap_or("")
+    }
+
+    fn track(&self) -> Result<&(Value, String), String> {
+        let loaded = self.track.get_or_init(|| {
+            let id = self
+                .session
+                .track_id
+                .ok_or("this session has no track: start a session with a track to measure it")?;
+            let tracks = self.store.tracks();
+            let track = tracks
+                .get(id)
+                .map_err(|e| format!("cannot read the track: {e}"))?
+                .ok_or("the session's track has been deleted")?;
+            match track.analysis {
+                AnalysisStatus::Pending => {
+                    return Err("the track is still being analysed: ask again in a moment".into())
+                }
+                AnalysisStatus::Failed(reason) => {
+                    return Err(format!("the track could not be analysed ({reason})"))
+                }
+                AnalysisStatus::Ready => {}
+            }
+            let documents = tracks
+                .analysis(id)
+                .map_err(|e| format!("cannot read the track's analysis: {e}"))?
+                .ok_or("the track's analysis is missing")?;
+            let analysis = serde_json::from_str(&documents.analysis)
+                .map_err(|e| format!("the stored analysis is unreadable: {e}"))?;
+            Ok((analysis, track.format))
+        });
+        loaded.as_ref().map_err(Clone::clone)
     }
 
     /// The session's finished messages (the reply being written excluded).
@@ -87,13 +135,25 @@ pub trait Tool: Send + Sync + 'static {
     fn describe(&self, result: &Value) -> String;
 }
 
-/// Every tool of the builtin engine, in the order they answer.
+/// The conversation tools, in the order they answer.
 pub fn registry() -> Vec<Arc<dyn Tool>> {
     vec![
         Arc::new(MessageCount),
         Arc::new(WordCount),
         Arc::new(SessionSummary),
     ]
+}
+
+/// The tools a session offers: the audio tools first when it is bound to a
+/// track, then the conversation tools.
+pub fn tools_for(session: &Session) -> Vec<Arc<dyn Tool>> {
+    let mut tools = if session.track_id.is_some() {
+        super::audio_tools::audio_tools()
+    } else {
+        Vec::new()
+    };
+    tools.extend(registry());
+    tools
 }
 
 fn asks_count(q: &str) -> bool {
@@ -268,9 +328,8 @@ impl Tool for SessionSummary {
     }
 
     fn wanted(&self, q: &str) -> bool {
-        ["summar", "recap", "so far", "overview"]
-            .iter()
-            .any(|w| q.contains(w))
+        // Not "overview": on a track, that asks for the audio tools.
+        ["summar", "recap", "so far"].iter().any(|w| q.contains(w))
     }
 
     fn call(&self, input: &ToolInput) -> Result<Value, String> {
