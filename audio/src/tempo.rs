@@ -1,9 +1,9 @@
 //! The tempo estimator. Fed mono samples as they are decoded; says the
 //! tempo in BPM at the end, or `None` when there is no steady beat.
 //!
-//! Two halves: [`onset`] turns the samples into an onset-strength envelope
+//! Two halves: `onset` turns the samples into an onset-strength envelope
 //! (spectral flux at ~100 frames a second, ~400 bytes per second of audio
-//! kept), [`period`] finds the beat in that envelope (autocorrelation, a
+//! kept), `period` finds the beat in that envelope (autocorrelation, a
 //! comb over its multiples, the metrical level, sub-frame refinement).
 //! `finish` says `None` for a track shorter than [`MIN_SECONDS`], a sample
 //! rate too low to analyse, a track without onsets, or a beat whose

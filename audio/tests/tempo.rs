@@ -101,3 +101,265 @@ fn no_steady_beat_is_none() {
         assert_eq!(palaver_tempo(&samples, rate, 4096), None, "{name}");
     }
 }
+
+/// Five minutes of drums: the right tempo, and in a release build under a
+/// second even on a busy machine (about 0.1 s on an idle one; the figure of
+/// docs/BENCHMARKS.md). The bound catches a blow-up (work growing faster
+/// than the track), not a few per cent.
+#[test]
+fn five_minutes_cost_little() {
+    let pattern = Pattern {
+        kit: Kit::varied(9),
+        level_variation: 0.3,
+        ..Pattern::straight(118.0, 44_100, 300.0)
+    };
+    let samples = pattern.render();
+    // The fastest of three runs: the machine may be busy with other tests.
+    let mut estimate = None;
+    let mut elapsed = f64::INFINITY;
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        estimate = palaver_tempo(&samples, 44_100, 4096);
+        elapsed = elapsed.min(started.elapsed().as_secs_f64());
+    }
+    println!(
+        "5 minutes at 44.1 kHz: {estimate:?} in {:.1} ms ({:.1} ms per minute of audio)",
+        1000.0 * elapsed,
+        1000.0 * elapsed / 5.0
+    );
+    assert_eq!(
+        verdict(estimate, 118.0, 0.01),
+        Verdict::Right,
+        "{estimate:?}"
+    );
+    if !cfg!(debug_assertions) {
+        assert!(elapsed < 1.0, "{elapsed} s for 5 minutes");
+    }
+}
+
+#[test]
+fn block_size_does_not_change_the_answer() {
+    let pattern = Pattern {
+        swing: 0.58,
+        kit: Kit::varied(7),
+        ..Pattern::straight(132.0, 44_100, 30.0)
+    };
+    let samples = pattern.render();
+    let answers: Vec<Option<f64>> = [1, 333, 4096, 100_000]
+        .iter()
+        .map(|&block| palaver_tempo(&samples, 44_100, block))
+        .collect();
+    println!("blocks 1, 333, 4096, 100000: {answers:?}");
+    let first = answers[0].expect("a tempo");
+    assert_eq!(verdict(Some(first), 132.0, 0.01), Verdict::Right, "{first}");
+    for answer in &answers {
+        let answer = answer.expect("a tempo for every block size");
+        assert!((answer - first).abs() <= 0.01, "{answers:?}");
+    }
+}
+
+#[test]
+fn hostile_samples_and_rates_do_not_panic() {
+    // NaN and infinities among the samples of a beat: ignored.
+    let mut samples = click_track(120.0, 44_100, 20.0);
+    let mut rng = Rng::new(5);
+    for i in 0..200 {
+        let at = (rng.unit() * samples.len() as f32) as usize % samples.len();
+        samples[at] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][i % 3];
+    }
+    let estimate = palaver_tempo(&samples, 44_100, 512);
+    assert_eq!(
+        verdict(estimate, 120.0, 0.01),
+        Verdict::Right,
+        "{estimate:?}"
+    );
+    // Nothing but NaN, or huge values: no beat, no panic.
+    assert_eq!(palaver_tempo(&vec![f32::NAN; 441_000], 44_100, 4096), None);
+    let _ = palaver_tempo(&vec![1.0e30; 441_000], 44_100, 4096);
+    let _ = palaver_tempo(&vec![f32::MAX; 441_000], 44_100, 4096);
+    let alternating: Vec<f32> = (0..441_000)
+        .map(|i| if i % 2 == 0 { f32::MAX } else { f32::MIN })
+        .collect();
+    let _ = palaver_tempo(&alternating, 44_100, 4096);
+    // Empty and one-sample tracks, at any rate.
+    for rate in [0, 1, 2, 8_000, 44_100, 384_000, u32::MAX] {
+        assert_eq!(TempoEstimator::new(rate).finish(), None, "empty at {rate}");
+        let mut one = TempoEstimator::new(rate);
+        one.push(&[0.5]);
+        assert_eq!(one.finish(), None, "one sample at {rate}");
+        let mut noise = TempoEstimator::new(rate);
+        noise.push(&white_noise(44_100, 6.0, 3));
+        let _ = noise.finish();
+    }
+    // A rate too low to analyse says nothing, whatever it is fed.
+    let mut zero = TempoEstimator::new(0);
+    zero.push(&click_track(120.0, 44_100, 10.0));
+    assert_eq!(zero.finish(), None);
+}
+
+#[test]
+fn unusual_rates_still_find_the_beat() {
+    for rate in [8_000, 22_050, 96_000, 384_000] {
+        let samples = click_track(100.0, rate, 12.0);
+        let estimate = palaver_tempo(&samples, rate, 65_536);
+        println!("click 100 BPM at {rate} Hz: {estimate:?}");
+        assert_eq!(
+            verdict(estimate, 100.0, 0.01),
+            Verdict::Right,
+            "{rate}: {estimate:?}"
+        );
+    }
+}
+
+/// The confidence threshold sits between the beats and the beatless
+/// signals with a margin on both sides.
+#[test]
+fn confidence_separates_beats_from_beatless() {
+    let rate = 44_100;
+    let reading = |samples: &[f32]| {
+        let mut estimator = TempoEstimator::new(rate);
+        estimator.push(samples);
+        estimator.reading().map_or(0.0, |r| r.confidence)
+    };
+    let beats: Vec<f64> = (0..12u64)
+        .map(|i| {
+            let pattern = Pattern {
+                swing: if i % 3 == 2 { 0.62 } else { 0.5 },
+                kit: Kit::varied(300 + i),
+                noise: if i % 2 == 1 { 0.03 } else { 0.0 },
+                level_variation: if i % 4 >= 2 { 0.5 } else { 0.0 },
+                jitter: 0.005,
+                seed: 300 + i,
+                ..Pattern::straight(60.0 + 10.0 * i as f64, rate, 20.0)
+            };
+            reading(&pattern.render())
+        })
+        .collect();
+    let beatless: Vec<f64> = (0..6u64)
+        .flat_map(|i| {
+            [
+                reading(&white_noise(rate, 20.0, 40 + i)),
+                reading(&poisson_clicks(1.0 + i as f64, rate, 20.0, 50 + i)),
+            ]
+        })
+        .collect();
+    println!("confidence with a beat: {beats:.3?}");
+    println!("confidence without: {beatless:.3?}");
+    let lowest_beat = beats.iter().copied().fold(f64::INFINITY, f64::min);
+    let highest_beatless = beatless.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    assert!(lowest_beat >= 2.0 * MIN_CONFIDENCE, "{lowest_beat}");
+    assert!(
+        highest_beatless <= 0.5 * MIN_CONFIDENCE,
+        "{highest_beatless}"
+    );
+}
+
+/// palaver against aubio on a corpus of generated drum patterns, written
+/// as WAV files and read by both. Prints the table of docs/BENCHMARKS.md
+/// ("Tempo accuracy").
+#[test]
+fn aubio_comparison_on_drum_patterns() {
+    let aubio = require_aubio();
+    let dir = tempfile::tempdir().expect("tempdir");
+    const FILES: usize = 36;
+    let mut corpus = Vec::new();
+    for i in 0..FILES {
+        let n = i as u64;
+        // Tempi spread over 60–180, every third file swung (56–66 %).
+        let bpm = ((60.0 + 120.0 * i as f64 / (FILES - 1) as f64) * 10.0).round() / 10.0;
+        let pattern = Pattern {
+            bpm,
+            sample_rate: if i % 4 == 3 { 48_000 } else { 44_100 },
+            seconds: 30.0,
+            swing: if i % 3 == 2 {
+                0.56 + 0.02 * (n % 6) as f64
+            } else {
+                0.5
+            },
+            kit: Kit::varied(1000 + n),
+            noise: [0.0, 0.01, 0.0, 0.03][i % 4],
+            level_variation: [0.0, 0.3, 0.5][i % 3],
+            jitter: [0.0, 0.003, 0.006][(i / 3) % 3],
+            seed: 1000 + n,
+        };
+        let path = dir.path().join(format!("drums-{i:02}.wav"));
+        write_wav(&path, &pattern.render(), pattern.sample_rate);
+        corpus.push((path, pattern));
+    }
+    let mut ours = Vec::new();
+    let mut aubio_median = Vec::new();
+    let mut aubio_tempo = Vec::new();
+    let mut palaver_seconds = 0.0;
+    let mut audio_seconds = 0.0;
+    for pair in corpus.chunks(2) {
+        let children: Vec<_> = pair
+            .iter()
+            .map(|(path, _)| {
+                std::process::Command::new(&aubio)
+                    .arg("beat")
+                    .arg("-i")
+                    .arg(path)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("run aubio beat")
+            })
+            .collect();
+        for ((path, pattern), child) in pair.iter().zip(children) {
+            let (samples, rate) = read_wav(path);
+            let started = std::time::Instant::now();
+            let estimate = palaver_tempo(&samples, rate, 4096);
+            palaver_seconds += started.elapsed().as_secs_f64();
+            audio_seconds += samples.len() as f64 / f64::from(rate);
+            let output = child.wait_with_output().expect("aubio beat output");
+            assert!(output.status.success(), "aubio beat failed on {path:?}");
+            let aubio_reading = parse_aubio_beats(&String::from_utf8_lossy(&output.stdout));
+            println!(
+                "{:>6.1} BPM swing {:.2}: palaver {:>7.2?} aubio median {:>7.2?} aubio tempo {:>7.2?}",
+                pattern.bpm,
+                pattern.swing,
+                estimate,
+                aubio_reading.median_interval,
+                aubio_reading.tempo_command
+            );
+            ours.push((estimate, pattern.bpm));
+            aubio_median.push((aubio_reading.median_interval, pattern.bpm));
+            aubio_tempo.push((aubio_reading.tempo_command, pattern.bpm));
+        }
+    }
+    let rows = [
+        ("palaver", score(&ours)),
+        ("aubio beat, median interval", score(&aubio_median)),
+        ("aubio tempo (mean of interval tempi)", score(&aubio_tempo)),
+    ];
+    println!("\n{FILES} files, {audio_seconds:.0} s of audio");
+    println!("| estimator | within ±1 % | within ±4 % | octave errors | median abs. error |");
+    println!("|---|---|---|---|---|");
+    for (name, s) in &rows {
+        println!(
+            "| {name} | {:.0} % | {:.0} % | {} | {:.2} % |",
+            100.0 * s.within_1,
+            100.0 * s.within_4,
+            s.octave_errors,
+            s.median_error
+        );
+    }
+    println!(
+        "palaver: {:.1} ms per minute of audio (push and finish, this build)",
+        1000.0 * palaver_seconds / (audio_seconds / 60.0)
+    );
+    let palaver = &rows[0].1;
+    assert!(
+        palaver.within_4 >= 0.9,
+        "palaver within ±4 %: {}",
+        palaver.within_4
+    );
+    for (name, s) in &rows[1..] {
+        assert!(
+            palaver.within_4 >= s.within_4,
+            "{name} beats palaver: {} > {}",
+            s.within_4,
+            palaver.within_4
+        );
+    }
+}

@@ -160,7 +160,10 @@ impl Onsets {
             return;
         }
         for (value, &(lo, hi)) in self.current.iter_mut().zip(&self.bands) {
-            let sum: f32 = self.spectrum[lo..hi].iter().map(|c| c.norm()).sum();
+            let sum: f32 = self.spectrum[lo..hi]
+                .iter()
+                .map(|c| c.norm_sqr().sqrt())
+                .sum();
             let magnitude = sum / (hi - lo) as f32 * self.norm;
             *value = (GAMMA * magnitude).ln_1p();
         }

@@ -77,7 +77,7 @@ pub fn estimate(envelope: &[f32], frame_rate: f64) -> Option<Reading> {
         (0.0, f64::NEG_INFINITY),
         |a, b| if b.1 > a.1 { b } else { a },
     );
-    if !(best.1 > 0.0) {
+    if best.1.is_nan() || best.1 <= 0.0 {
         return None;
     }
     // The tatum: the fastest strong peak that divides the best one.
@@ -112,17 +112,6 @@ pub fn estimate(envelope: &[f32], frame_rate: f64) -> Option<Reading> {
     };
     let confidence = comb(&acf, beat) - median;
     let bpm = frame_rate * 60.0 / beat;
-    if std::env::var_os("PALAVER_TEMPO_DEBUG").is_some() {
-        eprintln!(
-            "tempo: best {:.2} ({:.3}) tatum {:.2} alternation {:.3} → beat {:.2} conf {:.3}",
-            frame_rate * 60.0 / best.0,
-            best.1,
-            frame_rate * 60.0 / tatum,
-            alternation(&acf, tatum),
-            bpm,
-            confidence
-        );
-    }
     (bpm.is_finite() && confidence.is_finite()).then_some(Reading { bpm, confidence })
 }
 
@@ -175,7 +164,7 @@ fn autocorrelation(x: &[f64], lags: usize) -> Option<Vec<f64>> {
     let mut output = inverse.make_output_vec();
     inverse.process(&mut spectrum, &mut output).ok()?;
     let zero = output[0] / n as f64;
-    if !(zero > 0.0) {
+    if zero.is_nan() || zero <= 0.0 {
         return None;
     }
     Some(
@@ -187,7 +176,7 @@ fn autocorrelation(x: &[f64], lags: usize) -> Option<Vec<f64>> {
 
 /// `acf` at a fractional lag (Catmull-Rom), 0 outside.
 fn at(acf: &[f64], lag: f64) -> f64 {
-    if !(lag >= 0.0) || lag > (acf.len() - 1) as f64 {
+    if lag.is_nan() || lag < 0.0 || lag > (acf.len() - 1) as f64 {
         return 0.0;
     }
     let i = lag.floor() as usize;

@@ -319,3 +319,90 @@ pub fn verdict(estimate: Option<f64>, truth: f64, tolerance: f64) -> Verdict {
 pub fn error_percent(estimate: Option<f64>, truth: f64) -> f64 {
     estimate.map_or(f64::INFINITY, |e| 100.0 * (e / truth - 1.0).abs())
 }
+
+/// The `aubio` program on PATH; a test that needs it fails without it.
+pub fn require_aubio() -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("aubio"))
+                .find(|candidate| {
+                    candidate
+                        .metadata()
+                        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                })
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "aubio not found: install the Debian package `aubio-tools`, or run ./scripts/test, which installs it"
+            )
+        })
+}
+
+/// What aubio makes of a file: from the beats `aubio beat` prints, the
+/// tempo of the median inter-beat interval, and the mean of the
+/// per-interval tempi (the figure `aubio tempo` prints).
+pub struct AubioReading {
+    pub median_interval: Option<f64>,
+    pub tempo_command: Option<f64>,
+}
+
+pub fn parse_aubio_beats(stdout: &str) -> AubioReading {
+    let beats: Vec<f64> = stdout
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect();
+    let mut intervals: Vec<f64> = beats
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|d| *d > 0.0)
+        .collect();
+    if intervals.is_empty() {
+        return AubioReading {
+            median_interval: None,
+            tempo_command: None,
+        };
+    }
+    let tempo_command = intervals.iter().map(|d| 60.0 / d).sum::<f64>() / intervals.len() as f64;
+    intervals.sort_by(f64::total_cmp);
+    let median = intervals[intervals.len() / 2];
+    AubioReading {
+        median_interval: Some(60.0 / median),
+        tempo_command: Some(tempo_command),
+    }
+}
+
+/// Share within ±1 %, within ±4 %, octave errors (at ±4 %), median
+/// absolute error in per cent, over `(estimate, truth)` pairs.
+pub struct Score {
+    pub within_1: f64,
+    pub within_4: f64,
+    pub octave_errors: usize,
+    pub median_error: f64,
+}
+
+pub fn score(results: &[(Option<f64>, f64)]) -> Score {
+    let n = results.len().max(1) as f64;
+    let share = |tolerance: f64| {
+        results
+            .iter()
+            .filter(|(e, t)| verdict(*e, *t, tolerance) == Verdict::Right)
+            .count() as f64
+            / n
+    };
+    let mut errors: Vec<f64> = results.iter().map(|(e, t)| error_percent(*e, *t)).collect();
+    errors.sort_by(f64::total_cmp);
+    Score {
+        within_1: share(0.01),
+        within_4: share(0.04),
+        octave_errors: results
+            .iter()
+            .filter(|(e, t)| verdict(*e, *t, 0.04) == Verdict::Octave)
+            .count(),
+        median_error: errors
+            .get(errors.len() / 2)
+            .copied()
+            .unwrap_or(f64::INFINITY),
+    }
+}
