@@ -1013,3 +1013,88 @@ async fn the_api_key_goes_upstream_and_into_no_log_line() {
         }
     }
 }
+
+/// On a session bound to a track, the model is offered the audio tools as
+/// function tools, and a call to one reads the track's analysis.
+#[tokio::test]
+async fn a_tracks_audio_tools_are_function_tools_the_model_can_call() {
+    use crate::fixtures::{click_track, wav};
+    let upstream = Upstream::start().await;
+    let server = TestServer::with(options(&upstream.base_url));
+    let ann = crate::tracks::api(&server, "ann@example.com").await;
+    let track = ann
+        .uploaded(
+            "beat.wav",
+            &wav(44_100, 2, &click_track(44_100, 120.0, 12.0)),
+        )
+        .await;
+    let id = track["track_id"].as_str().unwrap();
+    assert_eq!(ann.analysed(id).await["analysis_status"], "ready");
+    let session: Value = client()
+        .post(server.url("/api/sessions/"))
+        .bearer_auth(&ann.token)
+        .json(&json!({"track_id": id}))
+        .json_value()
+        .await;
+    let (ws, _) = ws_connected(
+        &server,
+        &format!(
+            "/ws/sessions/{}/?token={}",
+            session["id"].as_str().unwrap(),
+            ann.token
+        ),
+        &[],
+    )
+    .await;
+    let mut chat = Chat {
+        access: ann.token.clone(),
+        session: session["id"].as_str().unwrap().to_owned(),
+        ws,
+    };
+    upstream.script(streamed(vec![
+        role(),
+        calls(
+            json!([{"index": 0, "id": "call_t", "type": "function", "function": {"name": "tempo", "arguments": "{}"}}]),
+        ),
+        finish("tool_calls"),
+        done(),
+    ]));
+    upstream.script(answer(&["It is", " 120 BPM."], 4));
+    let frames = chat.ask("how fast is it?").await;
+
+    let offered: Vec<String> = upstream.seen()[0].body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    for tool in [
+        "track_info",
+        "tempo",
+        "loudness",
+        "peaks",
+        "clipping",
+        "dynamics",
+        "silence",
+        "spectrum",
+        "message_count",
+    ] {
+        assert!(
+            offered.iter().any(|o| o == tool),
+            "{tool} not in {offered:?}"
+        );
+    }
+    let reported = of_type(&frames, "tool_result");
+    assert_eq!(reported[0]["tool"], "tempo");
+    let bpm = reported[0]["result"]["tempo_bpm"].as_f64().unwrap();
+    assert!((bpm - 120.0).abs() <= 1.2, "{bpm}");
+    // The result went back to the model as the tool message.
+    let follow_up = upstream.seen()[1].body["messages"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let content: Value =
+        serde_json::from_str(follow_up.last().unwrap()["content"].as_str().unwrap()).unwrap();
+    assert_eq!(content, reported[0]["result"]);
+    assert_eq!(tokens(&frames), "It is 120 BPM.");
+}
