@@ -209,7 +209,7 @@ impl Pattern {
                 );
                 let at = (t.max(0.0) * f64::from(self.sample_rate)) as usize;
                 if eighth == 0 {
-                    if index % 2 == 0 {
+                    if index.is_multiple_of(2) {
                         mix(&mut out, at, &kick, kit.kick_level * v_drum);
                     } else {
                         let v = kit.snare_level * v_drum;
