@@ -6,9 +6,11 @@
 //! kept), `period` finds the beat in that envelope (autocorrelation, a
 //! comb over its multiples, the metrical level, sub-frame refinement).
 //! `finish` says `None` for a track shorter than [`MIN_SECONDS`], a sample
-//! rate too low to analyse, a track without onsets, or a beat whose
+//! rate too low to analyse, a track without onsets, a beat whose
 //! confidence is under [`MIN_CONFIDENCE`] (calibrated on the generated
-//! corpora of `audio/tests/tempo.rs`; see docs/BENCHMARKS.md).
+//! corpora of `audio/tests/tempo.rs`; see docs/BENCHMARKS.md), or a beat
+//! carried by less than [`MIN_SUPPORT`] of the track (a few isolated
+//! events: a tone with a gap, a couple of hits).
 
 mod onset;
 mod period;
@@ -19,6 +21,9 @@ use onset::Onsets;
 pub const MIN_SECONDS: f64 = 5.0;
 /// A beat less sure than this is no beat.
 pub const MIN_CONFIDENCE: f64 = 0.15;
+/// A beat carried by less than this share of the track is no steady beat
+/// (a tone with a gap or two, a few hits in silence).
+pub const MIN_SUPPORT: f64 = 0.75;
 
 /// A tempo and how sure of it the estimator is.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -28,6 +33,11 @@ pub struct TempoReading {
     /// about 1 for a click track, near 0 for noise). `finish` wants at
     /// least [`MIN_CONFIDENCE`].
     pub confidence: f64,
+    /// The share of the track's two-beat segments whose onsets correlate
+    /// with those one beat later: about 1 for a beat all through, at most
+    /// a few segments' worth for a few isolated events. `finish` wants at
+    /// least [`MIN_SUPPORT`].
+    pub support: f64,
 }
 
 /// A streaming tempo estimator for one track.
@@ -57,7 +67,9 @@ impl TempoEstimator {
     /// The tempo in BPM, or `None` without a steady beat.
     pub fn finish(self) -> Option<f64> {
         self.reading()
-            .filter(|reading| reading.confidence >= MIN_CONFIDENCE)
+            .filter(|reading| {
+                reading.confidence >= MIN_CONFIDENCE && reading.support >= MIN_SUPPORT
+            })
             .map(|reading| reading.bpm)
     }
 
@@ -73,6 +85,7 @@ impl TempoEstimator {
         Some(TempoReading {
             bpm: reading.bpm,
             confidence: reading.confidence,
+            support: reading.support,
         })
     }
 }

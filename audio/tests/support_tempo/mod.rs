@@ -406,3 +406,35 @@ pub fn score(results: &[(Option<f64>, f64)]) -> Score {
             .unwrap_or(f64::INFINITY),
     }
 }
+
+/// A `freq` Hz sine of peak `amplitude` whose level at `t` seconds is
+/// `gain(t)` (gaps, fades, steps).
+pub fn shaped_tone(
+    freq: f64,
+    amplitude: f32,
+    sample_rate: u32,
+    seconds: f64,
+    gain: impl Fn(f64) -> f32,
+) -> Vec<f32> {
+    (0..(seconds * f64::from(sample_rate)) as usize)
+        .map(|i| {
+            let t = i as f64 / f64::from(sample_rate);
+            amplitude * gain(t) * (std::f64::consts::TAU * freq * t).sin() as f32
+        })
+        .collect()
+}
+
+/// Clicks at the given times (seconds) in `seconds` of silence.
+pub fn clicks_at(times: &[f64], sample_rate: u32, seconds: f64) -> Vec<f32> {
+    let mut out = vec![0.0; (seconds * f64::from(sample_rate)) as usize];
+    let hit = click(sample_rate);
+    for &t in times {
+        mix(
+            &mut out,
+            (t * f64::from(sample_rate)).round() as usize,
+            &hit,
+            0.5,
+        );
+    }
+    out
+}
