@@ -15,7 +15,11 @@
 //! The crate knows nothing of actix, HTTP or storage: the caller runs it on
 //! a CPU worker and stores what it returns.
 
+mod analysis;
+mod decode;
 mod error;
+mod measure;
+mod overview;
 pub mod tempo;
 
 use std::path::Path;
@@ -117,13 +121,26 @@ pub struct Report {
 
 /// Whether the file at `path` decodes as audio in one of the accepted
 /// formats, and what it is. `Err(AudioError::NotAudio)` for anything else.
+///
+/// Cheap: it decodes only until the first packet that yields audio; the
+/// duration is the container's frame count, or else the sum of the packet
+/// durations found by reading (not decoding) the rest of the file.
 pub fn probe(path: &Path) -> Result<Probe, AudioError> {
-    let _ = path;
-    Err(AudioError::NotAudio("decoding is not built yet".into()))
+    let source = decode::Source::open(path)?;
+    let format = source.format;
+    let sample_rate = source.sample_rate;
+    let channels = u16::try_from(source.channels)
+        .map_err(|_| AudioError::NotAudio(format!("{} channels", source.channels)))?;
+    let duration_seconds = source.stated_or_scanned_seconds();
+    Ok(Probe {
+        format,
+        sample_rate,
+        channels,
+        duration_seconds,
+    })
 }
 
 /// Decodes the whole file once and measures it.
 pub fn analyze(path: &Path) -> Result<Report, AudioError> {
-    let _ = path;
-    Err(AudioError::NotAudio("decoding is not built yet".into()))
+    analysis::analyze(path)
 }

@@ -1,0 +1,105 @@
+//! Loudness against the EBU references: Tech 3341 (integrated, gating),
+//! Tech 3342 (loudness range) and BS.1770-4 Annex 2 (true peak), at
+//! 44.1 and 48 kHz, mono and stereo.
+
+use palaver_audio::analyze;
+
+use crate::support::{assert_near, Signal};
+
+fn loudness(signal: &Signal) -> palaver_audio::Analysis {
+    let dir = tempfile::tempdir().unwrap();
+    let path = signal.write_f32(&dir.path().join("x.wav"));
+    analyze(&path).unwrap().analysis
+}
+
+#[test]
+fn stereo_sines_at_minus_23_and_minus_33_dbfs_measure_minus_23_and_minus_33_lufs() {
+    for rate in [44_100, 48_000] {
+        for (dbfs, lufs) in [(-23.0, -23.0), (-33.0, -33.0)] {
+            let a = loudness(&Signal::new(rate, 2).tone(1000.0, dbfs, 20.0));
+            assert_near(
+                &format!("{rate} Hz, {dbfs} dBFS"),
+                a.loudness_lufs.unwrap(),
+                lufs,
+                0.1,
+            );
+            assert_eq!(a.sample_rate, rate);
+            assert_eq!(a.channels, 2);
+        }
+    }
+}
+
+#[test]
+fn a_full_scale_mono_sine_measures_minus_3_01_lufs() {
+    for rate in [44_100, 48_000] {
+        let a = loudness(&Signal::new(rate, 1).tone(1000.0, 0.0, 10.0));
+        assert_near(&format!("{rate} Hz"), a.loudness_lufs.unwrap(), -3.01, 0.1);
+        assert_eq!(a.channels, 1);
+    }
+}
+
+/// EBU Tech 3341 case 3: the quiet parts fall under the relative gate.
+#[test]
+fn quiet_passages_below_the_relative_gate_do_not_count() {
+    let signal = Signal::new(48_000, 2)
+        .tone(1000.0, -36.0, 10.0)
+        .tone(1000.0, -23.0, 60.0)
+        .tone(1000.0, -36.0, 10.0);
+    let a = loudness(&signal);
+    assert_near("gated", a.loudness_lufs.unwrap(), -23.0, 0.1);
+    // Ungated, the mean energy would be lower.
+    assert!(a.rms_dbfs.unwrap() < -23.0 - 3.01);
+}
+
+/// EBU Tech 3342 case 1: 20 s at −20 then 20 s at −30 dBFS → 10 LU.
+#[test]
+fn loudness_range_of_two_levels_ten_db_apart_is_ten_lu() {
+    for rate in [44_100, 48_000] {
+        let signal = Signal::new(rate, 2)
+            .tone(1000.0, -20.0, 20.0)
+            .tone(1000.0, -30.0, 20.0);
+        let a = loudness(&signal);
+        assert_near("LRA", a.loudness_range_lu.unwrap(), 10.0, 1.0);
+    }
+    // A steady tone has (almost) no range.
+    let steady = loudness(&Signal::new(48_000, 2).tone(1000.0, -20.0, 20.0));
+    assert!(steady.loudness_range_lu.unwrap() < 0.5);
+}
+
+/// A sine at a quarter of the sampling rate with a 45° phase has every
+/// sample at 1/√2 of its peak: the sample peak is 3.01 dB under the true
+/// peak, which only oversampling finds.
+#[test]
+fn true_peak_finds_the_peaks_between_samples() {
+    for rate in [44_100u32, 48_000] {
+        let amplitude = 0.5f64;
+        let hz = f64::from(rate) / 4.0;
+        let signal = Signal::new(rate, 2).with(5.0, |_, t| {
+            (amplitude * (2.0 * std::f64::consts::PI * hz * t + std::f64::consts::FRAC_PI_4).sin())
+                as f32
+        });
+        let a = loudness(&signal);
+        let true_peak = 20.0 * amplitude.log10();
+        assert_near(
+            "sample peak",
+            a.peak_dbfs.unwrap(),
+            true_peak - 3.0103,
+            0.01,
+        );
+        assert_near("true peak", a.true_peak_dbtp.unwrap(), true_peak, 0.3);
+    }
+}
+
+#[test]
+fn digital_silence_has_no_levels() {
+    let a = loudness(&Signal::new(48_000, 2).silence(5.0));
+    assert_eq!(a.loudness_lufs, None);
+    assert_eq!(a.loudness_range_lu, None);
+    assert_eq!(a.peak_dbfs, None);
+    assert_eq!(a.true_peak_dbtp, None);
+    assert_eq!(a.rms_dbfs, None);
+    assert_eq!(a.spectral_centroid_hz, None);
+    assert_near("duration", a.duration_seconds, 5.0, 1e-9);
+    let json = serde_json::to_value(&a).unwrap();
+    assert!(json["loudness_lufs"].is_null() && json["rms_dbfs"].is_null());
+}
