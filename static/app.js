@@ -317,7 +317,7 @@ function renderMessage(m) {
   const node = el("li", { class: "msg", "data-role": m.role, "data-status": m.status || "complete" });
   if (m.id) node.dataset.id = m.id;
   const tools = el("ul", { class: "tools" });
-  for (const t of m.tools || []) tools.append(toolLine(t.tool, t.success, t.result));
+  for (const t of m.tools || []) tools.append(toolLine(t.tool, t.success, t.result, t.args));
   const body = el("div", { class: "body" }, m.text || "");
   node.append(tools, body);
   if (m.role === "assistant" && m.status && m.status !== "complete") {
@@ -326,9 +326,59 @@ function renderMessage(m) {
   return node;
 }
 
-function toolLine(tool, success, result) {
-  const summary = success === undefined ? "…" : success ? short(result) : `failed: ${short(result)}`;
-  return el("li", { "data-tool": tool }, `${success === false ? "✗" : "⚙"} ${tool}: ${summary}`);
+// A tool card: the tool's name, then "…" until its result arrives, then the
+// result's numbers compactly (any tool: the keys are shown as the tool names
+// them).
+function toolLine(tool, success, result, args) {
+  const state = success === undefined ? "pending" : success ? "ok" : "failed";
+  const card = el("li", { class: "tool", "data-testid": "tool-call", "data-tool": tool, "data-state": state });
+  if (args && Object.keys(args).length) card.title = `${tool} ${JSON.stringify(args)}`;
+  card.append(el("span", { class: "tool-name" }, `${state === "failed" ? "✗" : "⚙"} ${tool}:`), " ");
+  if (state === "pending") card.append(el("span", { class: "tool-result" }, "…"));
+  else if (state === "failed") card.append(el("span", { class: "tool-result" }, `failed: ${short(result)}`));
+  else card.append(toolResult(result));
+  return card;
+}
+
+function toolResult(result) {
+  const node = el("span", { class: "tool-result" });
+  if (!isRecord(result)) {
+    node.textContent = short(compact(result));
+    return node;
+  }
+  for (const [key, value] of flatten(result).slice(0, 10)) {
+    const pair = el("span", { class: "kv" });
+    pair.append(el("span", { class: "k" }, key), " ", compact(value));
+    node.append(pair, " ");
+  }
+  return node;
+}
+
+const isRecord = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
+
+// [key, value] pairs, one level of nesting spelled as "outer.inner".
+function flatten(record) {
+  return Object.entries(record).flatMap(([key, value]) =>
+    isRecord(value) ? Object.entries(value).map(([inner, v]) => [`${key}.${inner}`, v]) : [[key, value]],
+  );
+}
+
+function compact(value) {
+  if (value === null || value === undefined) return "—";
+  if (typeof value === "number") return number(value);
+  if (typeof value === "string") return value.length > 60 ? `${value.slice(0, 59)}…` : value;
+  if (Array.isArray(value)) {
+    const scalars = value.every((v) => !v || typeof v !== "object");
+    return scalars && value.length <= 5 ? value.map(compact).join(", ") : `${value.length} items`;
+  }
+  return short(value);
+}
+
+function number(value) {
+  if (Number.isInteger(value)) return String(value);
+  const size = Math.abs(value);
+  if (size >= 1000) return value.toFixed(0);
+  return size >= 1 ? value.toFixed(1) : value.toPrecision(2);
 }
 
 function short(value) {
@@ -463,15 +513,18 @@ function onFrame(frame) {
       scrollDown();
       break;
     case "tool_call":
-      replyNode(frame.message_id).querySelector(".tools").append(toolLine(frame.tool));
+      replyNode(frame.message_id).querySelector(".tools").append(toolLine(frame.tool, undefined, null, frame.args));
       break;
     case "tool_result": {
       const node = replyNode(frame.message_id);
-      const pending = [...node.querySelectorAll(".tools li")].find(
-        (li) => li.dataset.tool === frame.tool && li.textContent.endsWith("…"),
+      const pending = [...node.querySelectorAll('.tools li[data-state="pending"]')].find(
+        (li) => li.dataset.tool === frame.tool,
       );
-      const line = toolLine(frame.tool, frame.success, frame.result);
-      if (pending) pending.replaceWith(line);
+      const line = toolLine(frame.tool, frame.success, frame.result, pending ? undefined : frame.args);
+      if (pending) {
+        if (pending.title) line.title = pending.title;
+        pending.replaceWith(line);
+      }
       else node.querySelector(".tools").append(line);
       break;
     }
