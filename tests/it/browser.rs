@@ -624,15 +624,6 @@ async fn history_survives_a_reload_after_login() {
         tools,
         json!(["message_count", "session_summary", "session_summary"])
     );
-    // The screenshot in docs/ (the README shows it) is taken here, so it
-    // always shows the page as it is.
-    let chat = browser.client.screenshot().await.unwrap();
-    std::fs::write(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/docs/screenshot.png"),
-        chat,
-    )
-    .unwrap();
-
     browser.client.refresh().await.unwrap();
     browser
         .until("connection-status", "reconnected after reload", |t| {
@@ -913,6 +904,15 @@ async fn a_track_uploaded_in_the_page_is_analysed_drawn_and_asked_about() {
         shown.is_some_and(|bpm| (118.0..122.0).contains(&bpm)),
         "{text}"
     );
+    // The screenshot in docs/ (the README shows it) is taken here, so it
+    // always shows the page as it is: a track, its picture and numbers, and
+    // a question about it answered with its tool cards.
+    let page = browser.client.screenshot().await.unwrap();
+    std::fs::write(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/docs/screenshot.png"),
+        page,
+    )
+    .unwrap();
     browser.stop().await;
 }
 
