@@ -204,3 +204,47 @@ fn loudness_and_true_peak_agree_with_ffmpeg() {
         );
     }
 }
+
+/// An MP3 without a Xing/LAME header states no length: `probe` sums its
+/// frames' durations (reading, not decoding, the file).
+#[test]
+fn probe_finds_the_length_of_an_mp3_without_a_xing_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = music(44_100, 7.5).write_i16(&dir.path().join("t.wav"));
+    let mp3 = encode(
+        &wav,
+        &dir.path().join("t.mp3"),
+        &["-c:a", "libmp3lame", "-write_xing", "0"],
+    );
+    let p = probe(&mp3).unwrap();
+    assert_eq!(p.format, Format::Mp3);
+    // Without the header the encoder's delay and padding stay in (≈ 50 ms).
+    assert_near("probed", p.duration_seconds, 7.5, 0.1);
+    let a = analyze(&mp3).unwrap().analysis;
+    assert_near("decoded", a.duration_seconds, p.duration_seconds, 0.03);
+}
+
+/// Two Ogg Vorbis streams one after the other (a chained file, which
+/// symphonia announces with `ResetRequired`): both are measured.
+#[test]
+fn a_chained_ogg_file_is_measured_to_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Signal::new(44_100, 2)
+        .tone(440.0, -20.0, 4.0)
+        .write_i16(&dir.path().join("a.wav"));
+    let b = Signal::new(44_100, 2)
+        .tone(880.0, -20.0, 3.0)
+        .write_i16(&dir.path().join("b.wav"));
+    let a = encode(&a, &dir.path().join("a.ogg"), &["-c:a", "libvorbis"]);
+    let b = encode(&b, &dir.path().join("b.ogg"), &["-c:a", "libvorbis"]);
+    let mut chained = std::fs::read(a).unwrap();
+    chained.extend(std::fs::read(b).unwrap());
+    let path = dir.path().join("ab.ogg");
+    std::fs::write(&path, chained).unwrap();
+    let analysis = analyze(&path).unwrap().analysis;
+    assert_eq!(analysis.decode_errors, 0);
+    assert_near("duration", analysis.duration_seconds, 7.0, 0.05);
+    // Both halves at −20 dBFS: the centroid between 440 and 880 Hz.
+    let centroid = analysis.spectral_centroid_hz.unwrap();
+    assert!(centroid > 500.0 && centroid < 800.0, "{centroid}");
+}
