@@ -39,6 +39,8 @@
 //! - `loudness_lufs`: integrated loudness, ITU-R BS.1770-4 / EBU R 128 with
 //!   its absolute (−70 LUFS) and relative (−10 LU) gates (the `ebur128`
 //!   crate). Mono counts once (a full-scale 1 kHz mono sine is −3.01 LUFS).
+//!   With more than two channels the file's speaker positions give the
+//!   weights: LFE left out, side and rear surrounds +1.5 dB (×1.41).
 //! - `loudness_range_lu`: EBU Tech 3342 (the `ebur128` crate); `None` when
 //!   there is no integrated loudness.
 //! - `true_peak_dbtp`: BS.1770-4 Annex 2, 4× oversampled below 96 kHz, 2×
