@@ -122,6 +122,9 @@ enum Scenario {
         /// Length of the generated track.
         #[arg(long, default_value_t = 300.0)]
         seconds: f64,
+        /// Tiny sizes: checks the harness works, measures nothing.
+        #[arg(long)]
+        smoke: bool,
     },
     /// One analysis (or probe) of `file` in this process, then its peak
     /// resident set in KiB (run by `audio` as a child).
@@ -322,7 +325,8 @@ fn main() -> Result<()> {
             runs,
             file,
             seconds,
-        } => audio::run(runs, file, seconds),
+            smoke,
+        } => audio::run(runs, file, seconds, smoke),
         Scenario::AudioPeak { file, probe } => audio::peak(&file, probe),
         Scenario::Baseline { bind } => {
             runtime()?.block_on(baseline::serve(&bind))
