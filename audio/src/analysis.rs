@@ -190,16 +190,18 @@ impl Pass {
         self.envelope.push(&planes);
 
         self.mono.clear();
-        self.mono.extend_from_slice(planes[0]);
-        if self.channels > 1 {
-            for plane in &planes[1..] {
+        if let Some((first, rest)) = planes.split_first() {
+            self.mono.extend_from_slice(first);
+            for plane in rest {
                 for (m, &x) in self.mono.iter_mut().zip(plane.iter()) {
                     *m += x;
                 }
             }
-            let scale = 1.0 / self.channels as f32;
-            for m in &mut self.mono {
-                *m *= scale;
+            if !rest.is_empty() {
+                let scale = 1.0 / planes.len() as f32;
+                for m in &mut self.mono {
+                    *m *= scale;
+                }
             }
         }
         self.centroid.push(&self.mono);
