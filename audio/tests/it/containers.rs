@@ -248,3 +248,61 @@ fn a_chained_ogg_file_is_measured_to_its_end() {
     let centroid = analysis.spectral_centroid_hz.unwrap();
     assert!(centroid > 500.0 && centroid < 800.0, "{centroid}");
 }
+
+/// Files from a music library carry cover art, often larger than the
+/// probe's scan (an ID3v2 frame before the MP3's first frame, a FLAC
+/// PICTURE block, an MP4 `covr` atom): the audio is found after it.
+#[test]
+fn cover_art_before_the_audio_does_not_hide_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cover = dir.path().join("cover.png");
+    let made = std::process::Command::new(crate::support::ffmpeg())
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("nullsrc=s=1000x1000,geq=random(1)*255:128:128")
+        .args(["-frames:v", "1"])
+        .arg(&cover)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    assert!(
+        std::fs::metadata(&cover).unwrap().len() > 1_000_000,
+        "a noisy, large image"
+    );
+    let wav = music(44_100, 5.0).write_i16(&dir.path().join("t.wav"));
+    for (name, codec, format) in [
+        ("t.mp3", "libmp3lame", Format::Mp3),
+        ("t.flac", "flac", Format::Flac),
+        ("t.m4a", "aac", Format::M4a),
+    ] {
+        let plain = encode(&wav, &dir.path().join(name), &["-c:a", codec]);
+        let with_art = dir.path().join(format!("art-{name}"));
+        let out = std::process::Command::new(crate::support::ffmpeg())
+            .args(["-v", "error", "-y", "-i"])
+            .arg(&plain)
+            .arg("-i")
+            .arg(&cover)
+            .args([
+                "-map",
+                "0",
+                "-map",
+                "1",
+                "-c",
+                "copy",
+                "-disposition:v",
+                "attached_pic",
+            ])
+            .arg(&with_art)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(std::fs::metadata(&with_art).unwrap().len() > 1_000_000);
+        assert_eq!(probe(&with_art).unwrap().format, format, "{name}");
+        let a = analyze(&with_art).unwrap().analysis;
+        let b = analyze(&plain).unwrap().analysis;
+        assert_eq!(a, b, "{name}: the same measurements with and without art");
+    }
+}
