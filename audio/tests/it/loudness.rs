@@ -185,3 +185,39 @@ fn surround_channels_are_weighted_and_the_lfe_left_out() {
     assert_eq!(a.channels, 6);
     assert_near("LFE peak", a.peak_dbfs.unwrap(), -23.0, 0.01);
 }
+
+/// Rates other than 44.1 and 48 kHz: telephone to 192 kHz (2× and no
+/// oversampling for the true peak), and 11 025 Hz, whose 100 ms steps are
+/// not whole frames.
+#[test]
+fn other_sample_rates_measure_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    for rate in [8_000u32, 11_025, 22_050, 32_000, 96_000, 192_000] {
+        let signal = Signal::new(rate, 2).tone(1000.0, -23.0, 10.0);
+        let path = signal.write_f32(&dir.path().join("r.wav"));
+        let report = analyze(&path).unwrap();
+        let a = &report.analysis;
+        assert_eq!(a.sample_rate, rate);
+        assert_near(
+            &format!("{rate} Hz loudness"),
+            a.loudness_lufs.unwrap(),
+            -23.0,
+            0.1,
+        );
+        assert_near(
+            &format!("{rate} Hz true peak"),
+            a.true_peak_dbtp.unwrap(),
+            -23.0,
+            0.3,
+        );
+        assert_near(
+            &format!("{rate} Hz duration"),
+            a.duration_seconds,
+            10.0,
+            1e-9,
+        );
+        assert_eq!(report.overview.short_term_lufs.len(), 100, "{rate} Hz");
+        let last = report.overview.short_term_lufs[99].unwrap();
+        assert_near(&format!("{rate} Hz short-term"), last, -23.0, 0.1);
+    }
+}
