@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ebur128::{EbuR128, Mode};
+use ebur128::{Channel, EbuR128, Mode};
 
 use crate::decode::Source;
 use crate::measure::{db, Centroid, Levels, SilenceFinder};
@@ -25,7 +25,7 @@ pub(crate) fn analyze(path: &Path) -> Result<Report, AudioError> {
     let clock = Instant::now();
     let mut source = Source::open(path)?;
     decoding += clock.elapsed();
-    let mut pass = Pass::new(source.sample_rate, source.channels)?;
+    let mut pass = Pass::new(source.sample_rate, source.channels, source.layout)?;
     loop {
         let clock = Instant::now();
         let block = source.next_block()?;
@@ -84,16 +84,45 @@ impl SubBlocks {
     }
 }
 
+/// BS.1770-4's channel weights from the file's speaker positions: the
+/// LFE left out, side and rear surrounds at 1.41 (+1.5 dB), every other
+/// channel at 1.0. `None` (the meter's default order: L, R, C, LFE, Ls, Rs)
+/// for mono and stereo, or when the file names no positions.
+fn channel_map(layout: Option<u64>, channels: usize) -> Option<Vec<Channel>> {
+    let bits = layout?;
+    if channels < 3 || bits.count_ones() as usize != channels {
+        return None;
+    }
+    Some(
+        (0..64)
+            .filter(|b| bits & (1u64 << b) != 0)
+            .map(|b| match b {
+                0 => Channel::Left,
+                1 => Channel::Right,
+                3 | 18 => Channel::Unused,        // LFE1, LFE2
+                4 | 9 => Channel::LeftSurround,   // rear left, side left
+                5 | 10 => Channel::RightSurround, // rear right, side right
+                _ => Channel::Center,
+            })
+            .collect(),
+    )
+}
+
 fn chunk_end(index: u64, rate: u32) -> u64 {
     (index + 1) * u64::from(rate) / 10
 }
 
 impl Pass {
-    fn new(rate: u32, channels: usize) -> Result<Pass, AudioError> {
+    fn new(rate: u32, channels: usize, layout: Option<u64>) -> Result<Pass, AudioError> {
         let count = u32::try_from(channels)
             .map_err(|_| AudioError::NotAudio(format!("{channels} channels")))?;
-        let meter = EbuR128::new(count, rate, Mode::I | Mode::LRA | Mode::S | Mode::TRUE_PEAK)
-            .map_err(|e| AudioError::NotAudio(format!("the loudness meter refuses it: {e}")))?;
+        let refused =
+            |e: ebur128::Error| AudioError::NotAudio(format!("the loudness meter refuses it: {e}"));
+        let mut meter = EbuR128::new(count, rate, Mode::I | Mode::LRA | Mode::S | Mode::TRUE_PEAK)
+            .map_err(refused)?;
+        if let Some(map) = channel_map(layout, channels) {
+            meter.set_channel_map(&map).map_err(refused)?;
+        }
         let chunk_frames = usize::try_from(chunk_end(0, rate)).unwrap_or(usize::MAX);
         Ok(Pass {
             rate,
@@ -161,16 +190,18 @@ impl Pass {
         self.envelope.push(&planes);
 
         self.mono.clear();
-        self.mono.extend_from_slice(planes[0]);
-        if self.channels > 1 {
-            for plane in &planes[1..] {
+        if let Some((first, rest)) = planes.split_first() {
+            self.mono.extend_from_slice(first);
+            for plane in rest {
                 for (m, &x) in self.mono.iter_mut().zip(plane.iter()) {
                     *m += x;
                 }
             }
-            let scale = 1.0 / self.channels as f32;
-            for m in &mut self.mono {
-                *m *= scale;
+            if !rest.is_empty() {
+                let scale = 1.0 / planes.len() as f32;
+                for m in &mut self.mono {
+                    *m *= scale;
+                }
             }
         }
         self.centroid.push(&self.mono);

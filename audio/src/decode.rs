@@ -6,6 +6,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::LazyLock;
 
+use symphonia::core::audio::Channels;
 use symphonia::core::codecs::audio::well_known::{CODEC_ID_AAC, CODEC_ID_VORBIS};
 use symphonia::core::codecs::audio::{AudioCodecParameters, AudioDecoder, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymError;
@@ -56,6 +57,9 @@ pub(crate) struct Source {
     /// skipped (and counted as errors).
     pub sample_rate: u32,
     pub channels: usize,
+    /// The speaker positions of the channels (symphonia's `Position`
+    /// bits, in plane order) when the file names them.
+    pub layout: Option<u64>,
     /// The track's length in frames as the container states it.
     n_frames: Option<u64>,
     /// Seconds per tick of packet durations.
@@ -124,6 +128,7 @@ impl Source {
             format,
             sample_rate: 0,
             channels: 0,
+            layout: None,
             n_frames,
             time_base,
             packet_ticks: 0,
@@ -252,6 +257,10 @@ impl Source {
             }
             self.sample_rate = rate;
             self.channels = channels;
+            self.layout = match buf.spec().channels() {
+                Channels::Positioned(positions) => Some(positions.bits()),
+                _ => None,
+            };
         } else if rate != self.sample_rate || channels != self.channels {
             // A chained stream of another shape: not part of this track.
             self.decode_errors += 1;

@@ -14,6 +14,68 @@
 //!
 //! The crate knows nothing of actix, HTTP or storage: the caller runs it on
 //! a CPU worker and stores what it returns.
+//!
+//! Inside, `decode` opens and decodes (symphonia), `analysis` runs the one
+//! pass, `measure` holds the sample-level measurements and `overview` the
+//! envelope.
+//!
+//! # Decoding
+//!
+//! The container is sniffed from the bytes (symphonia's probe, no hint
+//! from the name). Accepted: WAV (PCM, ADPCM), FLAC, MP3, Ogg with Vorbis,
+//! MP4/M4A with AAC; anything else, a file whose first packets yield no
+//! audio, or one claiming an implausible shape (not 8–768 kHz, not 1–32
+//! channels) is [`AudioError::NotAudio`]. Packets that fail to decode
+//! inside a file (a corrupted MP3 frame) are skipped and counted in
+//! [`Analysis::decode_errors`]; a file cut short is measured as far as it
+//! goes. Decoding is streamed packet by packet: memory does not depend on
+//! the file's size.
+//!
+//! # Definitions
+//!
+//! All levels are over every channel. A level of digital silence (−∞) is
+//! `None` (`null` in JSON), never a sentinel number.
+//!
+//! - `loudness_lufs`: integrated loudness, ITU-R BS.1770-4 / EBU R 128 with
+//!   its absolute (−70 LUFS) and relative (−10 LU) gates (the `ebur128`
+//!   crate). Mono counts once (a full-scale 1 kHz mono sine is −3.01 LUFS).
+//!   With more than two channels the file's speaker positions give the
+//!   weights: LFE left out, side and rear surrounds +1.5 dB (×1.41).
+//! - `loudness_range_lu`: EBU Tech 3342 (the `ebur128` crate); `None` when
+//!   there is no integrated loudness.
+//! - `true_peak_dbtp`: BS.1770-4 Annex 2, 4× oversampled below 96 kHz, 2×
+//!   below 192 kHz, as is from 192 kHz (the `ebur128` crate); never below
+//!   the sample peak; the highest channel.
+//! - `peak_dbfs`: the largest |sample|, 20·log10.
+//! - `rms_dbfs`: 20·log10 of the root mean square of every sample of every
+//!   channel (a full-scale sine is −3.01 dBFS: no +3 dB "AES" offset).
+//! - `silence`: the track is cut into 10 ms blocks; a block is silent when
+//!   the largest |sample| in it, over every channel, is below −60 dBFS
+//!   (0.001). A run of silent blocks lasting at least 0.5 s is a segment
+//!   (start and end in seconds, to the block: ±10 ms). The peak, not the
+//!   RMS, so a quiet but audible transient breaks a silence. `ratio` is the
+//!   segments' total over the duration.
+//! - `clipping`: a sample at |x| ≥ 0.999 of full scale belonging to a run
+//!   of at least 3 such consecutive samples on its channel; every sample of
+//!   such a run counts. `ratio` is over all samples of all channels.
+//! - `spectral_centroid_hz`: the mono mixdown (the mean of the channels)
+//!   in frames of 2048 samples (Hann window, no overlap); per frame, the
+//!   magnitude-weighted mean frequency of FFT bins 1..=1024 (DC left out);
+//!   over the track, the mean of those frame centroids weighted by each
+//!   frame's energy (sum of squares), leaving out frames whose peak is
+//!   below −60 dBFS. `None` when every frame is silent.
+//! - `tempo_bpm`: the `tempo` estimator, fed the mono mixdown.
+//! - `duration_seconds`: the frames decoded over the sample rate (for
+//!   `probe`, what the container states, or the sum of its packets).
+//!
+//! The overview: `envelope` is the min and max sample over every channel
+//! in equal slices of the track (the last one possibly shorter), at most
+//! 2 000, clamped to −1..1; it is built while decoding, in buckets merged
+//! pairwise as they pile up, so its memory is fixed. `short_term_lufs` is
+//! the EBU R 128 short-term loudness (3 s window, the time before the
+//! track counted as silence) at the end of every 100 ms of the track, the
+//! last value at its end; `None` where the window is below the absolute
+//! gate (−70 LUFS) or digitally silent.
 
 mod analysis;
 mod decode;

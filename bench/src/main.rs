@@ -14,9 +14,13 @@
 //!   `analysis.workers` = 1 vs 2.
 //! - `slow-streams`: 1 000 replies paced 100 ms a token, all at once in one
 //!   process: refusals, pacing kept, server RSS per stream.
+//! - `audio`: palaver-audio's whole analysis of a 5-minute track vs
+//!   ffmpeg's loudness pass on the same file (WAV and MP3), and the peak
+//!   memory of one analysis for a 1- and a 10-minute track.
 //!
 //! Compare ratios within one run: the machine is shared and noisy.
 
+mod audio;
 mod baseline;
 mod pool;
 mod scenarios;
@@ -104,6 +108,32 @@ enum Scenario {
         words: usize,
         #[arg(long, default_value_t = 100)]
         delay_ms: u64,
+    },
+    /// palaver-audio's analysis vs `ffmpeg -af ebur128=peak=true` on one
+    /// generated track (or `--file`, a WAV) and its MP3; then the peak
+    /// memory of one analysis of a 1- and a 10-minute track.
+    Audio {
+        /// Rounds per file (medians and spread reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// A WAV to use instead of the generated track.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// Length of the generated track.
+        #[arg(long, default_value_t = 300.0)]
+        seconds: f64,
+        /// Tiny sizes: checks the harness works, measures nothing.
+        #[arg(long)]
+        smoke: bool,
+    },
+    /// One analysis (or probe) of `file` in this process, then its peak
+    /// resident set in KiB (run by `audio` as a child).
+    #[command(hide = true)]
+    AudioPeak {
+        #[arg(long)]
+        file: std::path::PathBuf,
+        #[arg(long)]
+        probe: bool,
     },
     /// Run the bare baseline server.
     Baseline {
@@ -291,6 +321,13 @@ fn main() -> Result<()> {
         Scenario::SlowStreams { n, words, delay_ms } => {
             runtime()?.block_on(slow_streams(n, words, delay_ms))
         }
+        Scenario::Audio {
+            runs,
+            file,
+            seconds,
+            smoke,
+        } => audio::run(runs, file, seconds, smoke),
+        Scenario::AudioPeak { file, probe } => audio::peak(&file, probe),
         Scenario::Baseline { bind } => {
             runtime()?.block_on(baseline::serve(&bind))
         }

@@ -84,3 +84,22 @@ fn the_pool_scenarios_run_at_tiny_sizes() {
     assert!(slow.contains("| replies complete | 20 of 20 |"), "{slow}");
     assert!(slow.contains("server RSS per stream"), "{slow}");
 }
+
+/// `audio --smoke`: a 3-second track through palaver-audio and ffmpeg, and
+/// the memory rows from its child processes.
+#[test]
+fn the_audio_benchmark_runs_at_tiny_sizes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_palaver-bench"))
+        .args(["audio", "--smoke"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in ["| WAV | ", "| MP3 | ", "min WAV ("] {
+        assert!(stdout.contains(row), "no {row:?} row in:\n{stdout}");
+    }
+}

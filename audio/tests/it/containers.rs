@@ -204,3 +204,105 @@ fn loudness_and_true_peak_agree_with_ffmpeg() {
         );
     }
 }
+
+/// An MP3 without a Xing/LAME header states no length: `probe` sums its
+/// frames' durations (reading, not decoding, the file).
+#[test]
+fn probe_finds_the_length_of_an_mp3_without_a_xing_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = music(44_100, 7.5).write_i16(&dir.path().join("t.wav"));
+    let mp3 = encode(
+        &wav,
+        &dir.path().join("t.mp3"),
+        &["-c:a", "libmp3lame", "-write_xing", "0"],
+    );
+    let p = probe(&mp3).unwrap();
+    assert_eq!(p.format, Format::Mp3);
+    // Without the header the encoder's delay and padding stay in (≈ 50 ms).
+    assert_near("probed", p.duration_seconds, 7.5, 0.1);
+    let a = analyze(&mp3).unwrap().analysis;
+    assert_near("decoded", a.duration_seconds, p.duration_seconds, 0.03);
+}
+
+/// Two Ogg Vorbis streams one after the other (a chained file, which
+/// symphonia announces with `ResetRequired`): both are measured.
+#[test]
+fn a_chained_ogg_file_is_measured_to_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Signal::new(44_100, 2)
+        .tone(440.0, -20.0, 4.0)
+        .write_i16(&dir.path().join("a.wav"));
+    let b = Signal::new(44_100, 2)
+        .tone(880.0, -20.0, 3.0)
+        .write_i16(&dir.path().join("b.wav"));
+    let a = encode(&a, &dir.path().join("a.ogg"), &["-c:a", "libvorbis"]);
+    let b = encode(&b, &dir.path().join("b.ogg"), &["-c:a", "libvorbis"]);
+    let mut chained = std::fs::read(a).unwrap();
+    chained.extend(std::fs::read(b).unwrap());
+    let path = dir.path().join("ab.ogg");
+    std::fs::write(&path, chained).unwrap();
+    let analysis = analyze(&path).unwrap().analysis;
+    assert_eq!(analysis.decode_errors, 0);
+    assert_near("duration", analysis.duration_seconds, 7.0, 0.05);
+    // Both halves at −20 dBFS: the centroid between 440 and 880 Hz.
+    let centroid = analysis.spectral_centroid_hz.unwrap();
+    assert!(centroid > 500.0 && centroid < 800.0, "{centroid}");
+}
+
+/// Files from a music library carry cover art, often larger than the
+/// probe's scan (an ID3v2 frame before the MP3's first frame, a FLAC
+/// PICTURE block, an MP4 `covr` atom): the audio is found after it.
+#[test]
+fn cover_art_before_the_audio_does_not_hide_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cover = dir.path().join("cover.png");
+    let made = std::process::Command::new(crate::support::ffmpeg())
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("nullsrc=s=1000x1000,geq=random(1)*255:128:128")
+        .args(["-frames:v", "1"])
+        .arg(&cover)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    assert!(
+        std::fs::metadata(&cover).unwrap().len() > 1_000_000,
+        "a noisy, large image"
+    );
+    let wav = music(44_100, 5.0).write_i16(&dir.path().join("t.wav"));
+    for (name, codec, format) in [
+        ("t.mp3", "libmp3lame", Format::Mp3),
+        ("t.flac", "flac", Format::Flac),
+        ("t.m4a", "aac", Format::M4a),
+    ] {
+        let plain = encode(&wav, &dir.path().join(name), &["-c:a", codec]);
+        let with_art = dir.path().join(format!("art-{name}"));
+        let out = std::process::Command::new(crate::support::ffmpeg())
+            .args(["-v", "error", "-y", "-i"])
+            .arg(&plain)
+            .arg("-i")
+            .arg(&cover)
+            .args([
+                "-map",
+                "0",
+                "-map",
+                "1",
+                "-c",
+                "copy",
+                "-disposition:v",
+                "attached_pic",
+            ])
+            .arg(&with_art)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(std::fs::metadata(&with_art).unwrap().len() > 1_000_000);
+        assert_eq!(probe(&with_art).unwrap().format, format, "{name}");
+        let a = analyze(&with_art).unwrap().analysis;
+        let b = analyze(&plain).unwrap().analysis;
+        assert_eq!(a, b, "{name}: the same measurements with and without art");
+    }
+}
