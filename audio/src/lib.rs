@@ -101,6 +101,20 @@ pub enum Format {
     M4a,
 }
 
+impl Format {
+    /// The name API.md §6 gives it (`wav`, `flac`, `mp3`, `ogg`, `m4a`), as
+    /// it serializes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Wav => "wav",
+            Format::Flac => "flac",
+            Format::Mp3 => "mp3",
+            Format::Ogg => "ogg",
+            Format::M4a => "m4a",
+        }
+    }
+}
+
 /// What an upload is, learned without decoding all of it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Probe {
@@ -205,4 +219,25 @@ pub fn probe(path: &Path) -> Result<Probe, AudioError> {
 /// Decodes the whole file once and measures it.
 pub fn analyze(path: &Path) -> Result<Report, AudioError> {
     analysis::analyze(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Format;
+
+    #[test]
+    fn format_names_are_what_they_serialize_as() {
+        for format in [
+            Format::Wav,
+            Format::Flac,
+            Format::Mp3,
+            Format::Ogg,
+            Format::M4a,
+        ] {
+            assert_eq!(
+                serde_json::to_value(format).unwrap(),
+                serde_json::Value::from(format.as_str())
+            );
+        }
+    }
 }

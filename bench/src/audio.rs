@@ -212,7 +212,7 @@ fn write_music(path: &Path, rate: u32, seconds: f64) -> Result<()> {
         let beat = t / beat_seconds;
         let in_beat = beat.fract() * beat_seconds;
         let bar_beat = (beat as u64) % 4;
-        let kick = if bar_beat % 2 == 0 && in_beat < 0.2 {
+        let kick = if bar_beat.is_multiple_of(2) && in_beat < 0.2 {
             let f = 45.0 + 110.0 * (-in_beat * 35.0).exp();
             0.55 * (-in_beat * 14.0).exp() * (2.0 * PI * f * in_beat).sin()
         } else {

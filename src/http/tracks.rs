@@ -155,10 +155,7 @@ async fn receive(
                 user_id: user,
                 filename,
                 size_bytes: size,
-                format: serde_json::to_value(probe.format)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                format: probe.format.as_str().to_owned(),
                 duration_seconds: probe.duration_seconds,
                 sample_rate: probe.sample_rate,
                 channels: probe.channels,
