@@ -144,12 +144,13 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{ApiKey, MessageStatus, NewUser, QuotaCounter, Role, StoreConfig};
     use std::path::Path;
 
-    fn open(dir: &Path) -> Store {
+    /// A store on disk in `dir` (reopened by tests of what a restart does).
+    pub(crate) fn open(dir: &Path) -> Store {
         Store::open(&StoreConfig {
             path: dir.to_path_buf(),
             cache_bytes: 8 << 20,
@@ -158,7 +159,8 @@ mod tests {
         .unwrap()
     }
 
-    async fn user(store: &Store, email: &str) -> UserId {
+    /// A stored user with `email`.
+    pub(crate) async fn user(store: &Store, email: &str) -> UserId {
         store
             .users()
             .create(NewUser {

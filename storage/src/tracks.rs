@@ -429,31 +429,8 @@ pub fn clean_filename(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{NewUser, StoreConfig};
+    use crate::deletions::tests::{open, user};
     use std::io::Write;
-
-    fn open(dir: &Path) -> Store {
-        Store::open(&StoreConfig {
-            path: dir.to_path_buf(),
-            cache_bytes: 8 << 20,
-            fsync: false,
-        })
-        .unwrap()
-    }
-
-    async fn user(store: &Store, email: &str) -> UserId {
-        store
-            .users()
-            .create(NewUser {
-                email: email.into(),
-                password_hash: String::new(),
-                is_demo: false,
-                demo_expires_at: None,
-            })
-            .await
-            .unwrap()
-            .id
-    }
 
     fn new_track(user: UserId, name: &str) -> NewTrack {
         NewTrack {

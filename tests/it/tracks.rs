@@ -353,15 +353,8 @@ async fn an_upload_past_the_bound_is_cut_off_with_413() {
     assert_eq!(raw_status(&server, &head, &[]).await, 413);
     // Chunked, with no length: answered once the bound is passed, while the
     // client is still sending (it never sends the end of the body).
-    let head = format!(
-        "POST /api/tracks/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
-        ann.token,
-        multipart_type()
-    );
-    let part_head = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.wav\"\r\n\r\n"
-    );
-    let mut chunks = vec![chunk(part_head.as_bytes())];
+    let (head, part_head) = chunked_upload(&ann.token, "big.wav");
+    let mut chunks = vec![part_head];
     let samples = vec![0.25; 150_000];
     let audio = wav(44_100, 2, &samples);
     for piece in audio.chunks(16 * 1024) {
@@ -382,6 +375,19 @@ async fn an_upload_past_the_bound_is_cut_off_with_413() {
         ann.upload("ok.wav", "audio/wav", &small).await.status(),
         201
     );
+}
+
+/// The head of a chunked upload request (no length), and the first chunk:
+/// the head of its `file` part.
+fn chunked_upload(token: &str, filename: &str) -> (String, Vec<u8>) {
+    let head = format!(
+        "POST /api/tracks/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
+        multipart_type()
+    );
+    let part_head = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\r\n"
+    );
+    (head, chunk(part_head.as_bytes()))
 }
 
 fn chunk(bytes: &[u8]) -> Vec<u8> {
@@ -494,16 +500,9 @@ async fn a_crash_mid_upload_leaves_no_file_and_unfinished_analyses_run_again() {
     // An upload under way when the server dies: its staged file exists.
     let addr = server.url("").trim_start_matches("http://").to_owned();
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST /api/tracks/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
-        ann.token,
-        multipart_type()
-    );
+    let (head, part_head) = chunked_upload(&ann.token, "cut.wav");
     tcp.write_all(head.as_bytes()).await.unwrap();
-    let part_head = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cut.wav\"\r\n\r\n"
-    );
-    tcp.write_all(&chunk(part_head.as_bytes())).await.unwrap();
+    tcp.write_all(&part_head).await.unwrap();
     tcp.write_all(&chunk(&wav(44_100, 2, &stereo_silence(44_100, 1.0))))
         .await
         .unwrap();
