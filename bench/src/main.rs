@@ -450,6 +450,7 @@ async fn verify(iterations: u32, rounds: u32) -> Result<()> {
             idle_timeout: Duration::from_secs(60),
             expiry_warning: Duration::from_secs(60),
             max_question_chars: 4000,
+            resume_window: Duration::from_secs(3600),
         },
     )?;
     let auth = booted.auth;
