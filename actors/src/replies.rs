@@ -47,8 +47,9 @@ struct Live {
 
 struct Stream {
     id: Uuid,
-    /// The numbered events, as sent: `events[i]` has `seq` `i + 1`.
-    events: Vec<Arc<str>>,
+    /// The numbered events, as sent, with their `type`: `events[i]` has
+    /// `seq` `i + 1`.
+    events: Vec<(&'static str, Arc<str>)>,
     /// The `error` that ended the reply, once sent.
     ending: Vec<Arc<str>>,
     subscribers: Vec<Subscriber>,
@@ -251,7 +252,13 @@ impl Replies {
             if log.user_id != user || log.finished_at < since {
                 return Ok(Resume::Unavailable);
             }
-            let events: Vec<Arc<str>> = log.events.into_iter().map(Arc::from).collect();
+            let id = reply.hyphenated().to_string();
+            let events: Vec<(&'static str, Arc<str>)> = log
+                .events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| expand(e, &id, i as u64 + 1))
+                .collect();
             let mut ending: Vec<Arc<str>> = log.ending.into_iter().map(Arc::from).collect();
             let done = ending.pop();
             let mut frames = replay(&events, &ending, after);
@@ -283,17 +290,55 @@ impl Replies {
 
 /// The frames a resume after `after` sends: the events with `seq > after`,
 /// then the ending sent so far.
-fn replay(events: &[Arc<str>], ending: &[Arc<str>], after: u64) -> Vec<(Part, u64, Arc<str>)> {
+fn replay(
+    events: &[(&'static str, Arc<str>)],
+    ending: &[Arc<str>],
+    after: u64,
+) -> Vec<(Part, u64, Arc<str>)> {
     let from = usize::try_from(after)
         .unwrap_or(usize::MAX)
         .min(events.len());
     let mut frames: Vec<_> = events[from..]
         .iter()
         .enumerate()
-        .map(|(i, json)| (Part::Event("event"), (from + i + 1) as u64, json.clone()))
+        .map(|(i, (kind, json))| (Part::Event(kind), (from + i + 1) as u64, json.clone()))
         .collect();
     frames.extend(ending.iter().map(|e| (Part::Failed, 0, e.clone())));
     frames
+}
+
+/// The start every numbered event's frame has (the field order of
+/// `ServerFrame`'s variants): stored logs keep only what follows it.
+fn frame_start(kind: &str, id: &str, seq: u64) -> String {
+    format!(r#"{{"type":"{kind}","message_id":"{id}","seq":{seq},"#)
+}
+
+/// A numbered event as stored: a letter for its `type`, then its frame
+/// without [`frame_start`] (a token's is about a fifth of its frame), or
+/// `=` and the whole frame should it ever not start so.
+fn compact(kind: &str, id: &str, seq: u64, json: &str) -> String {
+    let letter = match kind {
+        "token" => 't',
+        "tool_call" => 'c',
+        "tool_result" => 'r',
+        _ => '=',
+    };
+    match json.strip_prefix(&frame_start(kind, id, seq)) {
+        Some(rest) if letter != '=' => format!("{letter}{rest}"),
+        _ => format!("={json}"),
+    }
+}
+
+/// The frame a stored event was, byte for byte (see [`compact`]).
+fn expand(stored: &str, id: &str, seq: u64) -> (&'static str, Arc<str>) {
+    let kind = match stored.as_bytes().first() {
+        Some(b't') => "token",
+        Some(b'c') => "tool_call",
+        Some(b'r') => "tool_result",
+        _ => return ("event", Arc::from(stored.get(1..).unwrap_or_default())),
+    };
+    let rest = stored.get(1..).unwrap_or_default();
+    (kind, format!("{}{rest}", frame_start(kind, id, seq)).into())
 }
 
 /// A reply's end of the hub, held by its run: publishes its events, keeps
@@ -345,7 +390,7 @@ impl Publisher {
         };
         let kind = frame.kind();
         let json: Arc<str> = frame.to_json().into();
-        stream.events.push(json.clone());
+        stream.events.push((kind, json.clone()));
         let frame = stream.frame(seq, json, Part::Event(kind));
         stream.publish(frame) > 0
     }
@@ -368,9 +413,14 @@ impl Publisher {
     /// with the reply; `done` itself is published by [`Publisher::finish`].
     pub fn log(&mut self, user: UserId, status: MessageStatus, usage: Usage) -> ReplyLog {
         let mut live = self.hub.lock();
+        let id = &self.id_str;
         let (events, mut ending) = match self.stream(&mut live) {
             Some(s) => (
-                s.events.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                s.events
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (kind, json))| compact(kind, id, i as u64 + 1, json))
+                    .collect::<Vec<_>>(),
                 s.ending.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
             ),
             None => (Vec::new(), Vec::new()),
@@ -425,5 +475,47 @@ impl Drop for Publisher {
         {
             live.remove(&self.session);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_events_expand_to_the_frames_sent() {
+        let id: Arc<str> = Uuid::now_v7().hyphenated().to_string().into();
+        let frames = [
+            ServerFrame::ToolCall {
+                message_id: id.clone(),
+                seq: 1,
+                tool: "tempo".into(),
+                args: serde_json::json!({"track": "x", "n": 1.5}),
+            },
+            ServerFrame::ToolResult {
+                message_id: id.clone(),
+                seq: 2,
+                tool: "tempo".into(),
+                success: true,
+                result: serde_json::json!({"bpm": 120}),
+            },
+            ServerFrame::Token {
+                message_id: id.clone(),
+                seq: 3,
+                text: " \"quoted\" ünïcode".into(),
+            },
+        ];
+        for (i, frame) in frames.iter().enumerate() {
+            let json = frame.to_json();
+            let seq = i as u64 + 1;
+            let stored = compact(frame.kind(), &id, seq, &json);
+            assert!(stored.len() < json.len(), "{stored}");
+            let (kind, again) = expand(&stored, &id, seq);
+            assert_eq!(kind, frame.kind());
+            assert_eq!(&*again, json.as_str());
+        }
+        // A frame that does not start as expected is kept whole.
+        let odd = compact("token", &id, 1, r#"{"other":1}"#);
+        assert_eq!(&*expand(&odd, &id, 1).1, r#"{"other":1}"#);
     }
 }

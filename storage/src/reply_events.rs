@@ -23,7 +23,8 @@ pub struct ReplyLog {
     pub user_id: UserId,
     /// When the reply was stored (Unix ms): the resume window counts from here.
     pub finished_at: u64,
-    /// The numbered events, as sent: `events[i]` carries `seq` `i + 1`.
+    /// The numbered events, `events[i]` carrying `seq` `i + 1`, each in the
+    /// compact form the actors define (what makes the frame as sent).
     pub events: Vec<String>,
     /// What ended the reply, as sent (an `error`, then `done`), replayed
     /// after the events whatever the resume's position.
