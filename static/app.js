@@ -850,12 +850,34 @@ let reply = null;
 let awaiting = false;
 
 function replyNode(messageId) {
+  if (!reply && messageId) {
+    // A reply shown already (history, a resume) continues in place.
+    reply = [...$("#message-list").children].find((n) => n.dataset.id === messageId) || null;
+  }
   if (!reply) {
     reply = renderMessage({ role: "assistant", status: "streaming", text: "" });
     $("#message-list").append(reply);
   }
   if (messageId && !reply.dataset.id) reply.dataset.id = messageId;
   return reply;
+}
+
+// A numbered event (`seq`) is shown once: a resume may repeat what the page
+// already has. `false` for an event to skip.
+function firstTime(node, frame) {
+  if (frame.seq === undefined) return true;
+  const last = Number(node.dataset.seq || 0);
+  if (frame.seq <= last) return false;
+  node.dataset.seq = String(frame.seq);
+  return true;
+}
+
+// The reply history shows still streaming: the page resumes it on connect.
+function streamingReply() {
+  const last = $("#message-list").lastElementChild;
+  return last && last.dataset.role === "assistant" && last.dataset.status === "streaming" && last.dataset.id
+    ? last
+    : null;
 }
 
 function setBusy(busy) {
@@ -902,8 +924,12 @@ async function connect() {
   }
   if (session !== current || !auth) return;
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  // A reply that was streaming when the page (re)loaded its history goes on
+  // where it stopped: everything after what the page shows, then live.
+  const streaming = streamingReply();
+  const resume = streaming ? `&resume=${streaming.dataset.id}:${streaming.dataset.seq || 0}` : "";
   const ws = new WebSocket(
-    `${scheme}//${location.host}/ws/sessions/${session}/?ticket=${encodeURIComponent(ticket)}`,
+    `${scheme}//${location.host}/ws/sessions/${session}/?ticket=${encodeURIComponent(ticket)}${resume}`,
     "palaver.v1",
   );
   socket = ws;
@@ -965,17 +991,37 @@ function onFrame(frame) {
       }
       break;
     case "message":
+      // This tab's question, or another tab's on the same session.
       banner("");
       $("#message-list").append(renderMessage(frame.message));
       reply = null;
       replyNode();
+      setBusy(true);
       scrollDown();
       break;
-    case "tool_call":
-      replyNode(frame.message_id).querySelector(".tools").append(toolLine(frame.tool, undefined, null, frame.args));
+    case "resumed": {
+      reply = null;
+      const node = replyNode(frame.message_id);
+      // History stores a streaming reply without its text: what the page
+      // shows of it came from events, counted by `seq`.
+      if (frame.after === 0) {
+        node.querySelector(".body").textContent = "";
+        node.querySelector(".tools").replaceChildren();
+        node.dataset.seq = "0";
+      }
+      setBusy(true);
       break;
+    }
+    case "tool_call": {
+      const node = replyNode(frame.message_id);
+      if (firstTime(node, frame)) {
+        node.querySelector(".tools").append(toolLine(frame.tool, undefined, null, frame.args));
+      }
+      break;
+    }
     case "tool_result": {
       const node = replyNode(frame.message_id);
+      if (!firstTime(node, frame)) break;
       const pending = [...node.querySelectorAll('.tools li[data-state="pending"]')].find(
         (li) => li.dataset.tool === frame.tool,
       );
@@ -987,10 +1033,12 @@ function onFrame(frame) {
       else node.querySelector(".tools").append(line);
       break;
     }
-    case "token":
-      replyNode(frame.message_id).querySelector(".body").append(frame.text);
+    case "token": {
+      const node = replyNode(frame.message_id);
+      if (firstTime(node, frame)) node.querySelector(".body").append(frame.text);
       scrollDown();
       break;
+    }
     case "done": {
       const node = replyNode(frame.message_id);
       node.dataset.status = frame.status;
@@ -1028,12 +1076,20 @@ function onServerError(frame) {
         ? `The demo limit is reached: all ${frame.request_limit} requests are used. Sign in to keep going.`
         : "Your request quota is used up for now.",
     stream_in_progress: "Wait for the current reply to finish (or cancel it).",
+    // The reply finished long ago: history (loaded on connect) has it.
+    resume_unavailable: "",
     busy: "The server is busy. Try again in a moment.",
     question_too_long: "That question is too long.",
     rate_limited: "Slow down: too many messages.",
     token_invalid: "Your sign-in could not be renewed.",
   };
-  banner(messages[frame.code] || frame.message || "Something went wrong.");
+  banner(messages[frame.code] ?? frame.message ?? "Something went wrong.");
+  if (frame.code === "resume_unavailable") {
+    reply = null;
+    setBusy(false);
+    loadHistory();
+    return;
+  }
   if (frame.code === "quota_exceeded" && auth) {
     auth.quota = { count: frame.request_count, limit: frame.request_limit };
     saveAuth();

@@ -13,6 +13,8 @@
 //! - [`registry`]: user → live WebSocket connections (owned by the Supervisor).
 //! - [`question`]: one question's lifecycle (validate → reserve → admit →
 //!   store → submit), the same for the WebSocket and HTTP transports.
+//! - [`replies`]: the reply hub: replies streaming to WebSocket clients,
+//!   their `seq`-numbered events, the sockets that follow each, resumes.
 //! - [`session`]: the SessionActor, one per WebSocket connection.
 //! - [`socket`]: the WebSocket wire under it: frames decoded from the
 //!   request payload, the byte-bounded outbox that is the response body.
@@ -32,6 +34,7 @@ pub mod protocol;
 pub mod question;
 pub mod quota;
 pub mod registry;
+pub mod replies;
 pub mod session;
 pub mod socket;
 pub mod supervisor;

@@ -93,3 +93,17 @@ impl<T: Send + 'static> Message for CpuJob<T> {
 pub struct AnalyzeTrack {
     pub track: Uuid,
 }
+
+/// Sent by the reply hub ([`crate::replies`]) to every SessionActor that
+/// follows a reply: one frame of it, encoded once for all of them. The
+/// actor queues it into its outbox (closing itself, 1008, when that is
+/// full). No answer.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "()")]
+pub struct ReplyFrame {
+    pub reply: Uuid,
+    /// The event's `seq` (0: not a numbered event).
+    pub seq: u64,
+    pub json: std::sync::Arc<str>,
+    pub part: crate::replies::Part,
+}

@@ -205,6 +205,11 @@ pub enum ClientFrame {
         token: String,
     },
     Ping,
+    /// Replay a reply's events after `after`, then its live rest.
+    Resume {
+        message_id: String,
+        after: u64,
+    },
 }
 
 impl ClientFrame {
@@ -215,6 +220,7 @@ impl ClientFrame {
             ClientFrame::Cancel => "cancel",
             ClientFrame::Refresh { .. } => "refresh",
             ClientFrame::Ping => "ping",
+            ClientFrame::Resume { .. } => "resume",
         }
     }
 }
@@ -249,23 +255,34 @@ pub enum ServerFrame {
     },
     ToolCall {
         message_id: Arc<str>,
+        seq: u64,
         tool: String,
         args: Value,
     },
     ToolResult {
         message_id: Arc<str>,
+        seq: u64,
         tool: String,
         success: bool,
         result: Value,
     },
     Token {
         message_id: Arc<str>,
+        seq: u64,
         text: String,
     },
     Done {
         message_id: Arc<str>,
         status: Status,
         usage: Usage,
+        /// The `seq` of the reply's last event (0: it had none).
+        last_seq: u64,
+    },
+    /// A `resume` was accepted: the events after `after` follow.
+    Resumed {
+        message_id: String,
+        after: u64,
+        live: bool,
     },
     Error {
         code: ErrorCode,
@@ -308,6 +325,7 @@ impl ServerFrame {
             ServerFrame::ToolResult { .. } => "tool_result",
             ServerFrame::Token { .. } => "token",
             ServerFrame::Done { .. } => "done",
+            ServerFrame::Resumed { .. } => "resumed",
             ServerFrame::Error { .. } => "error",
             ServerFrame::Quota { .. } => "quota",
             ServerFrame::Refreshed { .. } => "refreshed",
@@ -344,6 +362,10 @@ mod tests {
             serde_json::from_str(r#"{"type":"ping"}"#).unwrap(),
             ClientFrame::Ping
         ));
+        assert!(matches!(
+            serde_json::from_str(r#"{"type":"resume","message_id":"m","after":2}"#).unwrap(),
+            ClientFrame::Resume { ref message_id, after: 2 } if message_id == "m"
+        ));
         for bad in [
             r#"{"type":"question"}"#,
             r#"{"type":"shout","text":"x"}"#,
@@ -371,9 +393,11 @@ mod tests {
                 first_token_ms: 1,
                 total_ms: 2,
             },
+            last_seq: 3,
         };
         let v: Value = serde_json::from_str(&done.to_json()).unwrap();
         assert_eq!(v["type"], "done");
+        assert_eq!(v["last_seq"], 3);
         assert_eq!(v["usage"]["tokens"], 3);
         let err: Value =
             serde_json::from_str(&ServerFrame::error(ErrorCode::Busy, "full").to_json()).unwrap();

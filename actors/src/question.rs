@@ -17,7 +17,7 @@ use palaver_storage::{Message, MessageStatus, Role, Session, StorageError, Store
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::analysis::{AnalysisPool, Cancel, Event, Job, Slot};
+use crate::analysis::{AnalysisPool, Cancel, Event, Job, Sink, Slot};
 use crate::auth::now_secs;
 use crate::quota::{Admission, Policy, QuotaRegistry, Standing};
 
@@ -152,14 +152,20 @@ impl Stored {
     /// ending with exactly one `Done` (after the reply is stored).
     pub fn submit(self, session: Session, cancel: Arc<Cancel>) -> mpsc::UnboundedReceiver<Event> {
         let (events, receiver) = mpsc::unbounded_channel();
+        self.submit_to(session, cancel, Sink::Channel(events));
+        receiver
+    }
+
+    /// Hands the question to the pool, its events going to `sink` (the
+    /// reply hub, for the WebSocket).
+    pub fn submit_to(self, session: Session, cancel: Arc<Cancel>, sink: Sink) {
         self.slot.submit(Job {
             session,
             question: self.question,
             reply: self.reply,
-            events,
+            events: sink,
             cancel,
         });
-        receiver
     }
 }
 

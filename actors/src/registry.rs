@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use actix::prelude::*;
 use palaver_storage::UserId;
 
+use crate::messages::ReplyFrame;
 use crate::protocol::Close;
 use uuid::Uuid;
 
@@ -30,6 +31,29 @@ struct Entry {
     api_key: Option<Uuid>,
     session: Uuid,
     addr: Recipient<CloseConnection>,
+    /// Where a reply's frames go (every socket on the session follows it).
+    frames: Recipient<ReplyFrame>,
+}
+
+/// Where a connection's actor is reached: to close it, and to hand it a
+/// reply's frames.
+pub struct Reach {
+    pub close: Recipient<CloseConnection>,
+    pub frames: Recipient<ReplyFrame>,
+}
+
+impl Reach {
+    pub fn of<A>(addr: Addr<A>) -> Reach
+    where
+        A: Actor + Handler<CloseConnection> + Handler<ReplyFrame>,
+        A::Context:
+            actix::dev::ToEnvelope<A, CloseConnection> + actix::dev::ToEnvelope<A, ReplyFrame>,
+    {
+        Reach {
+            close: addr.clone().recipient(),
+            frames: addr.recipient(),
+        }
+    }
 }
 
 /// Too many connections for one user.
@@ -64,7 +88,7 @@ impl Connections {
         api_key: Option<Uuid>,
         session: Uuid,
         max: usize,
-        addr: Recipient<CloseConnection>,
+        reach: Reach,
     ) -> Result<u64, TooMany> {
         let mut inner = self.lock();
         let entries = inner.by_user.entry(user).or_default();
@@ -77,7 +101,8 @@ impl Connections {
             family,
             api_key,
             session,
-            addr,
+            addr: reach.close,
+            frames: reach.frames,
         });
         inner
             .by_session
@@ -157,6 +182,19 @@ impl Connections {
         )
     }
 
+    /// The connections `user` has open on `session`, with where their
+    /// reply frames go: a new reply's followers.
+    pub fn on_session(&self, user: UserId, session: Uuid) -> Vec<(u64, Recipient<ReplyFrame>)> {
+        self.lock()
+            .by_user
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.session == session)
+            .map(|e| (e.id, e.frames.clone()))
+            .collect()
+    }
+
     /// Closes every connection (shutdown).
     pub fn close_all(&self, why: Close) -> usize {
         close(self.lock().by_user.values().flatten(), why, |_| true)
@@ -189,22 +227,21 @@ mod tests {
         type Result = ();
         fn handle(&mut self, _: CloseConnection, _: &mut Context<Self>) {}
     }
+    impl Handler<ReplyFrame> for Sink {
+        type Result = ();
+        fn handle(&mut self, _: ReplyFrame, _: &mut Context<Self>) {}
+    }
 
     #[actix_rt::test]
     async fn sessions_are_indexed_and_the_index_follows_unregistration() {
         let registry = Connections::default();
-        let addr = Sink.start().recipient();
+        let sink = Sink.start();
+        let reach = || Reach::of(sink.clone());
         let (ann, bob) = (UserId::new(), UserId::new());
         let (s1, s2) = (Uuid::new_v4(), Uuid::new_v4());
-        let a1 = registry
-            .register(ann, None, None, s1, 10, addr.clone())
-            .unwrap();
-        registry
-            .register(ann, None, None, s2, 10, addr.clone())
-            .unwrap();
-        registry
-            .register(bob, None, None, s1, 10, addr.clone())
-            .unwrap();
+        let a1 = registry.register(ann, None, None, s1, 10, reach()).unwrap();
+        registry.register(ann, None, None, s2, 10, reach()).unwrap();
+        registry.register(bob, None, None, s1, 10, reach()).unwrap();
         assert_eq!(registry.close_session(s1, Close::SessionDeleted), 2);
         assert_eq!(registry.close_session(s2, Close::SessionDeleted), 1);
         registry.unregister(ann, a1);
@@ -213,7 +250,10 @@ mod tests {
             registry.close_session(Uuid::new_v4(), Close::SessionDeleted),
             0
         );
-        assert!(registry.register(ann, None, None, s1, 1, addr).is_err());
+        assert_eq!(registry.on_session(ann, s1).len(), 0);
+        assert_eq!(registry.on_session(ann, s2).len(), 1);
+        assert_eq!(registry.on_session(bob, s1).len(), 1);
+        assert!(registry.register(ann, None, None, s1, 1, reach()).is_err());
         let inner = registry.lock();
         assert_eq!(inner.by_session.values().map(Vec::len).sum::<usize>(), 2);
     }

@@ -13,16 +13,18 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_http::ws::ProtocolError;
 use palaver_storage::{Session, Store, UserId};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use uuid::Uuid;
 
-use crate::analysis::{AnalysisPool, Cancel, Event};
+use crate::analysis::{AnalysisPool, Cancel, Sink};
 use crate::auth::{now_secs, Auth, Principal};
+use crate::messages::ReplyFrame;
 use crate::protocol::{
     message_json, ClientFrame, Close, ConnectedUser, ErrorCode, QuotaView, ServerFrame,
 };
 use crate::question::{Asking, Refusal, Stored};
 use crate::quota::{Policy, QuotaRegistry};
 use crate::registry::{CloseConnection, Connections};
+use crate::replies::{Part, Replies, Resume};
 use crate::socket::{Incoming, Out, Outbox, Received};
 use crate::telemetry;
 
@@ -36,6 +38,8 @@ pub struct WsLimits {
     pub idle_timeout: Duration,
     pub expiry_warning: Duration,
     pub max_question_chars: usize,
+    /// How long a finished reply stays resumable (`ws.resume_window`).
+    pub resume_window: Duration,
 }
 
 /// What every session actor shares (one per server).
@@ -45,6 +49,8 @@ pub struct SessionDeps {
     pub quotas: QuotaRegistry,
     pub pool: AnalysisPool,
     pub connections: Arc<Connections>,
+    /// Replies streaming to sockets, their followers and logs.
+    pub replies: Arc<Replies>,
     pub limits: WsLimits,
 }
 
@@ -66,14 +72,24 @@ const RATE_LIMIT_GRACE: u32 = 10;
 /// How long a close frame may wait behind a reader that does not read.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 
+/// The question this socket asked, while its reply is not done.
 enum Streaming {
-    /// Admission and storage of the question in progress.
+    /// Admission and storage of the question in progress; the reply's stop
+    /// flag (taken with the session's place in the reply hub).
     Starting {
-        cancel_requested: bool,
-    },
-    Running {
         cancel: Arc<Cancel>,
     },
+    Running,
+}
+
+/// What this socket has sent of one reply (a resume and the live frames
+/// already queued for the socket may overlap: nothing is sent twice).
+#[derive(Clone, Copy)]
+struct Delivered {
+    reply: Uuid,
+    seq: u64,
+    failed: bool,
+    done: bool,
 }
 
 pub struct SessionActor {
@@ -90,8 +106,12 @@ pub struct SessionActor {
     window_started: Instant,
     frames_in_window: u32,
     streaming: Option<Streaming>,
-    /// The id of the reply streaming now (for its events).
-    current_reply: Option<Arc<str>>,
+    /// The reply this socket's question started (its `done` ends `streaming`).
+    current_reply: Option<Uuid>,
+    /// The reply this socket followed last, and how far.
+    delivered: Option<Delivered>,
+    /// `?resume=<message_id>:<seq>`, acted on right after `connected`.
+    resume_at_connect: Option<String>,
     /// The next expiry event (warning, then close).
     expiry_timer: Option<SpawnHandle>,
     /// `token_expiring` was sent for the current credential.
@@ -111,6 +131,8 @@ pub struct Opened {
     pub principal: Principal,
     pub session: Session,
     pub policy: Option<Policy>,
+    /// `?resume=` of the handshake, unparsed.
+    pub resume: Option<String>,
 }
 
 impl SessionActor {
@@ -141,6 +163,8 @@ impl SessionActor {
             frames_in_window: 0,
             streaming: None,
             current_reply: None,
+            delivered: None,
+            resume_at_connect: opened.resume,
             expiry_timer: None,
             warned: false,
             stop_when_started: false,
@@ -157,6 +181,21 @@ impl SessionActor {
         }
         telemetry::ws_message("out", frame.kind());
         if !self.out.text(frame.to_json()) {
+            tracing::info!(
+                conn = self.conn_id,
+                "slow reader: outgoing buffer full, closing"
+            );
+            self.close(Close::SlowReader, ctx);
+        }
+    }
+
+    /// Queues a frame encoded once for several sockets (a reply's).
+    fn send_shared(&mut self, kind: &'static str, json: Arc<str>, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        telemetry::ws_message("out", kind);
+        if !self.out.shared(json) {
             tracing::info!(
                 conn = self.conn_id,
                 "slow reader: outgoing buffer full, closing"
@@ -272,12 +311,10 @@ impl SessionActor {
         match frame {
             ClientFrame::Ping => self.send(ServerFrame::Pong, ctx),
             ClientFrame::Question { text, id } => self.on_question(text, id, ctx),
-            ClientFrame::Cancel => match &mut self.streaming {
-                Some(Streaming::Running { cancel }) => cancel.by_client(),
-                Some(Streaming::Starting { cancel_requested }) => *cancel_requested = true,
-                None => {}
-            },
+            // Any socket of the session stops its reply.
+            ClientFrame::Cancel => self.deps.replies.cancel(self.session.id),
             ClientFrame::Refresh { token } => self.on_refresh(&token, ctx),
+            ClientFrame::Resume { message_id, after } => self.on_resume(&message_id, after, ctx),
         }
     }
 
@@ -321,12 +358,15 @@ impl SessionActor {
                 ctx,
             );
         }
+        // One reply streams per session, whichever socket asked.
+        let in_progress =
+            || ServerFrame::error(ErrorCode::StreamInProgress, "a reply is still streaming");
         if self.streaming.is_some() {
-            return self.send(
-                ServerFrame::error(ErrorCode::StreamInProgress, "a reply is still streaming"),
-                ctx,
-            );
+            return self.send(in_progress(), ctx);
         }
+        let Ok(cancel) = self.deps.replies.claim(self.session.id) else {
+            return self.send(in_progress(), ctx);
+        };
         // Validated, given a place in the pool and counted in one step; a
         // refusal leaves nothing behind (question.rs).
         let counting = self.policy.map(|policy| (self.user_id, policy));
@@ -334,9 +374,7 @@ impl SessionActor {
             Ok(reserved) => reserved,
             Err(refusal) => return self.refuse(refusal, ctx),
         };
-        self.streaming = Some(Streaming::Starting {
-            cancel_requested: false,
-        });
+        self.streaming = Some(Streaming::Starting { cancel });
         let start = reserved.store(self.session.id);
         ctx.spawn(start.into_actor(self).map(move |result, act, ctx| {
             match result {
@@ -354,6 +392,7 @@ impl SessionActor {
     /// A question that did not start: nothing streams, the client is told why.
     fn refuse(&mut self, refusal: Refusal, ctx: &mut Context<Self>) {
         self.streaming = None;
+        self.deps.replies.release(self.session.id);
         let frame = match refusal {
             Refusal::TooLong { max } => ServerFrame::error(
                 ErrorCode::QuestionTooLong,
@@ -384,19 +423,18 @@ impl SessionActor {
     }
 
     fn started(&mut self, stored: Stored, client_id: Option<String>, ctx: &mut Context<Self>) {
-        let cancel_requested = matches!(
-            self.streaming,
-            Some(Streaming::Starting {
-                cancel_requested: true
-            })
-        );
-        self.send(
-            ServerFrame::Message {
-                message: message_json(&stored.question),
-                client_id,
-            },
-            ctx,
-        );
+        let cancel = match self.streaming.take() {
+            Some(Streaming::Starting { cancel }) => cancel,
+            _ => Arc::default(),
+        };
+        // Encoded once: every socket of the session is handed the same.
+        let message: Arc<str> = ServerFrame::Message {
+            message: message_json(&stored.question),
+            client_id,
+        }
+        .to_json()
+        .into();
+        self.send_shared("message", message.clone(), ctx);
         if let Some(s) = stored.standing {
             self.send(
                 ServerFrame::Quota {
@@ -407,14 +445,72 @@ impl SessionActor {
                 ctx,
             );
         }
-        self.current_reply = Some(stored.reply.id.hyphenated().to_string().into());
-        let cancel = Arc::new(Cancel::default());
-        if cancel_requested {
-            cancel.by_client();
+        let reply = stored.reply.id;
+        self.current_reply = Some(reply);
+        let followers = self
+            .deps
+            .connections
+            .on_session(self.user_id, self.session.id);
+        let publisher =
+            self.deps
+                .replies
+                .open(self.session.id, reply, message, self.conn_id, followers);
+        stored.submit_to(self.session.clone(), cancel, Sink::Hub(publisher));
+        self.streaming = Some(Streaming::Running);
+    }
+
+    /// `resume` (or `?resume=`): `resumed`, then the reply's events after
+    /// `after` as first sent, then (live) the rest as it streams.
+    fn on_resume(&mut self, message_id: &str, after: u64, ctx: &mut Context<Self>) {
+        let unavailable = |act: &mut Self, ctx: &mut Context<Self>| {
+            act.send(
+                ServerFrame::error(
+                    ErrorCode::ResumeUnavailable,
+                    "this reply cannot be resumed; reload the history",
+                ),
+                ctx,
+            )
+        };
+        let Ok(reply) = Uuid::parse_str(message_id) else {
+            return unavailable(self, ctx);
+        };
+        let resumed = self.deps.replies.resume(
+            self.session.id,
+            self.user_id,
+            reply,
+            after,
+            self.conn_id,
+            ctx.address().recipient(),
+        );
+        let (live, frames) = match resumed {
+            Ok(Resume::Replay { live, frames }) => (live, frames),
+            Ok(Resume::Unavailable) => return unavailable(self, ctx),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a reply's events");
+                return unavailable(self, ctx);
+            }
+        };
+        self.send(
+            ServerFrame::Resumed {
+                message_id: reply.hyphenated().to_string(),
+                after,
+                live,
+            },
+            ctx,
+        );
+        let mut delivered = Delivered {
+            reply,
+            seq: after,
+            failed: false,
+            done: false,
+        };
+        for (part, seq, json) in frames {
+            delivered.seq = delivered.seq.max(seq);
+            delivered.failed |= part == Part::Failed;
+            delivered.done |= part == Part::Done;
+            self.send_shared(part.kind(), json, ctx);
         }
-        let events = stored.submit(self.session.clone(), cancel.clone());
-        self.streaming = Some(Streaming::Running { cancel });
-        ctx.add_stream(UnboundedReceiverStream::new(events));
+        self.delivered = Some(delivered);
     }
 }
 
@@ -433,12 +529,6 @@ impl SessionActor {
             Ok(standing) => self.refunded = Some(standing),
             Err(e) => tracing::error!(error = %e, "quota refund failed"),
         }
-    }
-
-    /// The streaming reply's id, shared by every frame of the reply (a
-    /// reference count per token, not an allocation).
-    fn reply_id(&self) -> Arc<str> {
-        self.current_reply.clone().unwrap_or_else(|| Arc::from(""))
     }
 }
 
@@ -469,6 +559,21 @@ impl Actor for SessionActor {
         };
         self.send(frame, ctx);
         self.schedule_expiry(ctx);
+        if let Some(resume) = self.resume_at_connect.take() {
+            match resume
+                .rsplit_once(':')
+                .and_then(|(id, seq)| Some((id, seq.parse::<u64>().ok()?)))
+            {
+                Some((id, after)) => self.on_resume(id, after, ctx),
+                None => self.send(
+                    ServerFrame::error(
+                        ErrorCode::InvalidMessage,
+                        "resume: expected <message_id>:<seq>",
+                    ),
+                    ctx,
+                ),
+            }
+        }
         let ping_every = self.deps.limits.ping_interval;
         ctx.run_interval(ping_every, |act, ctx| {
             if act.last_heard.elapsed() >= act.deps.limits.idle_timeout {
@@ -494,6 +599,7 @@ impl Actor for SessionActor {
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         telemetry::ws_connection_closed();
         self.deps.connections.unregister(self.user_id, self.conn_id);
+        self.deps.replies.unsubscribe(self.session.id, self.conn_id);
     }
 }
 
@@ -526,45 +632,41 @@ impl StreamHandler<Result<Received, ProtocolError>> for SessionActor {
     }
 }
 
-impl StreamHandler<Event> for SessionActor {
-    fn handle(&mut self, event: Event, ctx: &mut Self::Context) {
-        let done = matches!(event, Event::Done { .. });
-        let frame = match event {
-            Event::ToolCall { tool, args } => ServerFrame::ToolCall {
-                message_id: self.reply_id(),
-                tool,
-                args,
+impl Handler<ReplyFrame> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, frame: ReplyFrame, ctx: &mut Self::Context) {
+        // What a resume already sent is not sent again.
+        let mut delivered = match self.delivered {
+            Some(d) if d.reply == frame.reply => d,
+            _ => Delivered {
+                reply: frame.reply,
+                seq: 0,
+                failed: false,
+                done: false,
             },
-            Event::ToolResult {
-                tool,
-                success,
-                result,
-            } => ServerFrame::ToolResult {
-                message_id: self.reply_id(),
-                tool,
-                success,
-                result,
-            },
-            Event::Token(text) => ServerFrame::Token {
-                message_id: self.reply_id(),
-                text,
-            },
-            Event::Failed { message } => {
-                self.refund();
-                ServerFrame::error(ErrorCode::AnalysisFailed, message)
-            }
-            Event::Done { reply, usage } => {
-                self.streaming = None;
-                self.current_reply = None;
-                ServerFrame::Done {
-                    message_id: reply.id.hyphenated().to_string().into(),
-                    status: reply.status.into(),
-                    usage,
-                }
-            }
         };
-        self.send(frame, ctx);
-        if done {
+        let again = match frame.part {
+            Part::Event(_) => frame.seq <= delivered.seq,
+            Part::Failed => delivered.failed,
+            Part::Done => delivered.done,
+            Part::Message => false,
+        };
+        if again {
+            return;
+        }
+        delivered.seq = delivered.seq.max(frame.seq);
+        delivered.failed |= frame.part == Part::Failed;
+        delivered.done |= frame.part == Part::Done;
+        self.delivered = Some(delivered);
+        let asked_here = self.current_reply == Some(frame.reply);
+        if asked_here && frame.part == Part::Failed {
+            self.refund();
+        }
+        self.send_shared(frame.part.kind(), frame.json, ctx);
+        if asked_here && frame.part == Part::Done {
+            self.streaming = None;
+            self.current_reply = None;
             if let Some(s) = self.refunded.take() {
                 self.send(
                     ServerFrame::Quota {
@@ -580,10 +682,6 @@ impl StreamHandler<Event> for SessionActor {
             }
         }
     }
-
-    fn finished(&mut self, _ctx: &mut Self::Context) {
-        // One question's events ended; the connection goes on.
-    }
 }
 
 impl Handler<CloseConnection> for SessionActor {
@@ -593,7 +691,7 @@ impl Handler<CloseConnection> for SessionActor {
         // Shutdown closes after the streams finished: a reply's `done` may
         // still be on its way through the event stream, so let it arrive
         // first (bounded). Revocations close at once.
-        if msg.why == Close::Shutdown && matches!(self.streaming, Some(Streaming::Running { .. })) {
+        if msg.why == Close::Shutdown && matches!(self.streaming, Some(Streaming::Running)) {
             self.close_after_done = Some(msg.why);
             ctx.run_later(Duration::from_secs(1), move |act, ctx| {
                 act.close(msg.why, ctx)

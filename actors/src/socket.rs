@@ -37,6 +37,8 @@ const PONG_OVERHEAD: usize = 16;
 /// A frame for the client.
 pub enum Out {
     Text(String),
+    /// A frame encoded once and sent to several sockets (a reply's events).
+    Shared(std::sync::Arc<str>),
     Ping,
     Pong(Bytes),
     Close(u16, &'static str),
@@ -47,6 +49,7 @@ impl Out {
     fn cost(&self) -> usize {
         match self {
             Out::Text(text) => text.len(),
+            Out::Shared(text) => text.len(),
             Out::Pong(payload) => payload.len() + PONG_OVERHEAD,
             Out::Ping | Out::Close(..) => 0,
         }
@@ -135,6 +138,12 @@ impl Outbox {
     /// the bound.
     pub fn text(&self, json: String) -> bool {
         self.push(Out::Text(json))
+    }
+
+    /// Queues a text frame shared with other sockets; `false` (and nothing
+    /// queued) past the bound.
+    pub fn shared(&self, json: std::sync::Arc<str>) -> bool {
+        self.push(Out::Shared(json))
     }
 
     /// Queues the pong of a client's ping (payload cut to 125 bytes);
@@ -240,6 +249,9 @@ impl MessageBody for Body {
             queue.bytes -= out.cost();
             match out {
                 Out::Text(text) => Parser::write_message(&mut buf, text, OpCode::Text, true, false),
+                Out::Shared(text) => {
+                    Parser::write_message(&mut buf, text.as_bytes(), OpCode::Text, true, false)
+                }
                 Out::Ping => Parser::write_message(&mut buf, b"", OpCode::Ping, true, false),
                 Out::Pong(payload) => {
                     Parser::write_message(&mut buf, payload, OpCode::Pong, true, false)

@@ -10,6 +10,7 @@
 //! is made durable.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use palaver_storage::Store;
@@ -22,7 +23,8 @@ use crate::messages::{Drain, RevokeReason, Revoked, SessionDeleted, Shutdown};
 use crate::protocol::Close;
 use crate::quota::Policy;
 use crate::quota::{QuotaKeeper, QuotaRegistry};
-use crate::registry::Connections;
+use crate::registry::{Connections, Reach};
+use crate::replies::Replies;
 use crate::session::{Opened, SessionActor, SessionDeps, WsLimits};
 use crate::socket::{Incoming, Outbox};
 
@@ -37,6 +39,9 @@ pub struct Supervisor {
     pool: AnalysisPool,
     /// Revocations seen since start (reported at shutdown).
     revocations: u64,
+    /// `ws.resume_window`: finished replies' events older than this are
+    /// swept (periodically, from here).
+    resume_window: Duration,
 }
 
 /// What [`Supervisor::boot`] starts.
@@ -73,15 +78,18 @@ impl Supervisor {
             connections: connections.clone(),
             pool: pool.clone(),
             revocations: 0,
+            resume_window: limits.resume_window,
         }
         .start();
         let auth = Auth::start(auth, store.clone(), supervisor.clone().recipient())?;
+        let replies = Replies::new(store.clone(), limits.resume_window);
         let sessions = Arc::new(SessionDeps {
             store,
             auth: auth.clone(),
             quotas: quotas.clone(),
             pool: pool.clone(),
             connections,
+            replies,
             limits,
         });
         Ok(Booted {
@@ -163,7 +171,7 @@ impl Supervisor {
                 principal.api_key(),
                 session.id,
                 max_per_user,
-                ctx.address().recipient(),
+                Reach::of(ctx.address()),
             )
             .map_err(|_| SpawnRefused::TooMany)?;
         // From here a refusal drops this, which unregisters.
@@ -187,6 +195,7 @@ impl Supervisor {
                 principal,
                 session,
                 policy,
+                resume: None,
             },
             registered,
         })
@@ -194,6 +203,12 @@ impl Supervisor {
 }
 
 impl SessionReservation {
+    /// `?resume=` of the handshake: acted on right after `connected`.
+    pub fn resume_at_connect(mut self, resume: Option<String>) -> Self {
+        self.opened.resume = resume;
+        self
+    }
+
     /// The connection's id in the registry (for logs).
     pub fn conn_id(&self) -> u64 {
         self.registered.conn_id
@@ -221,8 +236,27 @@ impl SessionReservation {
 impl Actor for Supervisor {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
         tracing::debug!("supervisor started");
+        // Often enough that a log outlives its window by at most half of it
+        // (bounded to once a minute; a resume checks the age itself).
+        let every =
+            (self.resume_window / 2).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        ctx.run_interval(every, |act, _ctx| act.sweep_reply_events());
+    }
+}
+
+impl Supervisor {
+    /// Removes the event logs of replies that finished longer ago than
+    /// `ws.resume_window`.
+    fn sweep_reply_events(&mut self) {
+        let window = self.resume_window.as_millis() as u64;
+        let before = palaver_storage::now_millis().saturating_sub(window);
+        match self.store.reply_events().sweep(before) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "reply events past the resume window swept"),
+            Err(e) => tracing::error!(error = %e, "cannot sweep reply events"),
+        }
     }
 }
 
@@ -293,7 +327,6 @@ pub(crate) mod tests {
     use super::*;
     use crate::analysis::EngineKind;
     use crate::auth::{DemoSettings, KeySource};
-    use std::time::Duration;
 
     pub(crate) fn settings() -> AuthSettings {
         AuthSettings {
@@ -346,6 +379,7 @@ pub(crate) mod tests {
                 idle_timeout: Duration::from_secs(60),
                 expiry_warning: Duration::from_secs(60),
                 max_question_chars: 4000,
+                resume_window: Duration::from_secs(3600),
             },
         )
         .unwrap()

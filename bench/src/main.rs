@@ -135,6 +135,17 @@ enum Scenario {
         #[arg(long)]
         probe: bool,
     },
+    /// Only the streaming scenario (`sockets` sockets, each on its own
+    /// session, `questions` questions back to back), `runs` times against
+    /// each server (alternating), with the disk palaver's database grew by.
+    Stream {
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, default_value_t = 50)]
+        sockets: usize,
+        #[arg(long, default_value_t = 20)]
+        questions: usize,
+    },
     /// Run the bare baseline server.
     Baseline {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -181,6 +192,48 @@ enum Scenario {
     },
 }
 
+/// The streaming scenario `runs` times against each server (baseline
+/// first); a table row per run and the medians.
+async fn stream_runs(runs: usize, sockets: usize, questions: usize) -> Result<()> {
+    let bin = target::palaver_binary()?;
+    println!("| run | palaver replies/s | CPU/reply | baseline replies/s | CPU/reply | CPU ratio | palaver disk per 1 000 replies |");
+    println!("|---|---|---|---|---|---|---|");
+    let (mut ratios, mut pal_cpu, mut pal_rate, mut disk) = (vec![], vec![], vec![], vec![]);
+    for run in 1..=runs {
+        let base = target::Target::baseline()?;
+        let b = scenarios::stream(&base, None, sockets, questions).await?;
+        drop(base);
+        let pal = target::Target::palaver(&bin)?;
+        let setup = scenarios::Setup::palaver(&pal, sockets).await?;
+        let before = pal.data_bytes();
+        let p = scenarios::stream(&pal, Some(&setup), sockets, questions).await?;
+        let grown = pal.data_bytes().saturating_sub(before) as f64;
+        drop(pal);
+        let per_1000 = grown * 1000.0 / (sockets * questions) as f64;
+        println!(
+            "| {run} | {:.0} /s | {:.0} µs | {:.0} /s | {:.0} µs | {:.2} | {:.0} KiB |",
+            p.replies_per_sec,
+            p.cpu_us,
+            b.replies_per_sec,
+            b.cpu_us,
+            p.cpu_us / b.cpu_us,
+            per_1000 / 1024.0
+        );
+        ratios.push(p.cpu_us / b.cpu_us);
+        pal_cpu.push(p.cpu_us);
+        pal_rate.push(p.replies_per_sec);
+        disk.push(per_1000);
+    }
+    println!(
+        "median: palaver {:.0} replies/s, {:.0} µs CPU per reply ({:.2} × the baseline's), {:.0} KiB of disk per 1 000 replies",
+        median(pal_rate),
+        median(pal_cpu),
+        median(ratios),
+        median(disk) / 1024.0
+    );
+    Ok(())
+}
+
 /// One open-loop run against each server (baseline first), with palaver's
 /// flush figures from the same run.
 struct OpenLoopRun {
@@ -201,7 +254,9 @@ async fn open_loop_runs(
         let baseline = scenarios::open_loop(&base, None, sockets, seconds).await?;
         drop(base);
         let pal = target::Target::palaver(bin)?;
-        let setup = scenarios::Setup::palaver(&pal, 50).await?;
+        // One conversation per socket: sockets on one session would each
+        // receive every reply of it (API.md §7), and ask over one another.
+        let setup = scenarios::Setup::palaver(&pal, sockets).await?;
         let palaver = scenarios::open_loop(&pal, Some(&setup), sockets, seconds).await?;
         let flushes = scenarios::flush_stats(&pal).await?;
         drop(pal);
@@ -272,7 +327,8 @@ fn main() -> Result<()> {
                 let b = scenarios::hold(&base, None, n).await?;
                 drop(base);
                 let pal = target::Target::palaver(&target::palaver_binary()?)?;
-                let setup = scenarios::Setup::palaver(&pal, 1).await?;
+                // One session per connection: each asks a question of its own.
+                let setup = scenarios::Setup::palaver(&pal, n).await?;
                 let p = scenarios::hold(&pal, Some(&setup), n).await?;
                 println!(
                     "hold {n}: palaver {:.1} KiB, baseline {:.1} KiB per connection; \
@@ -318,6 +374,11 @@ fn main() -> Result<()> {
             sockets,
             replies,
         } => runtime()?.block_on(pool_scaling(runs, history, words, sockets, replies)),
+        Scenario::Stream {
+            runs,
+            sockets,
+            questions,
+        } => runtime()?.block_on(stream_runs(runs, sockets, questions)),
         Scenario::SlowStreams { n, words, delay_ms } => {
             runtime()?.block_on(slow_streams(n, words, delay_ms))
         }
@@ -487,6 +548,7 @@ async fn verify(iterations: u32, rounds: u32) -> Result<()> {
             idle_timeout: Duration::from_secs(60),
             expiry_warning: Duration::from_secs(60),
             max_question_chars: 4000,
+            resume_window: Duration::from_secs(3600),
         },
     )?;
     let auth = booted.auth;
@@ -903,7 +965,8 @@ async fn all(smoke: bool, hold: usize) -> Result<()> {
     let bhold = scenarios::hold(&base, None, sizes.hold).await?;
     drop(base);
     let pal = Target::palaver(&bin)?;
-    let setup = Setup::palaver(&pal, 1).await?;
+    // One session per connection: each asks a question of its own.
+    let setup = Setup::palaver(&pal, sizes.hold).await?;
     let phold = scenarios::hold(&pal, Some(&setup), sizes.hold).await?;
     drop(pal);
     eprintln!("hold: palaver {phold:?}\nhold: baseline {bhold:?}");

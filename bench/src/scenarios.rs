@@ -62,19 +62,30 @@ impl Setup {
         Ok(setup)
     }
 
+    /// Creates sessions until there are `n` (64 requests at a time: the
+    /// scenarios that hold thousands of sockets want one each).
     pub async fn more_sessions(&mut self, target: &Target, n: usize) -> Result<()> {
-        while self.sessions.len() < n {
-            let session: Value = self
-                .http
-                .post(format!("{}/api/sessions/", target.base))
-                .bearer_auth(&self.access)
-                .json(&json!({}))
-                .send()
-                .await?
-                .json()
-                .await?;
-            self.sessions
-                .push(session["id"].as_str().context("session id")?.to_owned());
+        use futures_util::StreamExt;
+        let missing = n.saturating_sub(self.sessions.len());
+        let url = format!("{}/api/sessions/", target.base);
+        let (http, access, url) = (&self.http, &self.access, &url);
+        let created: Vec<Result<String>> = futures_util::stream::iter(0..missing)
+            .map(|_| async move {
+                let session: Value = http
+                    .post(url)
+                    .bearer_auth(access)
+                    .json(&json!({}))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                Ok(session["id"].as_str().context("session id")?.to_owned())
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        for id in created {
+            self.sessions.push(id?);
         }
         Ok(())
     }

@@ -22,6 +22,26 @@ pub struct Target {
 }
 
 impl Target {
+    /// Bytes of palaver's database files now (0 for the baseline).
+    pub fn data_bytes(&self) -> u64 {
+        fn walk(dir: &Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return 0;
+            };
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        self._dir
+            .as_ref()
+            .map_or(0, |d| walk(&d.path().join("data").join("db")))
+    }
+
     /// Starts palaver (`bin`) on a loopback port with the benchmark settings.
     pub fn palaver(bin: &Path) -> Result<Target> {
         Self::palaver_with(bin, &[])

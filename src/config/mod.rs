@@ -194,6 +194,7 @@ mod tests {
             "idle_timeout",
             "expiry_warning",
             "max_buffered_bytes",
+            "resume_window",
             "engine",
             "workers",
             "queue",
@@ -295,6 +296,10 @@ mod tests {
         named(
             |c| c.ws.idle_timeout = c.ws.ping_interval,
             "ws.idle_timeout",
+        );
+        named(
+            |c| c.ws.resume_window = std::time::Duration::ZERO,
+            "ws.resume_window",
         );
         refusal(|c| c.server.allowed_origins = vec!["*.example.com".into()]);
         named(|c| c.auth.algorithm = JwtAlgorithm::RS256, "auth.algorithm");

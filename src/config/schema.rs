@@ -151,6 +151,9 @@ pub struct WsConfig {
     #[serde(with = "humantime_serde")]
     pub expiry_warning: Duration,
     pub max_buffered_bytes: usize,
+    /// How long a finished reply's events stay resumable.
+    #[serde(with = "humantime_serde")]
+    pub resume_window: Duration,
 }
 
 impl Default for WsConfig {
@@ -164,6 +167,7 @@ impl Default for WsConfig {
             idle_timeout: Duration::from_secs(60),
             expiry_warning: Duration::from_secs(60),
             max_buffered_bytes: 1 << 20,
+            resume_window: Duration::from_secs(3600),
         }
     }
 }

@@ -179,6 +179,7 @@ impl Config {
             idle_timeout: w.idle_timeout,
             expiry_warning: w.expiry_warning,
             max_question_chars: self.analysis.max_question_chars,
+            resume_window: w.resume_window,
         }
     }
 }

@@ -75,6 +75,9 @@ impl Config {
                 "must be greater than 0",
             );
         }
+        if self.ws.resume_window.is_zero() {
+            return bad("ws.resume_window", "must be greater than 0");
+        }
         if self.ws.ping_interval.is_zero() || self.ws.idle_timeout <= self.ws.ping_interval {
             return bad(
                 "ws.idle_timeout",

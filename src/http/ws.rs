@@ -38,6 +38,12 @@ struct Credentials {
     api_key: Option<String>,
 }
 
+/// `?resume=<message_id>:<seq>`: resume a reply right after `connected`.
+#[derive(Default, Deserialize)]
+struct ResumeQuery {
+    resume: Option<String>,
+}
+
 /// Why a handshake is refused.
 enum Refusal {
     Origin,
@@ -118,7 +124,12 @@ async fn connect(
     let (response, outbox, incoming) = upgrade(&req, body, &state)?;
     telemetry::ws_handshake("ok");
     tracing::info!(conn = reservation.conn_id(), user_id = %user_id, session_id = %session_id, "websocket connected");
-    reservation.start(outbox, incoming);
+    let resume = web::Query::<ResumeQuery>::from_query(req.query_string())
+        .map(|q| q.into_inner().resume)
+        .unwrap_or_default();
+    reservation
+        .resume_at_connect(resume)
+        .start(outbox, incoming);
     Ok(response)
 }
 

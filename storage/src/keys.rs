@@ -20,6 +20,8 @@
 //! | `tracks`         | track id (16 bytes, UUID v7) | `Track` (codec)      |
 //! | `tracks_by_user` | user id ‖ created_at (u64 BE, ms) ‖ track id | empty |
 //! | `track_analyses` | track id (16 bytes)         | `TrackAnalysis` (codec) |
+//! | `reply_events`   | session id ‖ reply id       | `ReplyLog` (codec)    |
+//! | `reply_events_by_time` | finished_at (u64 BE, ms) ‖ session id ‖ reply id | empty |
 
 use uuid::Uuid;
 
@@ -146,6 +148,32 @@ pub fn message_seq(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key[16..].try_into().ok()?))
 }
 
+/// Key of a finished reply's event log: its session first, so deleting a
+/// session removes its logs with one prefix scan, and a resume can only
+/// find a reply of the socket's own session.
+pub fn reply_events(session: Uuid, reply: Uuid) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..16].copy_from_slice(session.as_bytes());
+    key[16..].copy_from_slice(reply.as_bytes());
+    key
+}
+
+/// Key of the resume-window index: sorts logs by when their reply
+/// finished, so the sweep scans only the expired prefix.
+pub fn reply_events_by_time(finished_at: u64, session: Uuid, reply: Uuid) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..8].copy_from_slice(&finished_at.to_be_bytes());
+    key[8..].copy_from_slice(&reply_events(session, reply));
+    key
+}
+
+/// Decodes a `reply_events_by_time` key: (finished_at, the `reply_events` key).
+pub fn reply_events_by_time_from(key: &[u8]) -> Option<(u64, [u8; 32])> {
+    let key: &[u8; 40] = key.try_into().ok()?;
+    let at = u64::from_be_bytes(key[..8].try_into().ok()?);
+    Some((at, key[8..].try_into().ok()?))
+}
+
 /// The smallest key greater than every key starting with `prefix`.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -185,6 +213,19 @@ pub fn normalize_email(address: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reply_events_keys_round_trip_and_sort_by_time() {
+        let (session, reply) = (Uuid::now_v7(), Uuid::now_v7());
+        let key = reply_events(session, reply);
+        assert_eq!(&key[..16], &session.as_bytes()[..]);
+        assert_eq!(uuid_from(&key[16..]), Some(reply));
+        let by_time = reply_events_by_time(42, session, reply);
+        assert_eq!(reply_events_by_time_from(&by_time), Some((42, key)));
+        assert!(reply_events_by_time(41, reply, session) < by_time);
+        assert!(reply_events_by_time(256, Uuid::nil(), Uuid::nil()) > by_time);
+        assert_eq!(reply_events_by_time_from(&key), None);
+    }
 
     #[test]
     fn deletion_key_round_trips() {

@@ -15,6 +15,8 @@
 //! - [`api_keys`]: API keys, stored as hashes.
 //! - [`sessions`]: sessions (conversations), listed per user newest first.
 //! - [`messages`]: a session's messages, by sequence number.
+//! - [`reply_events`]: finished replies' events as sent, for resumes, and
+//!   their sweep past the resume window.
 //! - [`quotas`]: per-user request counters (written through by the QuotaRegistry).
 //! - [`tracks`]: uploaded tracks, their files under `<data>/tracks/` and
 //!   their cached analysis.
@@ -35,6 +37,7 @@ pub mod messages;
 pub mod meta;
 pub mod permissions;
 pub mod quotas;
+pub mod reply_events;
 pub mod sessions;
 pub mod store;
 mod time;
@@ -46,6 +49,7 @@ pub use error::{Result, StorageError};
 pub use families::{Family, Rotation};
 pub use ids::UserId;
 pub use quotas::QuotaCounter;
+pub use reply_events::ReplyLog;
 pub use sessions::{Message, MessageStatus, Page, Role, Session, ToolUse};
 pub use store::{Store, StoreConfig};
 pub use time::now_millis;

@@ -141,6 +141,24 @@ impl<'a> Messages<'a> {
         Ok(Page { items, next })
     }
 
+    /// The message `id` of `session`, looked for from the newest back to
+    /// the first created before `not_before` (Unix ms): a bounded scan for
+    /// a recent message known only by its id.
+    pub fn find_recent(&self, session: Uuid, id: Uuid, not_before: u64) -> Result<Option<Message>> {
+        let t = self.store.trees();
+        for entry in t.messages.scan_prefix(keys::session(session)).rev() {
+            let (_, value) = entry?;
+            let message: Message = codec::decode(&value)?;
+            if message.id == id {
+                return Ok(Some(message));
+            }
+            if message.created_at < not_before {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
     /// Turns every reply left `Streaming` by a crash into `Failed`. Run at
     /// start, before anything streams. Returns how many.
     pub fn fail_interrupted(&self) -> Result<usize> {
@@ -280,6 +298,48 @@ mod tests {
             MessageStatus::Complete
         );
         assert_eq!(msgs.fail_interrupted().unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn recent_messages_are_found_by_id_within_the_bound() {
+        let store = Store::temporary().unwrap();
+        let s = store
+            .sessions()
+            .create(UserId::new(), "t".into(), None)
+            .await
+            .unwrap();
+        let msgs = store.messages();
+        let first = msgs
+            .append(
+                s.id,
+                Role::User,
+                "a".into(),
+                MessageStatus::Complete,
+                vec![],
+            )
+            .await
+            .unwrap();
+        let last = msgs
+            .append(
+                s.id,
+                Role::User,
+                "b".into(),
+                MessageStatus::Complete,
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            msgs.find_recent(s.id, first.id, 0).unwrap(),
+            Some(first.clone())
+        );
+        assert_eq!(
+            msgs.find_recent(s.id, last.id, u64::MAX).unwrap(),
+            Some(last)
+        );
+        // Older than the bound: not looked at.
+        assert_eq!(msgs.find_recent(s.id, first.id, u64::MAX).unwrap(), None);
+        assert_eq!(msgs.find_recent(Uuid::now_v7(), first.id, 0).unwrap(), None);
     }
 
     #[tokio::test]

@@ -249,11 +249,12 @@ impl<'a> Sessions<'a> {
         self.remove_contents(id)
     }
 
-    /// Removes a session's record, messages and streaming markers.
+    /// Removes a session's record, messages, streaming markers and reply
+    /// logs (their time-index entries go with the next sweep).
     fn remove_contents(&self, id: Uuid) -> Result<()> {
         let t = self.store.trees();
         t.sessions.remove(keys::session(id))?;
-        for tree in [&t.messages_streaming, &t.messages] {
+        for tree in [&t.messages_streaming, &t.messages, &t.reply_events] {
             for key in tree.scan_prefix(keys::session(id)).keys() {
                 tree.remove(key?)?;
             }

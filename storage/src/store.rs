@@ -12,6 +12,7 @@ use crate::error::{Result, StorageError};
 use crate::families::Families;
 use crate::messages::Messages;
 use crate::quotas::Quotas;
+use crate::reply_events::ReplyEvents;
 use crate::sessions::Sessions;
 use crate::tracks::Tracks;
 use crate::users::Users;
@@ -71,6 +72,11 @@ pub(crate) struct Trees {
     pub tracks_by_user: sled::Tree,
     /// track id → `TrackAnalysis`: the cached analysis documents.
     pub track_analyses: sled::Tree,
+    /// session id ‖ reply id → `ReplyLog`: a finished reply's events as
+    /// sent, for resumes (API.md §7), kept `ws.resume_window`.
+    pub reply_events: sled::Tree,
+    /// finished_at ‖ session id ‖ reply id → (): what the resume sweep scans.
+    pub reply_events_by_time: sled::Tree,
 }
 
 struct Inner {
@@ -147,6 +153,8 @@ impl Store {
             tracks: db.open_tree("tracks")?,
             tracks_by_user: db.open_tree("tracks_by_user")?,
             track_analyses: db.open_tree("track_analyses")?,
+            reply_events: db.open_tree("reply_events")?,
+            reply_events_by_time: db.open_tree("reply_events_by_time")?,
         };
         meta::migrate(&trees)?;
         let committer = Committer::start(db.clone(), fsync_file, observer)?;
@@ -186,6 +194,10 @@ impl Store {
 
     pub fn messages(&self) -> Messages<'_> {
         Messages::new(self)
+    }
+
+    pub fn reply_events(&self) -> ReplyEvents<'_> {
+        ReplyEvents::new(self)
     }
 
     pub fn quotas(&self) -> Quotas<'_> {

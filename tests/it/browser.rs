@@ -1014,3 +1014,90 @@ async fn refused_uploads_are_named_plainly_and_a_track_can_be_deleted() {
         .unwrap());
     browser.stop().await;
 }
+
+#[tokio::test]
+async fn a_reload_mid_reply_continues_where_it_stopped_once() {
+    let _one = ONE_BROWSER.lock().await;
+    // The builtin engine (a tool card, then words), paced so that the
+    // reload lands mid-reply.
+    let server = TestServer::with(auth_options().env("PALAVER_ANALYSIS__TOKEN_DELAY", "300ms"));
+    register(&server, "ann@example.com", "correct horse battery").await;
+    let browser = Browser::start().await;
+    browser
+        .log_in(&server.base, "ann@example.com", "correct horse battery")
+        .await;
+    browser.ask("Hi! How many messages so far?").await;
+    // Some words of the reply are shown: reload.
+    let deadline = Instant::now() + UI_TIMEOUT;
+    loop {
+        let shown = browser.messages().await;
+        if shown.len() == 2 && shown[1].1.split_whitespace().count() >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reply never started: {shown:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    browser.client.refresh().await.unwrap();
+    browser
+        .until("connection-status", "reconnected after reload", |t| {
+            t == "online"
+        })
+        .await;
+    browser.reply_done().await;
+    let tools = || async {
+        browser
+            .client
+            .execute(
+                "return [...document.querySelectorAll('.msg .tools li')].map(li => li.textContent);",
+                vec![],
+            )
+            .await
+            .unwrap()
+    };
+    let resumed = browser.messages().await;
+    let resumed_tools = tools().await;
+    // What the page shows is what was stored: the same after a reload
+    // that reads it all from history.
+    browser.client.refresh().await.unwrap();
+    browser
+        .until("connection-status", "online again", |t| t == "online")
+        .await;
+    let deadline = Instant::now() + UI_TIMEOUT;
+    loop {
+        let stored = browser.messages().await;
+        if stored.len() == 2 && !stored[1].1.is_empty() {
+            assert_eq!(resumed, stored);
+            break;
+        }
+        assert!(Instant::now() < deadline, "history: {stored:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        resumed[1].1.starts_with("This conversation has 1 message"),
+        "{resumed:?}"
+    );
+    assert_eq!(resumed_tools, tools().await);
+    assert!(!resumed_tools.as_array().unwrap().is_empty());
+    // The reply was resumed (live: it was still streaming), not reloaded
+    // from history once finished.
+    let metrics = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("palaver_ws_messages_total")
+                && l.contains(r#"type="resumed""#)
+                && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    browser.stop().await;
+}

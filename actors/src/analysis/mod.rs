@@ -51,6 +51,7 @@ use palaver_storage::{Message, MessageStatus, Session, Store, ToolUse};
 use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 
+use crate::replies::Publisher;
 use crate::telemetry;
 use cpu::{CpuError, CpuPool};
 pub use pool::{AnalysisPool, Busy, Slot};
@@ -173,13 +174,51 @@ impl Cancel {
     }
 }
 
+/// Where a job's events go.
+pub enum Sink {
+    /// One asker reads them (the HTTP transport): plain events.
+    Channel(mpsc::UnboundedSender<Event>),
+    /// The reply hub (WebSocket): numbered, encoded once, handed to every
+    /// socket that follows the reply, and logged for resumes.
+    Hub(Publisher),
+}
+
+impl Sink {
+    /// Sends an event; `false` when nobody listens any more.
+    fn send(&self, event: Event) -> bool {
+        match self {
+            Sink::Channel(events) => events.send(event).is_ok(),
+            Sink::Hub(publisher) => publisher.event(event),
+        }
+    }
+
+    fn failed(&self, message: String) {
+        match self {
+            Sink::Channel(events) => {
+                let _ = events.send(Event::Failed { message });
+            }
+            Sink::Hub(publisher) => publisher.failed(message),
+        }
+    }
+
+    /// The reply is stored: `Done`.
+    pub(crate) fn done(self, reply: Message, usage: Usage) {
+        match self {
+            Sink::Channel(events) => {
+                let _ = events.send(Event::Done { reply, usage });
+            }
+            Sink::Hub(publisher) => publisher.finish(),
+        }
+    }
+}
+
 /// One question to answer.
 pub struct Job {
     pub session: Session,
     pub question: Message,
     /// The placeholder reply (status `Streaming`), already stored.
     pub reply: Message,
-    pub events: mpsc::UnboundedSender<Event>,
+    pub events: Sink,
     pub cancel: Arc<Cancel>,
 }
 
@@ -234,7 +273,7 @@ impl<'a> Run<'a> {
         if self.job.cancel.is_cancelled() {
             return Err(Stop::Cancelled);
         }
-        if self.job.events.send(event).is_err() && !self.disconnected {
+        if !self.job.events.send(event) && !self.disconnected {
             self.disconnected = true;
             if !self.settings.finish_on_disconnect {
                 self.job.cancel.by_client();
@@ -361,16 +400,17 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Answers `job` with the configured engine and stores the reply; returns
-/// the stored reply and its usage (the caller sends `Done`).
+/// Answers `job` with the configured engine and stores the reply (with its
+/// event log, for resumes, in the same flush); returns the stored reply and
+/// its usage (the caller sends `Done`).
 async fn run(
-    job: &Job,
+    job: &mut Job,
     settings: &AnalysisSettings,
     store: &Store,
     cpu: &CpuPool,
 ) -> (Message, Usage) {
     telemetry::analysis_stream_started();
-    let mut run = Run::new(job, store, settings, cpu);
+    let mut run = Run::new(&*job, store, settings, cpu);
     let outcome = match settings.engine {
         EngineKind::Echo => echo::answer(&mut run).await,
         EngineKind::Builtin => builtin::answer(&mut run).await,
@@ -384,7 +424,7 @@ async fn run(
         Err(Stop::Cancelled) => job.cancel.status(),
         Err(Stop::Failed(reason)) => {
             tracing::warn!(session_id = %job.session.id, %reason, "analysis failed");
-            let _ = job.events.send(Event::Failed { message: reason });
+            job.events.failed(reason);
             MessageStatus::Failed
         }
     };
@@ -404,10 +444,31 @@ async fn run(
     reply.text = std::mem::take(&mut run.text);
     reply.tools = std::mem::take(&mut run.tools);
     reply.status = status;
+    drop(run);
+    let (session, user) = (job.session.id, job.session.user_id);
+    let logged = match &mut job.events {
+        Sink::Hub(publisher) => {
+            let log = publisher.log(user, status, usage);
+            match store.reply_events().put_nowait(session, reply.id, &log) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot keep a reply's events");
+                    false
+                }
+            }
+        }
+        Sink::Channel(_) => false,
+    };
+    // The log rides on this flush.
     match store.messages().update(&reply).await {
         Ok(()) => {}
         Err(palaver_storage::StorageError::NotFound) => {
-            tracing::debug!(session_id = %job.session.id, "session deleted while answering");
+            tracing::debug!(session_id = %session, "session deleted while answering");
+            if logged {
+                if let Err(e) = store.reply_events().remove(session, reply.id) {
+                    tracing::error!(error = %e, "cannot remove a reply's events");
+                }
+            }
         }
         Err(e) => tracing::error!(error = %e, "cannot store a reply"),
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::pool::Place;
-use super::{run, Cancel, Event, Job};
+use super::{run, Cancel, Job};
 use crate::messages::StopReply;
 
 pub struct StreamActor {
@@ -41,7 +41,8 @@ impl Actor for StreamActor {
         };
         let shared = place.shared().clone();
         let answer = async move {
-            let (reply, usage) = run(&job, &shared.settings, &shared.store, &shared.cpu).await;
+            let mut job = job;
+            let (reply, usage) = run(&mut job, &shared.settings, &shared.store, &shared.cpu).await;
             (job, reply, usage)
         };
         // `spawn`, not `wait`: `StopReply` is handled while the engine runs.
@@ -53,7 +54,7 @@ impl Actor for StreamActor {
                     // reply) before the client hears `done`: a client that
                     // asks again at once finds room.
                     act.place = None;
-                    let _ = job.events.send(Event::Done { reply, usage });
+                    job.events.done(reply, usage);
                     ctx.stop();
                 }),
         );

@@ -60,7 +60,7 @@ async fn job(store: &Store, text: &str) -> (Job, mpsc::UnboundedReceiver<Event>)
         session,
         question,
         reply,
-        events,
+        events: super::Sink::Channel(events),
         cancel: Arc::default(),
     };
     (job, receiver)

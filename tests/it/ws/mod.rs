@@ -15,6 +15,7 @@ pub(crate) use crate::support::{
 mod backpressure;
 mod handshake;
 mod protocol;
+mod resume;
 mod revocation;
 
 fn echo() -> ServerOptions {
