@@ -85,10 +85,12 @@ pub struct ScalingRun {
     pub alone_ms: f64,
 }
 
-/// One run: a fresh palaver with `workers` CPU workers, a session of
-/// `history` questions of `words` words each (and their replies), then
-/// `sockets` sockets on it asking "summarize this session" back to back
-/// until `replies` replies are done.
+/// One run: a fresh palaver with `workers` CPU workers, `sockets` sessions
+/// of `history` questions of `words` words each (and their replies), then
+/// one socket on each asking "summarize this session" back to back until
+/// `replies` replies are done. A session each: the sockets of one session
+/// follow one reply at a time (API.md §7), and these are independent
+/// conversations.
 pub async fn scaling(
     bin: &Path,
     workers: usize,
@@ -105,9 +107,12 @@ pub async fn scaling(
             ("PALAVER_ANALYSIS__WORKERS", &workers_env),
         ],
     )?;
-    let setup = Setup::palaver(&pal, 1).await?;
-    prefill(&pal, &setup, history, words).await?;
-    let path = setup.path(0, &setup.mint());
+    let setup = Setup::palaver(&pal, sockets.max(1)).await?;
+    for session in 0..sockets.max(1) {
+        prefill(&pal, &setup, session, history, words).await?;
+    }
+    let token = setup.mint();
+    let path = setup.path(0, &token);
 
     let mut alone = scenarios::connect(&pal, &path, scenarios::source(0)).await?;
     ensure!(next(&mut alone).await?.is_ok(), "connected");
@@ -125,6 +130,7 @@ pub async fn scaling(
 
     let mut conns = Vec::with_capacity(sockets);
     for i in 0..sockets {
+        let path = setup.path(i, &token);
         let mut ws = scenarios::connect(&pal, &path, scenarios::source(i)).await?;
         ensure!(next(&mut ws).await?.is_ok(), "connected");
         conns.push(ws);
@@ -174,12 +180,19 @@ pub async fn scaling(
     })
 }
 
-/// `history` questions of `words` words (over `POST …/messages/`, 8 at a
-/// time; each gets the builtin engine's short help as its reply).
-async fn prefill(target: &Target, setup: &Setup, history: usize, words: usize) -> Result<()> {
+/// `history` questions of `words` words in session `session` (over
+/// `POST …/messages/`, 8 at a time; each gets the builtin engine's short
+/// help as its reply).
+async fn prefill(
+    target: &Target,
+    setup: &Setup,
+    session: usize,
+    history: usize,
+    words: usize,
+) -> Result<()> {
     let url = format!(
         "{}/api/sessions/{}/messages/",
-        target.base, setup.sessions[0]
+        target.base, setup.sessions[session]
     );
     let next_i = Arc::new(AtomicUsize::new(0));
     let tasks = (0..8).map(|_| {
