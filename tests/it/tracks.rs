@@ -92,6 +92,11 @@ pub async fn api<'a>(server: &'a TestServer, email: &str) -> Api<'a> {
     }
 }
 
+/// A short stereo 440 Hz tone at −12 dBFS as a WAV file: a plain upload.
+fn tone(seconds: f64) -> Vec<u8> {
+    wav(44_100, 2, &stereo_sine(44_100, 440.0, -12.0, seconds))
+}
+
 fn close(actual: &Value, expected: f64, tolerance: f64) -> bool {
     actual
         .as_f64()
@@ -370,7 +375,7 @@ async fn an_upload_past_the_bound_is_cut_off_with_413() {
         "{tracks:?} {incoming:?}"
     );
     // Under the bound, accepted.
-    let small = wav(44_100, 2, &stereo_sine(44_100, 440.0, -12.0, 1.0));
+    let small = tone(1.0);
     assert_eq!(
         ann.upload("ok.wav", "audio/wav", &small).await.status(),
         201
@@ -402,12 +407,7 @@ async fn tracks_are_their_owners_and_deleting_one_removes_its_file() {
     let server = TestServer::with(auth_options());
     let ann = api(&server, "ann@example.com").await;
     let bob = api(&server, "bob@example.com").await;
-    let track = ann
-        .uploaded(
-            "a.wav",
-            &wav(44_100, 1, &stereo_sine(44_100, 440.0, -12.0, 1.0)),
-        )
-        .await;
+    let track = ann.uploaded("a.wav", &tone(1.0)).await;
     let id = track["track_id"].as_str().unwrap();
     for path in [
         format!("/api/tracks/{id}/"),
@@ -463,7 +463,7 @@ async fn tracks_are_their_owners_and_deleting_one_removes_its_file() {
 async fn a_user_keeps_at_most_the_configured_number_of_tracks() {
     let server = TestServer::with(auth_options().env("PALAVER_STORAGE__MAX_TRACKS_PER_USER", "2"));
     let ann = api(&server, "ann@example.com").await;
-    let audio = wav(44_100, 1, &stereo_sine(44_100, 440.0, -12.0, 0.5));
+    let audio = tone(0.5);
     let first = ann.uploaded("1.wav", &audio).await;
     ann.uploaded("2.wav", &audio).await;
     let res = ann.upload("3.wav", "audio/wav", &audio).await;
@@ -491,12 +491,7 @@ async fn a_crash_mid_upload_leaves_no_file_and_unfinished_analyses_run_again() {
     let options = || auth_options().data(&data);
     let server = TestServer::with(options());
     let ann = api(&server, "ann@example.com").await;
-    let kept = ann
-        .uploaded(
-            "kept.wav",
-            &wav(44_100, 2, &stereo_sine(44_100, 440.0, -12.0, 1.0)),
-        )
-        .await;
+    let kept = ann.uploaded("kept.wav", &tone(1.0)).await;
     // An upload under way when the server dies: its staged file exists.
     let addr = server.url("").trim_start_matches("http://").to_owned();
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -554,12 +549,7 @@ async fn an_expired_demo_users_tracks_are_swept_with_their_files() {
         server: &server,
         token: demo["access"].as_str().unwrap().to_owned(),
     };
-    let track = guest
-        .uploaded(
-            "demo.wav",
-            &wav(44_100, 1, &stereo_sine(44_100, 440.0, -12.0, 0.5)),
-        )
-        .await;
+    let track = guest.uploaded("demo.wav", &tone(0.5)).await;
     let file = data
         .join("tracks")
         .join(track["track_id"].as_str().unwrap());
