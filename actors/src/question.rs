@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use palaver_storage::{Message, MessageStatus, Role, Session, StorageError, Store, UserId};
+use palaver_storage::{Message, Session, StorageError, Store, UserId};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -176,16 +176,7 @@ async fn store_question(
     session: Uuid,
     text: String,
 ) -> Result<(Message, Message), StorageError> {
-    let messages = store.messages();
-    let question =
-        messages.append_nowait(session, Role::User, text, MessageStatus::Complete, vec![])?;
-    let reply = messages.append_nowait(
-        session,
-        Role::Assistant,
-        String::new(),
-        MessageStatus::Streaming,
-        vec![],
-    )?;
+    let (question, reply) = store.messages().append_exchange_nowait(session, text)?;
     store.durable().await?;
     Ok((question, reply))
 }
@@ -194,6 +185,7 @@ async fn store_question(
 mod tests {
     use super::*;
     use crate::supervisor::tests::boot;
+    use palaver_storage::MessageStatus;
 
     const DEMO: fn() -> Policy = || Policy::Demo {
         limit: 2,

@@ -33,22 +33,53 @@ impl<'a> Messages<'a> {
         status: MessageStatus,
         tools: Vec<ToolUse>,
     ) -> Result<Message> {
+        let next = self.store.sessions().message_count(session)? + 1;
+        let message = self.insert_from(next, new_message(session, role, text, status, tools))?;
+        self.touch_or_remove(session, &[&message])?;
+        Ok(message)
+    }
+
+    /// Appends a question and its reply's placeholder (`Streaming`) with
+    /// the next two sequence numbers: one look for the last number and one
+    /// touch of the session serve both. Not yet durable.
+    pub fn append_exchange_nowait(
+        &self,
+        session: Uuid,
+        question: String,
+    ) -> Result<(Message, Message)> {
+        let next = self.store.sessions().message_count(session)? + 1;
+        let question = self.insert_from(
+            next,
+            new_message(
+                session,
+                Role::User,
+                question,
+                MessageStatus::Complete,
+                vec![],
+            ),
+        )?;
+        let reply = self.insert_from(
+            question.seq + 1,
+            new_message(
+                session,
+                Role::Assistant,
+                String::new(),
+                MessageStatus::Streaming,
+                vec![],
+            ),
+        )?;
+        self.touch_or_remove(session, &[&question, &reply])?;
+        Ok((question, reply))
+    }
+
+    /// Inserts `message` with the first free sequence number from `seq` on
+    /// (a compare-and-swap insert: a concurrent append takes the next).
+    fn insert_from(&self, mut seq: u64, mut message: Message) -> Result<Message> {
         let t = self.store.trees();
-        let mut seq = self.store.sessions().message_count(session)? + 1;
-        let mut message = Message {
-            id: Uuid::now_v7(),
-            session_id: session,
-            seq,
-            role,
-            text,
-            status,
-            tools,
-            created_at: crate::now_millis(),
-        };
-        let streaming = status == MessageStatus::Streaming;
+        let streaming = message.status == MessageStatus::Streaming;
         loop {
             message.seq = seq;
-            let key = keys::message(session, seq);
+            let key = keys::message(message.session_id, seq);
             // The marker first: a marker without its message is harmless at
             // start, a streaming message without its marker would stay
             // `streaming` forever after a crash.
@@ -60,22 +91,28 @@ impl<'a> Messages<'a> {
                 .compare_and_swap(key, None::<&[u8]>, Some(value))?
                 .is_ok()
             {
-                break;
+                return Ok(message);
             }
             if streaming {
                 t.messages_streaming.remove(key)?;
             }
             seq += 1;
         }
-        // Touching the session also finds whether it was deleted meanwhile:
-        // then it must not keep an orphan message.
-        if !self.store.sessions().touch(session)? {
+    }
+
+    /// Touches the session of messages just inserted, which also finds
+    /// whether it was deleted meanwhile: then they must not stay as orphans.
+    fn touch_or_remove(&self, session: Uuid, inserted: &[&Message]) -> Result<()> {
+        if self.store.sessions().touch(session)? {
+            return Ok(());
+        }
+        let t = self.store.trees();
+        for message in inserted {
             let key = keys::message(session, message.seq);
             t.messages.remove(key)?;
             t.messages_streaming.remove(key)?;
-            return Err(StorageError::NotFound);
         }
-        Ok(message)
+        Err(StorageError::NotFound)
     }
 
     /// Appends a message; durable when it returns.
@@ -177,6 +214,25 @@ impl<'a> Messages<'a> {
             t.messages_streaming.remove(&key)?;
         }
         Ok(failed)
+    }
+}
+
+fn new_message(
+    session: Uuid,
+    role: Role,
+    text: String,
+    status: MessageStatus,
+    tools: Vec<ToolUse>,
+) -> Message {
+    Message {
+        id: Uuid::now_v7(),
+        session_id: session,
+        seq: 0,
+        role,
+        text,
+        status,
+        tools,
+        created_at: crate::now_millis(),
     }
 }
 
