@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use actix::prelude::*;
-use palaver_storage::{MessageStatus, ReplyLog, Role, StorageError, Store, UserId};
+use palaver_storage::{LoggedEvent, MessageStatus, ReplyLog, Role, StorageError, Store, UserId};
 use uuid::Uuid;
 
 use crate::analysis::{Cancel, Event, Usage};
@@ -50,6 +50,11 @@ struct Stream {
     /// The numbered events, as sent, with their `type`: `events[i]` has
     /// `seq` `i + 1`.
     events: Vec<(&'static str, Arc<str>)>,
+    /// Each token's length in `text`, `None` for the other events: what
+    /// the stored log keeps of them (the frames are rebuilt from it).
+    token_lens: Vec<Option<u32>>,
+    /// The text of every token so far.
+    text: String,
     /// The `error` that ended the reply, once sent.
     ending: Vec<Arc<str>>,
     subscribers: Vec<Subscriber>,
@@ -184,6 +189,8 @@ impl Replies {
         let mut stream = Stream {
             id: reply,
             events: Vec::new(),
+            token_lens: Vec::new(),
+            text: String::new(),
             ending: Vec::new(),
             subscribers: Vec::with_capacity(subscribers.len()),
         };
@@ -252,13 +259,10 @@ impl Replies {
             if log.user_id != user || log.finished_at < since {
                 return Ok(Resume::Unavailable);
             }
-            let id = reply.hyphenated().to_string();
-            let events: Vec<(&'static str, Arc<str>)> = log
-                .events
-                .iter()
-                .enumerate()
-                .map(|(i, e)| expand(e, &id, i as u64 + 1))
-                .collect();
+            let Some(events) = expand_log(&log, reply) else {
+                tracing::error!(reply_id = %reply, "a stored reply log does not match its text");
+                return Ok(Resume::Unavailable);
+            };
             let mut ending: Vec<Arc<str>> = log.ending.into_iter().map(Arc::from).collect();
             let done = ending.pop();
             let mut frames = replay(&events, &ending, after);
@@ -308,25 +312,61 @@ fn replay(
 }
 
 /// The start every numbered event's frame has (the field order of
-/// `ServerFrame`'s variants): stored logs keep only what follows it.
-fn frame_start(kind: &str, id: &str, seq: u64) -> String {
-    format!(r#"{{"type":"{kind}","message_id":"{id}","seq":{seq},"#)
+/// `ServerFrame`'s variants), written into `out`: stored logs keep only
+/// what follows it.
+fn frame_start(out: &mut String, kind: &str, id: &str, seq: u64) {
+    use std::fmt::Write;
+    out.clear();
+    let _ = write!(out, r#"{{"type":"{kind}","message_id":"{id}","seq":{seq},"#);
 }
 
 /// A numbered event as stored: a letter for its `type`, then its frame
 /// without [`frame_start`] (a token's is about a fifth of its frame), or
-/// `=` and the whole frame should it ever not start so.
-fn compact(kind: &str, id: &str, seq: u64, json: &str) -> String {
+/// `=` and the whole frame should it ever not start so. `scratch` is a
+/// buffer the caller reuses from event to event.
+fn compact(scratch: &mut String, kind: &str, id: &str, seq: u64, json: &str) -> String {
     let letter = match kind {
         "token" => 't',
         "tool_call" => 'c',
         "tool_result" => 'r',
         _ => '=',
     };
-    match json.strip_prefix(&frame_start(kind, id, seq)) {
-        Some(rest) if letter != '=' => format!("{letter}{rest}"),
-        _ => format!("={json}"),
+    frame_start(scratch, kind, id, seq);
+    let (letter, rest) = match json.strip_prefix(scratch.as_str()) {
+        Some(rest) if letter != '=' => (letter, rest),
+        _ => ('=', json),
+    };
+    let mut stored = String::with_capacity(1 + rest.len());
+    stored.push(letter);
+    stored.push_str(rest);
+    stored
+}
+
+/// The frames of a stored log's events, byte for byte as sent: tokens are
+/// rebuilt from their text (encoded as when they were sent), the others
+/// expanded (see [`compact`]). `None` if the lengths do not fit the text.
+fn expand_log(log: &ReplyLog, reply: Uuid) -> Option<Vec<(&'static str, Arc<str>)>> {
+    let id: Arc<str> = reply.hyphenated().to_string().into();
+    let mut at = 0usize;
+    let mut frames = Vec::with_capacity(log.events.len());
+    for (i, event) in log.events.iter().enumerate() {
+        let seq = i as u64 + 1;
+        frames.push(match event {
+            LoggedEvent::Token(len) => {
+                let end = at.checked_add(usize::try_from(*len).ok()?)?;
+                let text = log.text.get(at..end)?;
+                at = end;
+                let frame = ServerFrame::Token {
+                    message_id: id.clone(),
+                    seq,
+                    text: text.to_owned(),
+                };
+                ("token", frame.to_json().into())
+            }
+            LoggedEvent::Frame(stored) => expand(stored, &id, seq),
+        });
     }
+    Some(frames)
 }
 
 /// The frame a stored event was, byte for byte (see [`compact`]).
@@ -338,7 +378,10 @@ fn expand(stored: &str, id: &str, seq: u64) -> (&'static str, Arc<str>) {
         _ => return ("event", Arc::from(stored.get(1..).unwrap_or_default())),
     };
     let rest = stored.get(1..).unwrap_or_default();
-    (kind, format!("{}{rest}", frame_start(kind, id, seq)).into())
+    let mut frame = String::with_capacity(80 + rest.len());
+    frame_start(&mut frame, kind, id, seq);
+    frame.push_str(rest);
+    (kind, frame.into())
 }
 
 /// A reply's end of the hub, held by its run: publishes its events, keeps
@@ -390,6 +433,14 @@ impl Publisher {
         };
         let kind = frame.kind();
         let json: Arc<str> = frame.to_json().into();
+        let token_len = match &frame {
+            ServerFrame::Token { text, .. } => {
+                stream.text.push_str(text);
+                Some(u32::try_from(text.len()).unwrap_or(u32::MAX))
+            }
+            _ => None,
+        };
+        stream.token_lens.push(token_len);
         stream.events.push((kind, json.clone()));
         let frame = stream.frame(seq, json, Part::Event(kind));
         stream.publish(frame) > 0
@@ -414,16 +465,25 @@ impl Publisher {
     pub fn log(&mut self, user: UserId, status: MessageStatus, usage: Usage) -> ReplyLog {
         let mut live = self.hub.lock();
         let id = &self.id_str;
-        let (events, mut ending) = match self.stream(&mut live) {
-            Some(s) => (
-                s.events
+        let (text, events, mut ending) = match self.stream(&mut live) {
+            Some(s) => {
+                let mut scratch = String::with_capacity(128);
+                let events = s
+                    .events
                     .iter()
+                    .zip(&s.token_lens)
                     .enumerate()
-                    .map(|(i, (kind, json))| compact(kind, id, i as u64 + 1, json))
-                    .collect::<Vec<_>>(),
-                s.ending.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
-            ),
-            None => (Vec::new(), Vec::new()),
+                    .map(|(i, ((kind, json), token_len))| match token_len {
+                        Some(len) => LoggedEvent::Token(*len),
+                        None => {
+                            LoggedEvent::Frame(compact(&mut scratch, kind, id, i as u64 + 1, json))
+                        }
+                    })
+                    .collect::<Vec<_>>();
+                let ending = s.ending.iter().map(|e| e.to_string()).collect::<Vec<_>>();
+                (s.text.clone(), events, ending)
+            }
+            None => (String::new(), Vec::new(), Vec::new()),
         };
         let done: Arc<str> = ServerFrame::Done {
             message_id: self.id_str.clone(),
@@ -436,8 +496,10 @@ impl Publisher {
         ending.push(done.to_string());
         self.done = Some(done);
         ReplyLog {
+            session_id: self.session,
             user_id: user,
             finished_at: palaver_storage::now_millis(),
+            text,
             events,
             ending,
         }
@@ -508,14 +570,61 @@ mod tests {
         for (i, frame) in frames.iter().enumerate() {
             let json = frame.to_json();
             let seq = i as u64 + 1;
-            let stored = compact(frame.kind(), &id, seq, &json);
+            let stored = compact(&mut String::new(), frame.kind(), &id, seq, &json);
             assert!(stored.len() < json.len(), "{stored}");
             let (kind, again) = expand(&stored, &id, seq);
             assert_eq!(kind, frame.kind());
             assert_eq!(&*again, json.as_str());
         }
         // A frame that does not start as expected is kept whole.
-        let odd = compact("token", &id, 1, r#"{"other":1}"#);
+        let odd = compact(&mut String::new(), "token", &id, 1, r#"{"other":1}"#);
         assert_eq!(&*expand(&odd, &id, 1).1, r#"{"other":1}"#);
+    }
+
+    #[test]
+    fn a_stored_log_rebuilds_its_tokens_from_the_text() {
+        let reply = Uuid::now_v7();
+        let id: Arc<str> = reply.hyphenated().to_string().into();
+        let pieces = ["Héllo", " \"wörld\"", "", " ✓"];
+        let call = ServerFrame::ToolCall {
+            message_id: id.clone(),
+            seq: 1,
+            tool: "tempo".into(),
+            args: serde_json::json!({"track": "x"}),
+        }
+        .to_json();
+        let mut events = vec![LoggedEvent::Frame(compact(
+            &mut String::new(),
+            "tool_call",
+            &id,
+            1,
+            &call,
+        ))];
+        events.extend(pieces.iter().map(|p| LoggedEvent::Token(p.len() as u32)));
+        let mut log = ReplyLog {
+            session_id: Uuid::now_v7(),
+            user_id: UserId::new(),
+            finished_at: 0,
+            text: pieces.concat(),
+            events,
+            ending: vec![],
+        };
+        let frames = expand_log(&log, reply).unwrap();
+        assert_eq!(frames[0], ("tool_call", Arc::from(call.as_str())));
+        for (i, piece) in pieces.iter().enumerate() {
+            let sent = ServerFrame::Token {
+                message_id: id.clone(),
+                seq: i as u64 + 2,
+                text: (*piece).to_owned(),
+            }
+            .to_json();
+            assert_eq!(frames[i + 1], ("token", Arc::from(sent.as_str())));
+        }
+        // Lengths past the text, or through a character, are refused.
+        log.events.push(LoggedEvent::Token(1));
+        assert!(expand_log(&log, reply).is_none());
+        log.events.pop();
+        log.events[1] = LoggedEvent::Token(2);
+        assert!(expand_log(&log, reply).is_none());
     }
 }

@@ -20,8 +20,7 @@
 //! | `tracks`         | track id (16 bytes, UUID v7) | `Track` (codec)      |
 //! | `tracks_by_user` | user id ‖ created_at (u64 BE, ms) ‖ track id | empty |
 //! | `track_analyses` | track id (16 bytes)         | `TrackAnalysis` (codec) |
-//! | `reply_events`   | session id ‖ reply id       | `ReplyLog` (codec)    |
-//! | `reply_events_by_time` | finished_at (u64 BE, ms) ‖ session id ‖ reply id | empty |
+//! | `reply_logs`     | reply id (16 bytes, UUID v7) | `ReplyLog` (codec)   |
 
 use uuid::Uuid;
 
@@ -148,30 +147,19 @@ pub fn message_seq(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key[16..].try_into().ok()?))
 }
 
-/// Key of a finished reply's event log: its session first, so deleting a
-/// session removes its logs with one prefix scan, and a resume can only
-/// find a reply of the socket's own session.
-pub fn reply_events(session: Uuid, reply: Uuid) -> [u8; 32] {
-    let mut key = [0u8; 32];
-    key[..16].copy_from_slice(session.as_bytes());
-    key[16..].copy_from_slice(reply.as_bytes());
-    key
+/// Key of a finished reply's log: the reply's id, a UUID v7, so logs sort
+/// by when their reply started and the resume sweep scans only the
+/// expired prefix (see [`uuid_v7_floor`]). The log names its session.
+pub fn reply_log(reply: Uuid) -> [u8; 16] {
+    *reply.as_bytes()
 }
 
-/// Key of the resume-window index: sorts logs by when their reply
-/// finished, so the sweep scans only the expired prefix.
-pub fn reply_events_by_time(finished_at: u64, session: Uuid, reply: Uuid) -> [u8; 40] {
-    let mut key = [0u8; 40];
-    key[..8].copy_from_slice(&finished_at.to_be_bytes());
-    key[8..].copy_from_slice(&reply_events(session, reply));
+/// The smallest UUID v7 key created at or after `millis` (Unix ms): a v7
+/// id starts with its creation time in 48 big-endian bits.
+pub fn uuid_v7_floor(millis: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..6].copy_from_slice(&millis.min((1 << 48) - 1).to_be_bytes()[2..]);
     key
-}
-
-/// Decodes a `reply_events_by_time` key: (finished_at, the `reply_events` key).
-pub fn reply_events_by_time_from(key: &[u8]) -> Option<(u64, [u8; 32])> {
-    let key: &[u8; 40] = key.try_into().ok()?;
-    let at = u64::from_be_bytes(key[..8].try_into().ok()?);
-    Some((at, key[8..].try_into().ok()?))
 }
 
 /// The smallest key greater than every key starting with `prefix`.
@@ -215,16 +203,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reply_events_keys_round_trip_and_sort_by_time() {
-        let (session, reply) = (Uuid::now_v7(), Uuid::now_v7());
-        let key = reply_events(session, reply);
-        assert_eq!(&key[..16], &session.as_bytes()[..]);
-        assert_eq!(uuid_from(&key[16..]), Some(reply));
-        let by_time = reply_events_by_time(42, session, reply);
-        assert_eq!(reply_events_by_time_from(&by_time), Some((42, key)));
-        assert!(reply_events_by_time(41, reply, session) < by_time);
-        assert!(reply_events_by_time(256, Uuid::nil(), Uuid::nil()) > by_time);
-        assert_eq!(reply_events_by_time_from(&key), None);
+    fn a_uuid_v7_sorts_between_the_floors_of_its_millisecond_and_the_next() {
+        let id = Uuid::now_v7();
+        let millis = id.get_timestamp().unwrap().to_unix();
+        let millis = millis.0 * 1000 + u64::from(millis.1) / 1_000_000;
+        assert!(uuid_v7_floor(millis) <= reply_log(id));
+        assert!(reply_log(id) < uuid_v7_floor(millis + 1));
+        assert_eq!(
+            uuid_v7_floor(u64::MAX),
+            [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub use error::{Result, StorageError};
 pub use families::{Family, Rotation};
 pub use ids::UserId;
 pub use quotas::QuotaCounter;
-pub use reply_events::ReplyLog;
+pub use reply_events::{LoggedEvent, ReplyLog};
 pub use sessions::{Message, MessageStatus, Page, Role, Session, ToolUse};
 pub use store::{Store, StoreConfig};
 pub use time::now_millis;

@@ -9,11 +9,26 @@ use crate::keys;
 use crate::store::Trees;
 
 /// The schema this build writes.
-pub const CURRENT_SCHEMA_VERSION: u32 = 1;
+pub const CURRENT_SCHEMA_VERSION: u32 = 2;
+
+type Migration = fn(&sled::Db, &Trees) -> Result<()>;
 
 /// `MIGRATIONS[i]` upgrades a database from version `i + 1` to `i + 2`.
-/// Version 1 is the first layout, so there is nothing to upgrade from yet.
-const MIGRATIONS: &[fn(&Trees) -> Result<()>] = &[];
+const MIGRATIONS: &[Migration] = &[drop_reply_events_v1];
+
+/// 1 → 2: finished replies' logs moved from `reply_events` (keyed by
+/// session and reply, with a time index in `reply_events_by_time`) to
+/// `reply_logs` (keyed by reply, tokens kept as lengths of the reply's
+/// text). Logs live only `ws.resume_window` (an hour by default), so the old
+/// ones are dropped rather than converted: a resume of a reply that finished
+/// before the upgrade is `resume_unavailable`, and the client reads the
+/// reply from the history instead.
+fn drop_reply_events_v1(db: &sled::Db, _: &Trees) -> Result<()> {
+    for name in ["reply_events", "reply_events_by_time"] {
+        db.drop_tree(name)?;
+    }
+    Ok(())
+}
 
 const _: () = assert!(MIGRATIONS.len() as u32 + 1 == CURRENT_SCHEMA_VERSION);
 
@@ -40,7 +55,7 @@ fn set_schema_version(trees: &Trees, version: u32) -> Result<()> {
 
 /// Brings the database to [`CURRENT_SCHEMA_VERSION`]. A new database is
 /// stamped with it; an older one is migrated; a newer one is refused.
-pub(crate) fn migrate(trees: &Trees) -> Result<()> {
+pub(crate) fn migrate(db: &sled::Db, trees: &Trees) -> Result<()> {
     let found = schema_version(trees)?;
     if found > CURRENT_SCHEMA_VERSION {
         return Err(StorageError::SchemaTooNew {
@@ -61,7 +76,7 @@ pub(crate) fn migrate(trees: &Trees) -> Result<()> {
     }
     for version in found..CURRENT_SCHEMA_VERSION {
         tracing::info!(from = version, to = version + 1, "migrating storage");
-        MIGRATIONS[(version - 1) as usize](trees)?;
+        MIGRATIONS[(version - 1) as usize](db, trees)?;
         set_schema_version(trees, version + 1)?;
     }
     Ok(())
@@ -82,14 +97,30 @@ mod tests {
     fn a_newer_database_is_refused() {
         let store = Store::temporary().unwrap();
         set_schema_version(store.trees(), CURRENT_SCHEMA_VERSION + 1).unwrap();
-        let err = migrate(store.trees()).unwrap_err();
+        let err = migrate(store.db(), store.trees()).unwrap_err();
         assert!(matches!(err, StorageError::SchemaTooNew { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn version_1_reply_logs_are_dropped() {
+        let store = Store::temporary().unwrap();
+        let old = store.db().open_tree("reply_events").unwrap();
+        old.insert(b"k", b"v").unwrap();
+        set_schema_version(store.trees(), 1).unwrap();
+        migrate(store.db(), store.trees()).unwrap();
+        assert_eq!(schema_version(store.trees()).unwrap(), 2);
+        let names = store.db().tree_names();
+        assert!(
+            !names.iter().any(|n| &n[..] == b"reply_events"),
+            "{names:?}"
+        );
+        assert!(!names.iter().any(|n| &n[..] == b"reply_events_by_time"));
     }
 
     #[test]
     fn a_current_database_is_left_alone() {
         let store = Store::temporary().unwrap();
-        migrate(store.trees()).unwrap();
+        migrate(store.db(), store.trees()).unwrap();
         assert_eq!(
             schema_version(store.trees()).unwrap(),
             CURRENT_SCHEMA_VERSION

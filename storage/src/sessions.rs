@@ -249,15 +249,25 @@ impl<'a> Sessions<'a> {
         self.remove_contents(id)
     }
 
-    /// Removes a session's record, messages, streaming markers and reply
-    /// logs (their time-index entries go with the next sweep).
+    /// Removes a session's record, messages, streaming markers and the
+    /// logs of its replies.
     fn remove_contents(&self, id: Uuid) -> Result<()> {
         let t = self.store.trees();
         t.sessions.remove(keys::session(id))?;
-        for tree in [&t.messages_streaming, &t.messages, &t.reply_events] {
-            for key in tree.scan_prefix(keys::session(id)).keys() {
-                tree.remove(key?)?;
+        for key in t.messages_streaming.scan_prefix(keys::session(id)).keys() {
+            t.messages_streaming.remove(key?)?;
+        }
+        for entry in t.messages.scan_prefix(keys::session(id)) {
+            let (key, value) = entry?;
+            // A reply's log is keyed by the reply's id; a message that
+            // cannot be read goes all the same (its log, if any, with the
+            // sweep).
+            if let Ok(message) = codec::decode::<Message>(&value) {
+                if message.role == Role::Assistant {
+                    t.reply_logs.remove(keys::reply_log(message.id))?;
+                }
             }
+            t.messages.remove(key)?;
         }
         Ok(())
     }

@@ -72,11 +72,9 @@ pub(crate) struct Trees {
     pub tracks_by_user: sled::Tree,
     /// track id → `TrackAnalysis`: the cached analysis documents.
     pub track_analyses: sled::Tree,
-    /// session id ‖ reply id → `ReplyLog`: a finished reply's events as
-    /// sent, for resumes (API.md §7), kept `ws.resume_window`.
-    pub reply_events: sled::Tree,
-    /// finished_at ‖ session id ‖ reply id → (): what the resume sweep scans.
-    pub reply_events_by_time: sled::Tree,
+    /// reply id → `ReplyLog`: a finished reply's events, for resumes
+    /// (API.md §7), kept `ws.resume_window`.
+    pub reply_logs: sled::Tree,
 }
 
 struct Inner {
@@ -153,10 +151,9 @@ impl Store {
             tracks: db.open_tree("tracks")?,
             tracks_by_user: db.open_tree("tracks_by_user")?,
             track_analyses: db.open_tree("track_analyses")?,
-            reply_events: db.open_tree("reply_events")?,
-            reply_events_by_time: db.open_tree("reply_events_by_time")?,
+            reply_logs: db.open_tree("reply_logs")?,
         };
-        meta::migrate(&trees)?;
+        meta::migrate(&db, &trees)?;
         let committer = Committer::start(db.clone(), fsync_file, observer)?;
         let store = Store {
             inner: Arc::new(Inner {
@@ -261,6 +258,11 @@ impl Store {
         let keys = self.api_keys().remove_all_for(id)?;
         self.users().set_active(id, false).await?;
         Ok((families, keys))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.inner.db
     }
 
     pub(crate) fn trees(&self) -> &Trees {

@@ -449,7 +449,7 @@ async fn run(
     let logged = match &mut job.events {
         Sink::Hub(publisher) => {
             let log = publisher.log(user, status, usage);
-            match store.reply_events().put_nowait(session, reply.id, &log) {
+            match store.reply_events().put_nowait(reply.id, &log) {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot keep a reply's events");
@@ -465,7 +465,7 @@ async fn run(
         Err(palaver_storage::StorageError::NotFound) => {
             tracing::debug!(session_id = %session, "session deleted while answering");
             if logged {
-                if let Err(e) = store.reply_events().remove(session, reply.id) {
+                if let Err(e) = store.reply_events().remove(reply.id) {
                     tracing::error!(error = %e, "cannot remove a reply's events");
                 }
             }
