@@ -169,7 +169,25 @@ pub fn ws_connection_closed() {
 
 /// `direction`: `in` or `out`; `kind`: a frame type (bounded by the protocol).
 pub fn ws_message(direction: &'static str, kind: &'static str) {
-    counter!(WS_MESSAGES, "direction" => direction, "type" => kind).increment(1);
+    // Counted for every frame of every reply: the handle is looked up in
+    // the recorder's registry (hashing the key and its labels) once per
+    // thread and (direction, type), not once per frame.
+    thread_local! {
+        static HANDLES: std::cell::RefCell<Vec<(&'static str, &'static str, metrics::Counter)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    HANDLES.with_borrow_mut(|handles| {
+        if let Some((_, _, counter)) = handles
+            .iter()
+            .find(|(d, k, _)| *d == direction && *k == kind)
+        {
+            counter.increment(1);
+            return;
+        }
+        let counter = counter!(WS_MESSAGES, "direction" => direction, "type" => kind);
+        counter.increment(1);
+        handles.push((direction, kind, counter));
+    });
 }
 
 pub fn ws_close(code: u16) {
