@@ -196,8 +196,8 @@ enum Scenario {
 /// first); a table row per run and the medians.
 async fn stream_runs(runs: usize, sockets: usize, questions: usize) -> Result<()> {
     let bin = target::palaver_binary()?;
-    println!("| run | palaver replies/s | CPU/reply | baseline replies/s | CPU/reply | CPU ratio | palaver disk per 1 000 replies |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| run | palaver replies/s | CPU/reply | baseline replies/s | CPU/reply | CPU ratio | palaver disk per 1 000 replies | flushes per reply |");
+    println!("|---|---|---|---|---|---|---|---|");
     let (mut ratios, mut pal_cpu, mut pal_rate, mut disk) = (vec![], vec![], vec![], vec![]);
     for run in 1..=runs {
         let base = target::Target::baseline()?;
@@ -206,18 +206,25 @@ async fn stream_runs(runs: usize, sockets: usize, questions: usize) -> Result<()
         let pal = target::Target::palaver(&bin)?;
         let setup = scenarios::Setup::palaver(&pal, sockets).await?;
         let before = pal.data_bytes();
+        let flushes_before = scenarios::flush_stats(&pal).await?.count;
         let p = scenarios::stream(&pal, Some(&setup), sockets, questions).await?;
         let grown = pal.data_bytes().saturating_sub(before) as f64;
+        let flushes = scenarios::flush_stats(&pal).await?.count - flushes_before;
         drop(pal);
         let per_1000 = grown * 1000.0 / (sockets * questions) as f64;
         println!(
-            "| {run} | {:.0} /s | {:.0} µs | {:.0} /s | {:.0} µs | {:.2} | {:.0} KiB |",
+            "| {run} | {:.0} /s | {:.0} µs | {:.0} /s | {:.0} µs | {:.2} | {:.0} KiB | {:.2} |",
             p.replies_per_sec,
             p.cpu_us,
             b.replies_per_sec,
             b.cpu_us,
             p.cpu_us / b.cpu_us,
-            per_1000 / 1024.0
+            per_1000 / 1024.0,
+            flushes as f64 / (sockets * questions) as f64
+        );
+        eprintln!(
+            "run {run}: palaver time to done p50 {:.1} ms p99 {:.1} ms; baseline {:.1} / {:.1} ms",
+            p.done_p50_ms, p.done_p99_ms, b.done_p50_ms, b.done_p99_ms
         );
         ratios.push(p.cpu_us / b.cpu_us);
         pal_cpu.push(p.cpu_us);
