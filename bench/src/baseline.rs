@@ -1,12 +1,12 @@
 //! The bare baseline server: palaver's wire protocol with no authentication,
-//! no storage and no actors: tokio + tokio-tungstenite, a task per
-//! connection. The practical ceiling of this machine, run in its own process
-//! so its CPU time is measured apart from the load generator's.
+//! no storage and no actors: tokio + tokio-tungstenite with its default
+//! configuration, a task per connection, `serde_json` frames. The practical
+//! ceiling of this machine, run in its own process so its CPU time is
+//! measured apart from the load generator's.
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Serves until killed. Prints `listening on http://ADDR` first.
@@ -22,14 +22,12 @@ pub async fn serve(bind: &str) -> anyhow::Result<()> {
 }
 
 async fn connection(stream: TcpStream) -> anyhow::Result<()> {
+    // Small token frames must leave at once (as actix and every chat server
+    // set it); otherwise tokio-tungstenite exactly as its documentation
+    // shows it, default buffers included: the server someone would write
+    // first, and what an outside harness compares with.
     stream.set_nodelay(true)?;
-    // Small buffers, as a server built for many connections would use:
-    // tungstenite's 128 KiB default read buffer would make the baseline's
-    // memory per connection far worse than it needs to be.
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0);
-    let mut ws = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await?;
+    let mut ws = tokio_tungstenite::accept_async(stream).await?;
     let session = uuid::Uuid::new_v4().to_string();
     let connected = json!({"type": "connected", "session_id": session, "user": {"id": "baseline", "is_demo": false}, "expires_at": null, "quota": null});
     ws.send(Message::text(connected.to_string())).await?;
@@ -54,11 +52,12 @@ async fn connection(stream: TcpStream) -> anyhow::Result<()> {
                     } else {
                         format!(" {word}")
                     };
-                    let token = json!({"type": "token", "message_id": reply, "text": piece});
+                    let token =
+                        json!({"type": "token", "message_id": reply, "seq": i + 1, "text": piece});
                     ws.send(Message::text(token.to_string())).await?;
                     tokens += 1;
                 }
-                let done = json!({"type": "done", "message_id": reply, "status": "complete", "usage": {"tokens": tokens, "first_token_ms": 0, "total_ms": 0}});
+                let done = json!({"type": "done", "message_id": reply, "status": "complete", "usage": {"tokens": tokens, "first_token_ms": 0, "total_ms": 0}, "last_seq": tokens});
                 ws.send(Message::text(done.to_string())).await?;
             }
             Some("ping") => ws.send(Message::text(r#"{"type":"pong"}"#)).await?,
