@@ -12,6 +12,7 @@ mod lifecycle;
 mod logs;
 mod metrics;
 mod openai;
+mod openapi;
 mod quota;
 mod scripts;
 mod sessions;
