@@ -244,7 +244,9 @@ pub mod close {
 
 /// A frame from the client. Fields the server does not know are ignored (a
 /// newer client stays compatible); an unknown `type` is `invalid_message`.
-#[derive(Debug, Deserialize)]
+/// (`Serialize`: the AsyncAPI test checks every variant against
+/// docs/asyncapi.yaml.)
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
     Question {

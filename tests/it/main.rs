@@ -2,6 +2,7 @@
 //! clients, real storage. One test binary; one module per area.
 
 mod abuse;
+mod asyncapi;
 mod auth;
 mod browser;
 mod cli;
