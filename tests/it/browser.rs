@@ -1101,3 +1101,113 @@ async fn a_reload_mid_reply_continues_where_it_stopped_once() {
     );
     browser.stop().await;
 }
+
+/// `/api/docs` renders the API's operations in Chromium with nothing
+/// fetched from anywhere but the server: every request the page made
+/// (DevTools network events, failed ones included) and every resource it
+/// loaded (`performance.getEntriesByType('resource')`) is the server's.
+#[tokio::test]
+async fn the_api_docs_page_renders_every_operation_from_the_server_alone() {
+    let _one = ONE_BROWSER.lock().await;
+    let server = TestServer::with(auth_options());
+    let browser = Browser::launch(None, true).await;
+    browser.client.goto(&server.url("/api/docs")).await.unwrap();
+    let document: Value = client()
+        .get(server.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let operations: usize = document["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum();
+    // Swagger UI draws one block per operation once it has the document.
+    let shown = browser
+        .until_script(
+            "the operations are drawn",
+            "const blocks = document.querySelectorAll('.opblock-summary-path');
+             return blocks.length >= arguments[0]
+                 ? Array.from(blocks, b => b.getAttribute('data-path')) : null;",
+            vec![json!(operations)],
+        )
+        .await;
+    let shown: Vec<&str> = shown
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(shown.len(), operations, "{shown:?}");
+    for path in [
+        "/api/auth/login/",
+        "/api/sessions/{id}/messages/",
+        "/api/tracks/",
+    ] {
+        assert!(shown.contains(&path), "{path} not shown: {shown:?}");
+    }
+    let title = browser.client.title().await.unwrap();
+    assert_eq!(title, "palaver API");
+
+    let resources = browser
+        .script(
+            "return performance.getEntriesByType('resource').map(r => r.name);",
+            vec![],
+        )
+        .await;
+    let resources: Vec<&str> = resources
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        resources.contains(&format!("{}/api/openapi.json", server.base).as_str()),
+        "{resources:?}"
+    );
+    assert!(
+        resources
+            .iter()
+            .any(|r| r.ends_with("/api/docs/swagger-ui-bundle.js")),
+        "{resources:?}"
+    );
+    for resource in &resources {
+        assert!(
+            resource.starts_with(&format!("{}/", server.base)) || resource.starts_with("data:"),
+            "a resource from elsewhere: {resource}"
+        );
+    }
+    let requested: Vec<String> = browser
+        .log("performance")
+        .await
+        .into_iter()
+        .filter_map(|entry| {
+            let event: Value = serde_json::from_str(entry["message"].as_str()?).ok()?;
+            let event = &event["message"];
+            (event["method"] == "Network.requestWillBeSent")
+                .then(|| {
+                    event["params"]["request"]["url"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .flatten()
+        })
+        .collect();
+    assert!(requested.len() >= resources.len(), "{requested:?}");
+    for url in &requested {
+        assert!(
+            url.starts_with(&format!("{}/", server.base)) || url.starts_with("data:"),
+            "a request left the server: {url}"
+        );
+    }
+    let console = browser.log("browser").await;
+    assert!(
+        !console.iter().any(|e| e["level"] == "SEVERE"),
+        "{console:?}"
+    );
+    browser.stop().await;
+}
