@@ -112,6 +112,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(http::sessions::config)
         .configure(http::tracks::config)
         .configure(http::ws::config)
+        .configure(http::openapi::config)
         .configure(http::client::config);
 }
 

@@ -48,6 +48,9 @@ enum Command {
     /// Show or check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print the OpenAPI document of the REST API (what /api/openapi.json
+    /// serves; `palaver openapi > docs/openapi.json` refreshes the snapshot).
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -119,6 +122,11 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Needs no configuration: the document is the same for every server.
+    if let Some(Command::Openapi) = cli.command {
+        print!("{}", palaver::http::openapi::document_json());
+        return ExitCode::SUCCESS;
+    }
     let overrides = Overrides {
         config_file: cli.config.clone(),
         bind: cli.bind,
@@ -158,6 +166,10 @@ async fn dispatch(command: Option<Command>, config: Config) -> Result<()> {
         }
         Command::Config(ConfigCommand::Check) => {
             println!("configuration OK");
+            Ok(())
+        }
+        Command::Openapi => {
+            print!("{}", palaver::http::openapi::document_json());
             Ok(())
         }
     }

@@ -123,7 +123,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
 async fn scrape(metrics: web::Data<Metrics>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     if !metrics.authorized(&req) {
         return Err(ApiError::Unauthorized {
-            code: "token_invalid",
+            code: crate::http::error::ErrorCode::TokenInvalid,
             message: "a valid metrics token is required".into(),
         });
     }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use palaver_storage::{Message, MessageStatus, Role};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 pub use crate::analysis::Usage;
 
@@ -20,7 +21,7 @@ pub fn rfc3339_millis(millis: u64) -> String {
 }
 
 /// A message's status on the wire (`done`, history), serialized once here.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Complete,
@@ -72,25 +73,76 @@ pub enum ErrorCode {
     ResumeUnavailable,
 }
 
+/// Who wrote a message, on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleView {
+    User,
+    Assistant,
+}
+
+/// One tool the engine used for a reply, as the API shows it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[schema(as = ToolUse)]
+pub struct ToolView {
+    pub tool: String,
+    /// The arguments (any JSON).
+    pub args: Value,
+    pub success: bool,
+    /// What the tool answered (any JSON).
+    pub result: Value,
+}
+
 /// A stored message as the API shows it (history, `message` events, the
 /// whole-answer endpoint).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[schema(as = Message)]
+pub struct MessageView {
+    #[schema(format = Uuid)]
+    pub id: String,
+    /// 1, 2, 3, … within the session.
+    pub seq: u64,
+    pub role: RoleView,
+    pub text: String,
+    pub status: Status,
+    pub tools: Vec<ToolView>,
+    /// RFC 3339, UTC.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+impl From<&Message> for MessageView {
+    fn from(m: &Message) -> Self {
+        let parse = |text: &str| {
+            serde_json::from_str::<Value>(text).unwrap_or(Value::String(text.to_owned()))
+        };
+        MessageView {
+            id: m.id.hyphenated().to_string(),
+            seq: m.seq,
+            role: match m.role {
+                Role::User => RoleView::User,
+                Role::Assistant => RoleView::Assistant,
+            },
+            text: m.text.clone(),
+            status: m.status.into(),
+            tools: m
+                .tools
+                .iter()
+                .map(|t| ToolView {
+                    tool: t.tool.clone(),
+                    args: parse(&t.args),
+                    success: t.success,
+                    result: parse(&t.result),
+                })
+                .collect(),
+            created_at: rfc3339_millis(m.created_at),
+        }
+    }
+}
+
+/// [`MessageView`] as a JSON value (the `message` event carries one).
 pub fn message_json(m: &Message) -> Value {
-    let parse =
-        |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::String(text.to_owned()));
-    json!({
-        "id": m.id.hyphenated().to_string(),
-        "seq": m.seq,
-        "role": match m.role { Role::User => "user", Role::Assistant => "assistant" },
-        "text": m.text,
-        "status": status_name(m.status),
-        "tools": m.tools.iter().map(|t| json!({
-            "tool": t.tool,
-            "args": parse(&t.args),
-            "success": t.success,
-            "result": parse(&t.result),
-        })).collect::<Vec<_>>(),
-        "created_at": rfc3339_millis(m.created_at),
-    })
+    serde_json::to_value(MessageView::from(m)).unwrap_or(Value::Null)
 }
 
 /// Why the server closes a socket: each reason has its close code (API.md
@@ -192,7 +244,9 @@ pub mod close {
 
 /// A frame from the client. Fields the server does not know are ignored (a
 /// newer client stays compatible); an unknown `type` is `invalid_message`.
-#[derive(Debug, Deserialize)]
+/// (`Serialize`: the AsyncAPI test checks every variant against
+/// docs/asyncapi.yaml.)
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
     Question {

@@ -91,7 +91,7 @@ use serde::{Deserialize, Serialize};
 pub use error::AudioError;
 
 /// The containers palaver accepts (API.md §6 `format`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Wav,
@@ -125,20 +125,20 @@ pub struct Probe {
 }
 
 /// A stretch of silence, in seconds from the start.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Segment {
     pub start: f64,
     pub end: f64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Silence {
     /// Share of the track's duration inside `segments`, 0..1.
     pub ratio: f64,
     pub segments: Vec<Segment>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Clipping {
     pub clipped_samples: u64,
     /// `clipped_samples` over all samples (every channel), 0..1.
@@ -148,7 +148,7 @@ pub struct Clipping {
 /// The measurement of API.md §6, keys exactly as the contract names them.
 /// A level that does not exist (the loudness of digital silence, −∞) is
 /// `None` and serializes as `null`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Analysis {
     pub duration_seconds: f64,
     pub sample_rate: u32,
@@ -167,7 +167,7 @@ pub struct Analysis {
 }
 
 /// The data for a picture of the track (API.md §6 overview).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Overview {
     pub duration_seconds: f64,
     pub envelope_step_seconds: f64,

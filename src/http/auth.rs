@@ -8,10 +8,14 @@ use palaver_actors::auth::{now_secs, AuthError, TokenPair};
 use palaver_actors::password;
 use palaver_storage::{ApiKey, User};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::extract::{Authenticated, Json};
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, ServiceUnavailable,
+    TooManyRequests, Unauthorized, UnsupportedMediaType,
+};
 use super::ApiError;
 use crate::app::AppState;
 use palaver_actors::protocol::rfc3339_millis;
@@ -32,28 +36,172 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/api/auth/api-keys/{id}").delete(delete_api_key));
 }
 
-#[derive(Deserialize)]
-struct Credentials {
+/// An email and a password (login, register).
+#[derive(Deserialize, ToSchema)]
+pub struct Credentials {
+    /// At most 254 bytes.
+    #[schema(example = "ann@example.com")]
     email: String,
+    /// At most 1 024 bytes; registering needs at least 8 characters.
+    #[schema(example = "correct horse battery")]
     password: String,
 }
 
-#[derive(Deserialize)]
-struct RefreshBody {
+/// A new account's email and password.
+#[derive(Deserialize, ToSchema)]
+pub struct Registration {
+    /// At most 254 bytes; one `@`, a dot in the domain, no spaces or
+    /// control characters.
+    #[schema(
+        example = "ann@example.com",
+        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@.\s\x00-\x1f\x7f-\x9f][^@\s\x00-\x1f\x7f-\x9f]*\.[^@\s\x00-\x1f\x7f-\x9f]*[^@.\s\x00-\x1f\x7f-\x9f]$"
+    )]
+    email: String,
+    /// At least 8 characters, at most 1 024 bytes.
+    #[schema(example = "correct horse battery", min_length = 8)]
+    password: String,
+}
+
+/// A refresh token (refresh, logout).
+#[derive(Deserialize, ToSchema)]
+pub struct RefreshBody {
     refresh: String,
 }
 
-#[derive(Deserialize)]
-struct ApiKeyBody {
+/// A new API key's name.
+#[derive(Deserialize, ToSchema)]
+pub struct ApiKeyBody {
+    /// 1 to 100 characters, not all spaces.
+    #[schema(example = "laptop", min_length = 1, max_length = 100, pattern = r"\S")]
     name: String,
 }
 
 /// A user as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = User)]
 pub struct UserView {
+    #[schema(format = Uuid)]
     pub id: String,
     pub email: String,
     pub is_demo: bool,
+}
+
+/// A fresh pair of tokens (refresh's answer; login and demo add to it).
+#[derive(Serialize, ToSchema)]
+pub struct Tokens {
+    /// The access JWT.
+    pub access: String,
+    /// The refresh JWT (single use: refreshing spends it).
+    pub refresh: String,
+    /// Always `Bearer`.
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+}
+
+impl From<&TokenPair> for Tokens {
+    fn from(pair: &TokenPair) -> Self {
+        Tokens {
+            access: pair.access.clone(),
+            refresh: pair.refresh.clone(),
+            token_type: "Bearer",
+            expires_in: pair.expires_in,
+        }
+    }
+}
+
+/// `POST /api/auth/login/`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct Login {
+    #[serde(flatten)]
+    pub tokens: Tokens,
+    /// Always false: demo users do not log in.
+    pub is_demo: bool,
+    pub user: UserView,
+}
+
+/// `POST /api/auth/demo/`'s answer: a demo user's tokens and quota.
+#[derive(Serialize, ToSchema)]
+pub struct Demo {
+    #[serde(flatten)]
+    pub tokens: Tokens,
+    /// Always true.
+    pub is_demo: bool,
+    /// Counted requests the demo may make.
+    pub request_limit: u32,
+    /// Counted requests made (0: the demo is new).
+    pub request_count: u32,
+    /// When the demo ends (Unix seconds).
+    pub expires_at: Option<u64>,
+    pub user: UserView,
+}
+
+/// The caller's quota (`me`): counts and when the window resets or the demo
+/// ends (Unix seconds).
+#[derive(Serialize, ToSchema)]
+pub struct MeQuota {
+    pub request_count: u32,
+    pub request_limit: u32,
+    pub expires_at: u64,
+}
+
+/// `GET /api/auth/me/`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct Me {
+    #[schema(format = Uuid)]
+    pub id: String,
+    pub email: String,
+    pub is_demo: bool,
+    pub is_active: bool,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// Null for a user without a limit.
+    pub quota: Option<MeQuota>,
+}
+
+/// A WebSocket ticket: single use, `expires_in` seconds.
+#[derive(Serialize, ToSchema)]
+pub struct Ticket {
+    pub ticket: String,
+    pub expires_in: u64,
+}
+
+/// `POST /api/auth/register/`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct Registered {
+    pub user: UserView,
+}
+
+/// An API key as listed (never the key itself).
+#[derive(Serialize, ToSchema)]
+#[schema(as = ApiKey)]
+pub struct ApiKeyView {
+    #[schema(format = Uuid)]
+    pub id: String,
+    pub name: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub last_used_at: Option<String>,
+}
+
+/// A new API key: the only time `key` is shown.
+#[derive(Serialize, ToSchema)]
+pub struct NewApiKey {
+    #[schema(format = Uuid)]
+    pub id: String,
+    pub name: String,
+    /// The key, for `X-API-Key`; stored only as a hash.
+    pub key: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+/// `GET /api/auth/api-keys/`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyList {
+    pub api_keys: Vec<ApiKeyView>,
 }
 
 impl From<&User> for UserView {
@@ -66,13 +214,15 @@ impl From<&User> for UserView {
     }
 }
 
-fn api_key_view(key: &ApiKey) -> serde_json::Value {
-    json!({
-        "id": key.id.hyphenated().to_string(),
-        "name": key.name,
-        "created_at": rfc3339_millis(key.created_at),
-        "last_used_at": key.last_used_at.map(rfc3339_millis),
-    })
+impl From<&ApiKey> for ApiKeyView {
+    fn from(key: &ApiKey) -> Self {
+        ApiKeyView {
+            id: key.id.hyphenated().to_string(),
+            name: key.name.clone(),
+            created_at: rfc3339_millis(key.created_at),
+            last_used_at: key.last_used_at.map(rfc3339_millis),
+        }
+    }
 }
 
 /// The client's IP: the peer address (palaver does not trust forwarding
@@ -83,21 +233,19 @@ fn client_ip(req: &HttpRequest) -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
-fn token_body(pair: &TokenPair) -> serde_json::Map<String, serde_json::Value> {
-    let mut body = serde_json::Map::new();
-    body.insert("access".into(), json!(pair.access));
-    body.insert("refresh".into(), json!(pair.refresh));
-    body.insert("token_type".into(), json!("Bearer"));
-    body.insert("expires_in".into(), json!(pair.expires_in));
-    body
-}
-
 fn no_store(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
     // Token responses must never be cached (RFC 6749 §5.1).
     builder.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
     builder
 }
 
+/// Logs in with an email and a password.
+#[utoipa::path(post, operation_id = "login", path = "/api/auth/login/", tag = "auth", request_body = Credentials,
+    responses(
+        (status = 200, description = "Signed in", body = Login),
+        BadRequest, Unauthorized, Forbidden, PayloadTooLarge, UnsupportedMediaType,
+        TooManyRequests, ServiceUnavailable,
+    ))]
 async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -108,35 +256,55 @@ async fn login(
         .login(&body.email, &body.password, client_ip(&req))
         .await?;
     tracing::info!(user_id = %pair.user.id, "login");
-    let mut out = token_body(&pair);
-    out.insert("is_demo".into(), json!(false));
-    out.insert("user".into(), json!(UserView::from(&pair.user)));
-    Ok(no_store(HttpResponse::Ok()).json(out))
+    Ok(no_store(HttpResponse::Ok()).json(Login {
+        tokens: Tokens::from(&pair),
+        is_demo: false,
+        user: UserView::from(&pair.user),
+    }))
 }
 
-/// `{}` or no body at all: the body is not read.
+/// Creates a demo user and signs it in. `{}` or no body at all: the body is
+/// not read.
+#[utoipa::path(post, operation_id = "demo", path = "/api/auth/demo/", tag = "auth",
+    responses(
+        (status = 200, description = "A new demo user's tokens", body = Demo),
+        Forbidden, TooManyRequests, ServiceUnavailable,
+    ))]
 async fn demo(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let pair = state.auth.demo(client_ip(&req)).await?;
-    let mut out = token_body(&pair);
-    out.insert("is_demo".into(), json!(true));
-    out.insert(
-        "request_limit".into(),
-        json!(state.config.demo.request_limit),
-    );
-    out.insert("request_count".into(), json!(0));
-    out.insert("expires_at".into(), json!(pair.user.demo_expires_at));
-    out.insert("user".into(), json!(UserView::from(&pair.user)));
-    Ok(no_store(HttpResponse::Ok()).json(out))
+    Ok(no_store(HttpResponse::Ok()).json(Demo {
+        tokens: Tokens::from(&pair),
+        is_demo: true,
+        request_limit: state.config.demo.request_limit,
+        request_count: 0,
+        expires_at: pair.user.demo_expires_at,
+        user: UserView::from(&pair.user),
+    }))
 }
 
+/// Spends a refresh token for a new pair of the same family. Presenting a
+/// spent one again revokes the whole family.
+#[utoipa::path(post, operation_id = "refresh", path = "/api/auth/refresh/", tag = "auth", request_body = RefreshBody,
+    responses(
+        (status = 200, description = "A new pair", body = Tokens),
+        BadRequest, Unauthorized, Forbidden, PayloadTooLarge, UnsupportedMediaType,
+        ServiceUnavailable,
+    ))]
 async fn refresh(
     state: web::Data<AppState>,
     body: Json<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
     let pair = state.auth.refresh(&body.refresh).await?;
-    Ok(no_store(HttpResponse::Ok()).json(token_body(&pair)))
+    Ok(no_store(HttpResponse::Ok()).json(Tokens::from(&pair)))
 }
 
+/// Revokes the refresh token's family and closes its sockets (4001).
+#[utoipa::path(post, operation_id = "logout", path = "/api/auth/logout/", tag = "auth", request_body = RefreshBody,
+    responses(
+        (status = 204, description = "Signed out"),
+        BadRequest, Unauthorized, Forbidden, PayloadTooLarge, UnsupportedMediaType,
+        ServiceUnavailable,
+    ))]
 async fn logout(
     state: web::Data<AppState>,
     body: Json<RefreshBody>,
@@ -145,6 +313,13 @@ async fn logout(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// The caller, and their quota if they have one.
+#[utoipa::path(get, operation_id = "me", path = "/api/auth/me/", tag = "auth",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The caller", body = Me),
+        Unauthorized, Forbidden, ServiceUnavailable,
+    ))]
 async fn me(state: web::Data<AppState>, who: Authenticated) -> Result<HttpResponse, ApiError> {
     let user = &who.0.user;
     let quota = match state.quota_policy(user) {
@@ -154,44 +329,74 @@ async fn me(state: web::Data<AppState>, who: Authenticated) -> Result<HttpRespon
             let expires_at = user
                 .demo_expires_at
                 .unwrap_or_else(|| now_secs() + standing.reset_in);
-            json!({
-                "request_count": standing.count,
-                "request_limit": standing.limit(),
-                "expires_at": expires_at,
+            Some(MeQuota {
+                request_count: standing.count,
+                request_limit: standing.limit(),
+                expires_at,
             })
         }
-        None => serde_json::Value::Null,
+        None => None,
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "id": user.id.to_string(),
-        "email": user.email,
-        "is_demo": user.is_demo,
-        "is_active": user.is_active,
-        "created_at": rfc3339_millis(user.created_at),
-        "quota": quota,
-    })))
+    Ok(HttpResponse::Ok().json(Me {
+        id: user.id.to_string(),
+        email: user.email.clone(),
+        is_demo: user.is_demo,
+        is_active: user.is_active,
+        created_at: rfc3339_millis(user.created_at),
+        quota,
+    }))
 }
 
+/// A single-use ticket for `?ticket=` on a WebSocket URL, bound to the
+/// caller and their token family.
+#[utoipa::path(post, operation_id = "ws_ticket", path = "/api/auth/ws-ticket/", tag = "auth",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "A ticket", body = Ticket),
+        Unauthorized, Forbidden, ServiceUnavailable,
+    ))]
 async fn ws_ticket(
     state: web::Data<AppState>,
     who: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
     let (ticket, ttl) = state.auth.issue_ticket(&who.0)?;
-    Ok(no_store(HttpResponse::Ok()).json(json!({"ticket": ticket, "expires_in": ttl.as_secs()})))
+    Ok(no_store(HttpResponse::Ok()).json(Ticket {
+        ticket,
+        expires_in: ttl.as_secs(),
+    }))
 }
 
+/// Creates an API key; the answer is the only time it is shown. Demo users:
+/// 403.
+#[utoipa::path(post, operation_id = "create_api_key", path = "/api/auth/api-keys/", tag = "api keys", request_body = ApiKeyBody,
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 201, description = "The new key", body = NewApiKey),
+        BadRequest, Unauthorized, Forbidden, PayloadTooLarge, UnsupportedMediaType,
+        ServiceUnavailable,
+    ))]
 async fn create_api_key(
     state: web::Data<AppState>,
     who: Authenticated,
     body: Json<ApiKeyBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (record, key) = state.auth.create_api_key(&who.0.user, &body.name).await?;
-    let mut view = api_key_view(&record);
-    view["key"] = json!(key);
-    view.as_object_mut().map(|o| o.remove("last_used_at"));
-    Ok(no_store(HttpResponse::Created()).json(view))
+    let view = ApiKeyView::from(&record);
+    Ok(no_store(HttpResponse::Created()).json(NewApiKey {
+        id: view.id,
+        name: view.name,
+        key,
+        created_at: view.created_at,
+    }))
 }
 
+/// The caller's API keys. Demo users: 403.
+#[utoipa::path(get, operation_id = "list_api_keys", path = "/api/auth/api-keys/", tag = "api keys",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The caller's keys", body = ApiKeyList),
+        Unauthorized, Forbidden, ServiceUnavailable,
+    ))]
 async fn list_api_keys(
     state: web::Data<AppState>,
     who: Authenticated,
@@ -200,10 +405,20 @@ async fn list_api_keys(
         return Err(AuthError::DemoForbidden.into());
     }
     let keys = state.store.api_keys().list_for(who.0.user.id)?;
-    let keys: Vec<_> = keys.iter().map(api_key_view).collect();
-    Ok(HttpResponse::Ok().json(json!({ "api_keys": keys })))
+    Ok(HttpResponse::Ok().json(ApiKeyList {
+        api_keys: keys.iter().map(ApiKeyView::from).collect(),
+    }))
 }
 
+/// Deletes one of the caller's API keys; sockets opened with it close
+/// (4001). Demo users: 403.
+#[utoipa::path(delete, operation_id = "delete_api_key", path = "/api/auth/api-keys/{id}/", tag = "api keys",
+    params(("id" = Uuid, Path, description = "The key's id")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        Unauthorized, Forbidden, NotFound, ServiceUnavailable,
+    ))]
 async fn delete_api_key(
     state: web::Data<AppState>,
     who: Authenticated,
@@ -246,15 +461,22 @@ pub fn validate_email(email: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Creates an account (when `auth.allow_registration` is true).
+#[utoipa::path(post, operation_id = "register", path = "/api/auth/register/", tag = "auth", request_body = Registration,
+    responses(
+        (status = 201, description = "Registered", body = Registered),
+        BadRequest, Forbidden, Conflict, PayloadTooLarge, UnsupportedMediaType,
+        TooManyRequests, ServiceUnavailable,
+    ))]
 async fn register(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: Json<Credentials>,
+    body: Json<Registration>,
 ) -> Result<HttpResponse, ApiError> {
     if !state.config.auth.allow_registration {
         return Err(ApiError::RegistrationClosed);
     }
-    let Credentials { email, password } = body.into_inner();
+    let Registration { email, password } = body.into_inner();
     palaver_actors::auth::check_lengths(&email, &password)?;
     validate_email(&email)?;
     password::validate(&password).map_err(|e| ApiError::invalid(format!("password: {e}")))?;
@@ -262,7 +484,9 @@ async fn register(
         .auth
         .register(&email, &password, client_ip(&req))
         .await?;
-    Ok(HttpResponse::Created().json(json!({ "user": UserView::from(&user) })))
+    Ok(HttpResponse::Created().json(Registered {
+        user: UserView::from(&user),
+    }))
 }
 
 #[cfg(test)]

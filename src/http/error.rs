@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, ResponseError};
 use palaver_actors::auth::AuthError;
 use palaver_storage::StorageError;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -20,7 +21,7 @@ pub enum ApiError {
     /// 401 with one of `token_missing`, `token_invalid`, `token_expired`,
     /// `token_revoked`, `invalid_credentials`.
     #[error("{message}")]
-    Unauthorized { code: &'static str, message: String },
+    Unauthorized { code: ErrorCode, message: String },
     #[error("the account is disabled")]
     AccountDisabled,
     #[error("registration is closed on this server")]
@@ -64,33 +65,112 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
+/// Every `code` an error body can carry (API.md §1): the only values
+/// [`ApiError::code`] and the middleware's own error bodies produce, so the
+/// OpenAPI document's enum is the server's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidRequest,
+    TokenMissing,
+    TokenInvalid,
+    TokenExpired,
+    TokenRevoked,
+    InvalidCredentials,
+    AccountDisabled,
+    RegistrationClosed,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    EmailTaken,
+    NotReady,
+    TrackLimit,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    QuotaExceeded,
+    RateLimited,
+    AnalysisFailed,
+    Busy,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::TokenMissing => "token_missing",
+            ErrorCode::TokenInvalid => "token_invalid",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::TokenRevoked => "token_revoked",
+            ErrorCode::InvalidCredentials => "invalid_credentials",
+            ErrorCode::AccountDisabled => "account_disabled",
+            ErrorCode::RegistrationClosed => "registration_closed",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::EmailTaken => "email_taken",
+            ErrorCode::NotReady => "not_ready",
+            ErrorCode::TrackLimit => "track_limit",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::AnalysisFailed => "analysis_failed",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// Every error response's body (API.md §1): a sentence for people and a
+/// code for programs; a 429 `quota_exceeded` adds the counts.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"error": "not found", "code": "not_found"}))]
 pub struct ErrorBody<'a> {
+    /// A human sentence (never a stack trace).
     pub error: &'a str,
-    pub code: &'a str,
+    pub code: ErrorCode,
+    /// `quota_exceeded` only: counted requests made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_count: Option<u32>,
+    /// `quota_exceeded` only: counted requests allowed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_limit: Option<u32>,
+}
+
+impl<'a> ErrorBody<'a> {
+    pub fn new(error: &'a str, code: ErrorCode) -> Self {
+        ErrorBody {
+            error,
+            code,
+            request_count: None,
+            request_limit: None,
+        }
+    }
 }
 
 impl ApiError {
     /// The contract's snake_case code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::InvalidRequest(_) | ApiError::InvalidQuestion(_) => "invalid_request",
-            ApiError::Unauthorized { code, .. } => code,
-            ApiError::AccountDisabled => "account_disabled",
-            ApiError::RegistrationClosed => "registration_closed",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::QuotaExceeded { .. } => "quota_exceeded",
-            ApiError::NotFound => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::EmailTaken => "email_taken",
-            ApiError::PayloadTooLarge { .. } => "payload_too_large",
-            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
-            ApiError::NotReady(_) | ApiError::AnalysisNotReady { .. } => "not_ready",
-            ApiError::TrackLimit { .. } => "track_limit",
-            ApiError::AnalysisFailed(_) => "analysis_failed",
-            ApiError::Busy(_) => "busy",
-            ApiError::Internal(_) => "internal",
+            ApiError::InvalidRequest(_) | ApiError::InvalidQuestion(_) => ErrorCode::InvalidRequest,
+            ApiError::Unauthorized { code, .. } => *code,
+            ApiError::AccountDisabled => ErrorCode::AccountDisabled,
+            ApiError::RegistrationClosed => ErrorCode::RegistrationClosed,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
+            ApiError::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
+            ApiError::NotFound => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            ApiError::EmailTaken => ErrorCode::EmailTaken,
+            ApiError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            ApiError::NotReady(_) | ApiError::AnalysisNotReady { .. } => ErrorCode::NotReady,
+            ApiError::TrackLimit { .. } => ErrorCode::TrackLimit,
+            ApiError::AnalysisFailed(_) => ErrorCode::AnalysisFailed,
+            ApiError::Busy(_) => ErrorCode::Busy,
+            ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
 
@@ -137,7 +217,10 @@ impl ResponseError for ApiError {
         match self {
             // RFC 6750 §3: say which scheme, and that a presented token failed.
             ApiError::Unauthorized { code, message } => {
-                let value = if *code == "token_missing" || *code == "invalid_credentials" {
+                let value = if matches!(
+                    code,
+                    ErrorCode::TokenMissing | ErrorCode::InvalidCredentials
+                ) {
                     r#"Bearer realm="palaver""#.to_owned()
                 } else {
                     let description = message.replace(['"', '\\'], "'");
@@ -158,18 +241,12 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
+        let mut body = ErrorBody::new(&message, self.code());
         if let ApiError::QuotaExceeded { count, limit } = self {
-            return response.json(serde_json::json!({
-                "error": message,
-                "code": self.code(),
-                "request_count": count,
-                "request_limit": limit,
-            }));
+            body.request_count = Some(*count);
+            body.request_limit = Some(*limit);
         }
-        response.json(ErrorBody {
-            error: &message,
-            code: self.code(),
-        })
+        response.json(body)
     }
 }
 
@@ -185,7 +262,7 @@ impl From<StorageError> for ApiError {
 }
 
 impl ApiError {
-    fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+    fn unauthorized(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::Unauthorized {
             code,
             message: message.into(),
@@ -197,20 +274,23 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Missing => {
-                ApiError::unauthorized("token_missing", "authentication required")
+                ApiError::unauthorized(ErrorCode::TokenMissing, "authentication required")
             }
-            AuthError::Invalid(why) => {
-                ApiError::unauthorized("token_invalid", format!("invalid credential: {why}"))
-            }
+            AuthError::Invalid(why) => ApiError::unauthorized(
+                ErrorCode::TokenInvalid,
+                format!("invalid credential: {why}"),
+            ),
             AuthError::UnknownUser => {
-                ApiError::unauthorized("token_invalid", "invalid credential: unknown user")
+                ApiError::unauthorized(ErrorCode::TokenInvalid, "invalid credential: unknown user")
             }
-            AuthError::Expired => ApiError::unauthorized("token_expired", "the token has expired"),
+            AuthError::Expired => {
+                ApiError::unauthorized(ErrorCode::TokenExpired, "the token has expired")
+            }
             AuthError::Revoked => {
-                ApiError::unauthorized("token_revoked", "the token has been revoked")
+                ApiError::unauthorized(ErrorCode::TokenRevoked, "the token has been revoked")
             }
             AuthError::InvalidCredentials => {
-                ApiError::unauthorized("invalid_credentials", "invalid email or password")
+                ApiError::unauthorized(ErrorCode::InvalidCredentials, "invalid email or password")
             }
             AuthError::AccountDisabled => ApiError::AccountDisabled,
             AuthError::RateLimited { retry_after } => ApiError::RateLimited {

@@ -79,6 +79,14 @@ fn malformed(e: &serde_json::Error) -> ApiError {
 /// wrong type or unknown is named: ``text: invalid type: integer `5`,
 /// expected a string`` (nested fields as `a.b`, array items as `a[0]`).
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // Every request body is an object: serde would also build a struct
+    // from an array of its fields in order (`[null, null]`), which no
+    // client means and the contract does not allow.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid(
+            "invalid request body: expected a JSON object",
+        ));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -237,6 +245,16 @@ mod tests {
         assert!(m.starts_with("malformed JSON"), "{m}");
         let m = message(r#"{"name": "#);
         assert!(m.starts_with("malformed JSON"), "{m}");
+    }
+
+    #[test]
+    fn a_body_is_an_object_never_an_array_of_the_fields() {
+        // serde alone would build the struct from `["a", null]`.
+        for body in [r#"["a", null]"#, " [\"a\"]", "null", "5", r#""a""#] {
+            let m = message(body);
+            assert!(m.contains("expected a JSON object"), "{body}: {m}");
+        }
+        assert!(parse::<Outer>(b" \n{\"name\": \"a\"}").is_ok());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use actix_web::middleware::{ErrorHandlerResponse, Next};
 use actix_web::HttpResponse;
 use tracing::Instrument;
 
-use super::error::ErrorBody;
+use super::error::{ErrorBody, ErrorCode};
 
 /// One span per request with method, route pattern (never the raw path or
 /// query: those may carry credentials), status, latency and a request id,
@@ -86,30 +86,30 @@ pub fn json_error_body<B: MessageBody + 'static>(
     if let Some(allow) = allow {
         builder.insert_header((header::ALLOW, allow));
     }
-    let body: HttpResponse<BoxBody> = builder.json(ErrorBody {
-        error: message,
-        code,
-    });
+    let body: HttpResponse<BoxBody> = builder.json(ErrorBody::new(message, code));
     Ok(ErrorHandlerResponse::Response(
         ServiceResponse::new(req, body).map_body(|_, b| EitherBody::right(b)),
     ))
 }
 
-fn describe(status: StatusCode) -> (&'static str, &'static str) {
+fn describe(status: StatusCode) -> (ErrorCode, &'static str) {
     match status {
-        StatusCode::BAD_REQUEST => ("invalid_request", "the request is malformed"),
-        StatusCode::NOT_FOUND => ("not_found", "not found"),
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed"),
-        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
+        StatusCode::BAD_REQUEST => (ErrorCode::InvalidRequest, "the request is malformed"),
+        StatusCode::NOT_FOUND => (ErrorCode::NotFound, "not found"),
+        StatusCode::METHOD_NOT_ALLOWED => (ErrorCode::MethodNotAllowed, "method not allowed"),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            (ErrorCode::PayloadTooLarge, "the request body is too large")
+        }
         StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            ("unsupported_media_type", "unsupported content type")
+            (ErrorCode::UnsupportedMediaType, "unsupported content type")
         }
-        StatusCode::URI_TOO_LONG => ("invalid_request", "the request URI is too long"),
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
-            ("invalid_request", "the request headers are too large")
-        }
-        s if s.is_server_error() => ("internal", "internal server error"),
-        _ => ("invalid_request", "the request cannot be served"),
+        StatusCode::URI_TOO_LONG => (ErrorCode::InvalidRequest, "the request URI is too long"),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
+            ErrorCode::InvalidRequest,
+            "the request headers are too large",
+        ),
+        s if s.is_server_error() => (ErrorCode::Internal, "internal server error"),
+        _ => (ErrorCode::InvalidRequest, "the request cannot be served"),
     }
 }
 
@@ -148,10 +148,8 @@ pub async fn cors(
     if changes_state && !super::origin::allowed(req.headers(), allowed) {
         tracing::info!("cross-site request refused: origin not allowed");
         let (req, _) = req.into_parts();
-        let res = HttpResponse::Forbidden().json(ErrorBody {
-            error: "origin not allowed",
-            code: "forbidden",
-        });
+        let res = HttpResponse::Forbidden()
+            .json(ErrorBody::new("origin not allowed", ErrorCode::Forbidden));
         return Ok(ServiceResponse::new(req, res).map_into_right_body());
     }
     let origin = req

@@ -8,6 +8,7 @@ pub mod client;
 pub mod error;
 pub mod extract;
 pub mod middleware;
+pub mod openapi;
 pub mod ops;
 pub mod origin;
 pub mod quota;

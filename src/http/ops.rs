@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use palaver_storage::StorageError;
-use serde_json::json;
+use serde::Serialize;
 use tokio::time::Instant;
+use utoipa::ToSchema;
 
+use super::openapi::NotReady;
 use super::ApiError;
 use crate::app::AppState;
 
@@ -26,18 +28,41 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/ready").get(ready));
 }
 
-async fn health(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": state.started.elapsed().as_secs(),
-    }))
+/// `GET /health`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    /// palaver's version.
+    pub version: &'static str,
+    pub uptime_seconds: u64,
 }
 
+/// `GET /ready`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct Ready {
+    #[schema(example = "ready")]
+    pub status: &'static str,
+}
+
+/// The process answers.
+#[utoipa::path(get, operation_id = "health", path = "/health", tag = "operations",
+    responses((status = 200, description = "Alive", body = Health)))]
+async fn health(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: state.started.elapsed().as_secs(),
+    })
+}
+
+/// Storage accepts durable writes (probed at most once a second).
+#[utoipa::path(get, operation_id = "ready", path = "/ready", tag = "operations",
+    responses((status = 200, description = "Ready", body = Ready), NotReady))]
 async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let store = &state.store;
     state.ready.check(|| store.check_writable()).await?;
-    Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
+    Ok(HttpResponse::Ok().json(Ready { status: "ready" }))
 }
 
 /// The last readiness verdict, shared by every worker (it lives in

@@ -6,14 +6,18 @@ use std::sync::Arc;
 
 use palaver_actors::analysis::{Cancel, Event};
 use palaver_actors::messages::SessionDeleted;
-use palaver_actors::protocol::message_json;
+use palaver_actors::protocol::MessageView;
 use palaver_actors::question::{Asking, Refusal};
 use palaver_storage::{Session, Store, UserId};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::extract::{optional_json, Authenticated, Json};
+use super::openapi::{
+    BadGateway, BadRequest, Forbidden, NotFound, PayloadTooLarge, ServiceUnavailable,
+    TooManyRequests, Unauthorized, UnsupportedMediaType,
+};
 use super::tracks::owned_track;
 use super::ApiError;
 use crate::app::AppState;
@@ -39,46 +43,107 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         );
 }
 
-#[derive(Default, Deserialize)]
+/// A new session: both fields optional, and so is the body.
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewSession {
+pub struct NewSession {
+    /// At most 200 characters; empty or absent: "New session".
+    #[schema(max_length = 200)]
     title: Option<String>,
+    /// One of the caller's tracks, for the audio tools.
+    #[schema(format = Uuid)]
     track_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// A session's new title.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Rename {
+pub struct Rename {
+    /// At most 200 characters; empty: "New session".
+    #[schema(max_length = 200)]
     title: String,
 }
 
-#[derive(Deserialize)]
+/// A question, answered whole.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Question {
+pub struct Question {
+    /// Not empty or only spaces; at most `analysis.max_question_chars`
+    /// (4000 by default) characters.
+    #[schema(min_length = 1, max_length = 4000, pattern = r"\S")]
     text: String,
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// 1–100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<usize>,
+    /// The `next` cursor of the previous page (opaque: hex digits).
+    #[param(pattern = "^([0-9a-fA-F]{2}){1,64}$")]
     before: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct HistoryQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Messages after this `seq` (default 0: from the start).
     after: Option<u64>,
+    /// 1–500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
 }
 
-pub fn session_view(store: &Store, s: &Session) -> Result<Value, ApiError> {
-    Ok(json!({
-        "id": s.id.hyphenated().to_string(),
-        "title": s.title,
-        "track_id": s.track_id.map(|t| t.hyphenated().to_string()),
-        "created_at": rfc3339_millis(s.created_at),
-        "updated_at": rfc3339_millis(s.updated_at),
-        "message_count": store.sessions().message_count(s.id)?,
-    }))
+/// A session (conversation) as the API shows it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Session)]
+pub struct SessionView {
+    #[schema(format = Uuid)]
+    pub id: String,
+    pub title: String,
+    #[schema(format = Uuid)]
+    pub track_id: Option<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+    pub message_count: u64,
+}
+
+/// A page of sessions, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SessionView>,
+    /// The cursor of the next page (`?before=`); null on the last.
+    pub next: Option<String>,
+}
+
+/// A page of messages, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct MessageList {
+    pub messages: Vec<MessageView>,
+    /// The `after` of the next page (a `seq`, as a string); null on the
+    /// last.
+    pub next: Option<String>,
+}
+
+/// A question and its whole reply.
+#[derive(Serialize, ToSchema)]
+pub struct Answer {
+    pub question: MessageView,
+    pub reply: MessageView,
+}
+
+pub fn session_view(store: &Store, s: &Session) -> Result<SessionView, ApiError> {
+    Ok(SessionView {
+        id: s.id.hyphenated().to_string(),
+        title: s.title.clone(),
+        track_id: s.track_id.map(|t| t.hyphenated().to_string()),
+        created_at: rfc3339_millis(s.created_at),
+        updated_at: rfc3339_millis(s.updated_at),
+        message_count: store.sessions().message_count(s.id)?,
+    })
 }
 
 fn validate_title(title: &str) -> Result<String, ApiError> {
@@ -106,6 +171,16 @@ pub fn owned_session(store: &Store, user: UserId, id: &str) -> Result<Session, A
         .ok_or(ApiError::NotFound)
 }
 
+/// Starts a session, optionally on one of the caller's tracks. The body
+/// may be empty.
+#[utoipa::path(post, operation_id = "create_session", path = "/api/sessions/", tag = "sessions",
+    request_body(content = NewSession, description = "Optional: no body is `{}`"),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 201, description = "Created", body = SessionView),
+        BadRequest, Unauthorized, Forbidden, NotFound, PayloadTooLarge, TooManyRequests,
+        ServiceUnavailable,
+    ))]
 async fn create(
     state: web::Data<AppState>,
     who: Authenticated,
@@ -128,6 +203,13 @@ async fn create(
     Ok(HttpResponse::Created().json(session_view(&state.store, &session)?))
 }
 
+/// The caller's sessions, newest first.
+#[utoipa::path(get, operation_id = "list_sessions", path = "/api/sessions/", tag = "sessions", params(ListQuery),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "A page", body = SessionList),
+        BadRequest, Unauthorized, Forbidden, ServiceUnavailable,
+    ))]
 async fn list(
     state: web::Data<AppState>,
     who: Authenticated,
@@ -150,9 +232,20 @@ async fn list(
         .iter()
         .map(|s| session_view(&state.store, s))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(HttpResponse::Ok().json(json!({ "sessions": sessions, "next": page.next })))
+    Ok(HttpResponse::Ok().json(SessionList {
+        sessions,
+        next: page.next,
+    }))
 }
 
+/// One of the caller's sessions.
+#[utoipa::path(get, operation_id = "get_session", path = "/api/sessions/{id}/", tag = "sessions",
+    params(("id" = Uuid, Path, description = "The session's id")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The session", body = SessionView),
+        Unauthorized, Forbidden, NotFound, ServiceUnavailable,
+    ))]
 async fn get(
     state: web::Data<AppState>,
     who: Authenticated,
@@ -162,6 +255,15 @@ async fn get(
     Ok(HttpResponse::Ok().json(session_view(&state.store, &session)?))
 }
 
+/// Renames a session.
+#[utoipa::path(patch, operation_id = "rename_session", path = "/api/sessions/{id}/", tag = "sessions", request_body = Rename,
+    params(("id" = Uuid, Path, description = "The session's id")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Renamed", body = SessionView),
+        BadRequest, Unauthorized, Forbidden, NotFound, PayloadTooLarge, UnsupportedMediaType,
+        TooManyRequests, ServiceUnavailable,
+    ))]
 async fn rename(
     state: web::Data<AppState>,
     who: Authenticated,
@@ -174,6 +276,14 @@ async fn rename(
     Ok(HttpResponse::Ok().json(session_view(&state.store, &session)?))
 }
 
+/// Deletes a session and its messages; sockets open on it close (4004).
+#[utoipa::path(delete, operation_id = "delete_session", path = "/api/sessions/{id}/", tag = "sessions",
+    params(("id" = Uuid, Path, description = "The session's id")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        Unauthorized, Forbidden, NotFound, TooManyRequests, ServiceUnavailable,
+    ))]
 async fn delete(
     state: web::Data<AppState>,
     who: Authenticated,
@@ -187,6 +297,14 @@ async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// A session's messages, oldest first.
+#[utoipa::path(get, operation_id = "list_messages", path = "/api/sessions/{id}/messages/", tag = "sessions",
+    params(("id" = Uuid, Path, description = "The session's id"), HistoryQuery),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "A page", body = MessageList),
+        BadRequest, Unauthorized, Forbidden, NotFound, ServiceUnavailable,
+    ))]
 async fn history(
     state: web::Data<AppState>,
     who: Authenticated,
@@ -202,13 +320,23 @@ async fn history(
         .store
         .messages()
         .list(session.id, query.after.unwrap_or(0), limit)?;
-    let messages: Vec<_> = page.items.iter().map(message_json).collect();
-    Ok(HttpResponse::Ok().json(json!({ "messages": messages, "next": page.next })))
+    Ok(HttpResponse::Ok().json(MessageList {
+        messages: page.items.iter().map(MessageView::from).collect(),
+        next: page.next,
+    }))
 }
 
 /// `POST /api/sessions/{id}/messages/`: the same analysis as over a
 /// WebSocket (the same lifecycle, question.rs), answered whole once the
 /// reply is complete and stored. The quota middleware counted the request.
+#[utoipa::path(post, operation_id = "ask", path = "/api/sessions/{id}/messages/", tag = "sessions", request_body = Question,
+    params(("id" = Uuid, Path, description = "The session's id")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The question and its reply", body = Answer),
+        BadRequest, Unauthorized, Forbidden, NotFound, PayloadTooLarge, UnsupportedMediaType,
+        TooManyRequests, BadGateway, ServiceUnavailable,
+    ))]
 async fn ask(
     state: web::Data<AppState>,
     who: Authenticated,
@@ -251,10 +379,10 @@ async fn ask(
                 return Err(ApiError::AnalysisFailed(failure.unwrap_or_default()))
             }
             Event::Done { reply, .. } => {
-                return Ok(HttpResponse::Ok().json(json!({
-                    "question": message_json(&question),
-                    "reply": message_json(&reply),
-                })));
+                return Ok(HttpResponse::Ok().json(Answer {
+                    question: MessageView::from(&question),
+                    reply: MessageView::from(&reply),
+                }));
             }
             _ => {}
         }

@@ -16,11 +16,17 @@ use palaver_actors::telemetry;
 use palaver_audio::AudioError;
 use palaver_storage::tracks::{clean_filename, Staged};
 use palaver_storage::{AnalysisStatus, NewTrack, Store, Track, UserId};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use tokio::io::AsyncWriteExt;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::extract::Authenticated;
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, ServiceUnavailable,
+    TooManyRequests, Unauthorized, UnsupportedMediaType,
+};
 use super::ApiError;
 use crate::app::AppState;
 
@@ -38,27 +44,86 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/api/tracks/{id}/overview").get(overview));
 }
 
-/// A track as API.md §6 shows it (without its analysis).
-pub fn track_view(t: &Track) -> Value {
-    json!({
-        "track_id": t.id.hyphenated().to_string(),
-        "filename": t.filename,
-        "size_bytes": t.size_bytes,
-        "format": t.format,
-        "duration_seconds": t.duration_seconds,
-        "sample_rate": t.sample_rate,
-        "channels": t.channels,
-        "created_at": rfc3339_millis(t.created_at),
-        "analysis_status": status_name(&t.analysis),
-    })
+/// Where a track's analysis stands.
+#[derive(Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AnalysisState {
+    Pending,
+    Ready,
+    Failed,
 }
 
-fn status_name(status: &AnalysisStatus) -> &'static str {
-    match status {
-        AnalysisStatus::Pending => "pending",
-        AnalysisStatus::Ready => "ready",
-        AnalysisStatus::Failed(_) => "failed",
+impl From<&AnalysisStatus> for AnalysisState {
+    fn from(status: &AnalysisStatus) -> Self {
+        match status {
+            AnalysisStatus::Pending => AnalysisState::Pending,
+            AnalysisStatus::Ready => AnalysisState::Ready,
+            AnalysisStatus::Failed(_) => AnalysisState::Failed,
+        }
     }
+}
+
+/// A track as API.md §6 shows it (without its analysis).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Track)]
+pub struct TrackView {
+    #[schema(format = Uuid)]
+    pub track_id: String,
+    /// The client's file name, cleaned.
+    pub filename: String,
+    pub size_bytes: u64,
+    /// What the file decoded as (not its extension).
+    #[schema(value_type = palaver_audio::Format)]
+    pub format: String,
+    pub duration_seconds: f64,
+    pub sample_rate: u32,
+    pub channels: u16,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    pub analysis_status: AnalysisState,
+}
+
+pub fn track_view(t: &Track) -> TrackView {
+    TrackView {
+        track_id: t.id.hyphenated().to_string(),
+        filename: t.filename.clone(),
+        size_bytes: t.size_bytes,
+        format: t.format.clone(),
+        duration_seconds: t.duration_seconds,
+        sample_rate: t.sample_rate,
+        channels: t.channels,
+        created_at: rfc3339_millis(t.created_at),
+        analysis_status: (&t.analysis).into(),
+    }
+}
+
+/// A track with its analysis: null until `analysis_status` is `ready`.
+#[derive(Serialize, ToSchema)]
+pub struct TrackDetail {
+    #[serde(flatten)]
+    pub track: TrackView,
+    /// The stored measurement (computed once, cached).
+    #[schema(value_type = Option<palaver_audio::Analysis>)]
+    pub analysis: Option<Value>,
+    /// Why the analysis failed (`analysis_status` `failed` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analysis_error: Option<String>,
+}
+
+/// The caller's tracks.
+#[derive(Serialize, ToSchema)]
+pub struct TrackList {
+    pub tracks: Vec<TrackView>,
+}
+
+/// `POST /api/tracks/`'s body: the audio in the field `file`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // read as a stream, never as this type: it only describes
+pub struct Upload {
+    /// WAV, FLAC, MP3, Ogg Vorbis or M4A/AAC; at most
+    /// `storage.max_upload_bytes` (50 MiB).
+    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
+    file: Vec<u8>,
 }
 
 /// The caller's track `id`, or 404 (also for a malformed id and for
@@ -71,6 +136,16 @@ pub fn owned_track(store: &Store, user: UserId, id: &str) -> Result<Track, ApiEr
         .ok_or(ApiError::NotFound)
 }
 
+/// Uploads a track. Accepted only if it decodes as audio, whatever its
+/// name or declared type; its analysis then runs in the background.
+#[utoipa::path(post, operation_id = "upload_track", path = "/api/tracks/", tag = "tracks",
+    request_body(content = Upload, content_type = "multipart/form-data"),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 201, description = "Stored; analysis pending", body = TrackView),
+        BadRequest, Unauthorized, Forbidden, Conflict, PayloadTooLarge, UnsupportedMediaType,
+        TooManyRequests, ServiceUnavailable,
+    ))]
 async fn upload(
     state: web::Data<AppState>,
     who: Authenticated,
@@ -236,34 +311,51 @@ fn malformed(e: MultipartError) -> ApiError {
     }
 }
 
+/// The caller's tracks.
+#[utoipa::path(get, operation_id = "list_tracks", path = "/api/tracks/", tag = "tracks",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The caller's tracks", body = TrackList),
+        Unauthorized, Forbidden, ServiceUnavailable,
+    ))]
 async fn list(state: web::Data<AppState>, who: Authenticated) -> Result<HttpResponse, ApiError> {
-    let tracks: Vec<_> = state
+    let tracks = state
         .store
         .tracks()
         .list(who.0.user.id)?
         .iter()
         .map(track_view)
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "tracks": tracks })))
+    Ok(HttpResponse::Ok().json(TrackList { tracks }))
 }
 
+/// One of the caller's tracks, with its analysis once ready.
+#[utoipa::path(get, operation_id = "get_track", path = "/api/tracks/{id}/", tag = "tracks",
+    params(("id" = Uuid, Path, description = "The track's id")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The track", body = TrackDetail),
+        Unauthorized, Forbidden, NotFound, ServiceUnavailable,
+    ))]
 async fn get(
     state: web::Data<AppState>,
     who: Authenticated,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let track = owned_track(&state.store, who.0.user.id, &path)?;
-    let mut view = track_view(&track);
-    let analysis = match &track.analysis {
-        AnalysisStatus::Ready => stored(&state.store, track.id)?.map(|(analysis, _)| analysis),
-        AnalysisStatus::Failed(reason) => {
-            view["analysis_error"] = json!(reason);
-            None
-        }
-        AnalysisStatus::Pending => None,
+    let (analysis, analysis_error) = match &track.analysis {
+        AnalysisStatus::Ready => (
+            stored(&state.store, track.id)?.map(|(analysis, _)| analysis),
+            None,
+        ),
+        AnalysisStatus::Failed(reason) => (None, Some(reason.clone())),
+        AnalysisStatus::Pending => (None, None),
     };
-    view["analysis"] = analysis.unwrap_or(Value::Null);
-    Ok(HttpResponse::Ok().json(view))
+    Ok(HttpResponse::Ok().json(TrackDetail {
+        track: track_view(&track),
+        analysis,
+        analysis_error,
+    }))
 }
 
 /// A ready track's analysis and overview documents.
@@ -278,6 +370,15 @@ fn stored(store: &Store, id: Uuid) -> Result<Option<(Value, Value)>, ApiError> {
     )))
 }
 
+/// The data for a picture of the track: its envelope and short-term
+/// loudness. 409 `not_ready` until the analysis is ready.
+#[utoipa::path(get, operation_id = "track_overview", path = "/api/tracks/{id}/overview/", tag = "tracks",
+    params(("id" = Uuid, Path, description = "The track's id")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The overview", body = palaver_audio::Overview),
+        Unauthorized, Forbidden, NotFound, Conflict, ServiceUnavailable,
+    ))]
 async fn overview(
     state: web::Data<AppState>,
     who: Authenticated,
@@ -300,6 +401,14 @@ async fn overview(
     }
 }
 
+/// Deletes a track and its file.
+#[utoipa::path(delete, operation_id = "delete_track", path = "/api/tracks/{id}/", tag = "tracks",
+    params(("id" = Uuid, Path, description = "The track's id")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        Unauthorized, Forbidden, NotFound, TooManyRequests, ServiceUnavailable,
+    ))]
 async fn delete(
     state: web::Data<AppState>,
     who: Authenticated,

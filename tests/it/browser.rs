@@ -1101,3 +1101,85 @@ async fn a_reload_mid_reply_continues_where_it_stopped_once() {
     );
     browser.stop().await;
 }
+
+/// `/api/docs` renders the API's operations in Chromium with nothing
+/// fetched from anywhere but the server: every resource the page loaded
+/// (`performance.getEntriesByType('resource')`) is the server's, and the
+/// console shows no error (a load the page's CSP refused would be one).
+#[tokio::test]
+async fn the_api_docs_page_renders_every_operation_from_the_server_alone() {
+    let _one = ONE_BROWSER.lock().await;
+    let server = TestServer::with(auth_options());
+    let browser = Browser::start().await;
+    browser.client.goto(&server.url("/api/docs")).await.unwrap();
+    let document: Value = client()
+        .get(server.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let operations: usize = document["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum();
+    // Swagger UI draws one block per operation once it has the document.
+    let shown = browser
+        .until_script(
+            "the operations are drawn",
+            "const blocks = document.querySelectorAll('.opblock-summary-path');
+             return blocks.length >= arguments[0]
+                 ? Array.from(blocks, b => b.getAttribute('data-path')) : null;",
+            vec![json!(operations)],
+        )
+        .await;
+    let shown: Vec<&str> = shown
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(shown.len(), operations, "{shown:?}");
+    for path in [
+        "/api/auth/login/",
+        "/api/sessions/{id}/messages/",
+        "/api/tracks/",
+    ] {
+        assert!(shown.contains(&path), "{path} not shown: {shown:?}");
+    }
+    let title = browser.client.title().await.unwrap();
+    assert_eq!(title, "palaver API");
+
+    let resources = browser
+        .script(
+            "return performance.getEntriesByType('resource').map(r => r.name);",
+            vec![],
+        )
+        .await;
+    let resources: Vec<&str> = resources
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        resources.contains(&format!("{}/api/openapi.json", server.base).as_str()),
+        "{resources:?}"
+    );
+    assert!(
+        resources
+            .iter()
+            .any(|r| r.ends_with("/api/docs/swagger-ui-bundle.js")),
+        "{resources:?}"
+    );
+    for resource in &resources {
+        assert!(
+            resource.starts_with(&format!("{}/", server.base)) || resource.starts_with("data:"),
+            "a resource from elsewhere: {resource}"
+        );
+    }
+    browser.stop().await;
+}

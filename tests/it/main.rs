@@ -2,6 +2,7 @@
 //! clients, real storage. One test binary; one module per area.
 
 mod abuse;
+mod asyncapi;
 mod auth;
 mod browser;
 mod cli;
@@ -12,6 +13,7 @@ mod lifecycle;
 mod logs;
 mod metrics;
 mod openai;
+mod openapi;
 mod quota;
 mod scripts;
 mod sessions;

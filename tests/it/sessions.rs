@@ -257,3 +257,38 @@ async fn bad_input_is_400_and_missing_tracks_404() {
     let listed: Value = ann.req(Method::GET, "/api/sessions/").json_value().await;
     assert_eq!(listed["sessions"], json!([]));
 }
+
+/// A body is a JSON object: serde alone would build the request from an
+/// array of its fields (`[null, null]` made a session; schemathesis found
+/// it).
+#[tokio::test]
+async fn a_body_that_is_not_an_object_is_400() {
+    let server = TestServer::with(auth_options());
+    let login = signed_in(&server, "arrays@example.com").await;
+    let token = login["access"].as_str().unwrap();
+    for (path, body) in [
+        ("/api/sessions/", "[null, null]"),
+        ("/api/sessions/", "null"),
+        ("/api/auth/api-keys/", r#"["laptop"]"#),
+    ] {
+        let res = client()
+            .post(server.url(path))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let error = assert_error(res, 400, "invalid_request").await;
+        assert!(
+            error["error"].as_str().unwrap().contains("object"),
+            "{path} {body}: {error}"
+        );
+    }
+    let sessions = client()
+        .get(server.url("/api/sessions/"))
+        .bearer_auth(token)
+        .json_value()
+        .await;
+    assert_eq!(sessions["sessions"], json!([]));
+}
