@@ -7,6 +7,7 @@
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Serves until killed. Prints `listening on http://ADDR` first.
@@ -26,8 +27,18 @@ async fn connection(stream: TcpStream) -> anyhow::Result<()> {
     // set it); otherwise tokio-tungstenite exactly as its documentation
     // shows it, default buffers included: the server someone would write
     // first, and what an outside harness compares with.
+    // `BENCH_BASELINE_BUFFERS=small`: the 4 KiB read buffer and unbuffered
+    // writes of the harness before 2026-12-02, for comparing the two.
     stream.set_nodelay(true)?;
-    let mut ws = tokio_tungstenite::accept_async(stream).await?;
+    let config = match std::env::var("BENCH_BASELINE_BUFFERS").as_deref() {
+        Ok("small") => Some(
+            WebSocketConfig::default()
+                .read_buffer_size(4096)
+                .write_buffer_size(0),
+        ),
+        _ => None,
+    };
+    let mut ws = tokio_tungstenite::accept_async_with_config(stream, config).await?;
     let session = uuid::Uuid::new_v4().to_string();
     let connected = json!({"type": "connected", "session_id": session, "user": {"id": "baseline", "is_demo": false}, "expires_at": null, "quota": null});
     ws.send(Message::text(connected.to_string())).await?;

@@ -146,6 +146,20 @@ enum Scenario {
         #[arg(long, default_value_t = 20)]
         questions: usize,
     },
+    /// The cost of a streamed reply and of a handshake: `rounds` rounds,
+    /// each the handshake scenario then the streaming scenario against both
+    /// servers (fresh ones each time), the server measured first
+    /// alternating from round to round; medians with their spread.
+    Cost {
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        #[arg(long, default_value_t = 5_000)]
+        handshakes: usize,
+        #[arg(long, default_value_t = 50)]
+        sockets: usize,
+        #[arg(long, default_value_t = 20)]
+        questions: usize,
+    },
     /// Run the bare baseline server.
     Baseline {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -238,6 +252,150 @@ async fn stream_runs(runs: usize, sockets: usize, questions: usize) -> Result<()
         median(ratios),
         median(disk) / 1024.0
     );
+    Ok(())
+}
+
+/// One server's figures in one round of [`cost`].
+#[derive(Default)]
+struct CostFigures {
+    handshakes_per_sec: Vec<f64>,
+    cpu_per_handshake: Vec<f64>,
+    replies_per_sec: Vec<f64>,
+    cpu_per_reply: Vec<f64>,
+    ttft_p99: Vec<f64>,
+}
+
+impl CostFigures {
+    fn add(&mut self, h: &scenarios::HandshakeResult, s: &scenarios::StreamResult) {
+        self.handshakes_per_sec.push(h.per_sec);
+        self.cpu_per_handshake.push(h.cpu_us);
+        self.replies_per_sec.push(s.replies_per_sec);
+        self.cpu_per_reply.push(s.cpu_us);
+        self.ttft_p99.push(s.ttft_p99_ms);
+    }
+}
+
+/// "median (min–max)" of `v`.
+fn spread(v: &[f64], digits: usize) -> String {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!(
+        "{:.*} ({:.*}–{:.*})",
+        digits,
+        median(v.to_vec()),
+        digits,
+        min,
+        digits,
+        max
+    )
+}
+
+async fn cost(rounds: usize, handshakes: usize, sockets: usize, questions: usize) -> Result<()> {
+    use scenarios::Setup;
+    use target::Target;
+
+    let bin = target::palaver_binary()?;
+    let (mut pal, mut base) = (CostFigures::default(), CostFigures::default());
+    let mut ratios: [Vec<f64>; 5] = Default::default();
+    for round in 0..rounds {
+        let measure_palaver =
+            async || -> Result<(scenarios::HandshakeResult, scenarios::StreamResult)> {
+                let target = Target::palaver(&bin)?;
+                let setup = Setup::palaver(&target, 1).await?;
+                let h = scenarios::handshake(&target, Some(&setup), handshakes, 50, 20).await?;
+                anyhow::ensure!(
+                    h.refused == handshakes / 20,
+                    "every forged token must be refused: {h:?}"
+                );
+                drop(target);
+                let target = Target::palaver(&bin)?;
+                let setup = Setup::palaver(&target, sockets).await?;
+                let s = scenarios::stream(&target, Some(&setup), sockets, questions).await?;
+                Ok((h, s))
+            };
+        let measure_baseline =
+            async || -> Result<(scenarios::HandshakeResult, scenarios::StreamResult)> {
+                let target = Target::baseline()?;
+                let h = scenarios::handshake(&target, None, handshakes, 50, 0).await?;
+                drop(target);
+                let target = Target::baseline()?;
+                let s = scenarios::stream(&target, None, sockets, questions).await?;
+                Ok((h, s))
+            };
+        let ((ph, ps), (bh, bs)) = if round % 2 == 0 {
+            let b = measure_baseline().await?;
+            (measure_palaver().await?, b)
+        } else {
+            let p = measure_palaver().await?;
+            (p, measure_baseline().await?)
+        };
+        eprintln!(
+            "round {}: replies/s {:.0} vs {:.0}, CPU/reply {:.0} vs {:.0} µs, handshakes/s {:.0} vs {:.0}, CPU/handshake {:.0} vs {:.0} µs",
+            round + 1,
+            ps.replies_per_sec,
+            bs.replies_per_sec,
+            ps.cpu_us,
+            bs.cpu_us,
+            ph.per_sec,
+            bh.per_sec,
+            ph.cpu_us,
+            bh.cpu_us
+        );
+        for (r, v) in ratios.iter_mut().zip([
+            ps.replies_per_sec / bs.replies_per_sec,
+            ps.cpu_us / bs.cpu_us,
+            ph.per_sec / bh.per_sec,
+            ph.cpu_us / bh.cpu_us,
+            ps.ttft_p99_ms / bs.ttft_p99_ms,
+        ]) {
+            r.push(v);
+        }
+        pal.add(&ph, &ps);
+        base.add(&bh, &bs);
+    }
+    println!("{rounds} rounds; medians (min–max); ratios are medians of each round's ratio\n");
+    println!("| figure | palaver | baseline | ratio |");
+    println!("|---|---|---|---|");
+    let rows: [(&str, &[f64], &[f64], usize); 5] = [
+        (
+            "streamed replies per second",
+            &pal.replies_per_sec,
+            &base.replies_per_sec,
+            0,
+        ),
+        (
+            "server CPU per reply (µs)",
+            &pal.cpu_per_reply,
+            &base.cpu_per_reply,
+            0,
+        ),
+        (
+            "handshakes per second",
+            &pal.handshakes_per_sec,
+            &base.handshakes_per_sec,
+            0,
+        ),
+        (
+            "server CPU per handshake (µs)",
+            &pal.cpu_per_handshake,
+            &base.cpu_per_handshake,
+            0,
+        ),
+        (
+            "time to first token p99 (ms)",
+            &pal.ttft_p99,
+            &base.ttft_p99,
+            1,
+        ),
+    ];
+    for ((what, p, b, digits), r) in rows.into_iter().zip(&ratios) {
+        println!(
+            "| {what} | {} | {} | {} |",
+            spread(p, digits),
+            spread(b, digits),
+            spread(r, 2)
+        );
+    }
     Ok(())
 }
 
@@ -386,6 +544,12 @@ fn main() -> Result<()> {
             sockets,
             questions,
         } => runtime()?.block_on(stream_runs(runs, sockets, questions)),
+        Scenario::Cost {
+            rounds,
+            handshakes,
+            sockets,
+            questions,
+        } => runtime()?.block_on(cost(rounds, handshakes, sockets, questions)),
         Scenario::SlowStreams { n, words, delay_ms } => {
             runtime()?.block_on(slow_streams(n, words, delay_ms))
         }

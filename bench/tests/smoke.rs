@@ -53,6 +53,40 @@ fn all_scenarios_run_in_smoke_mode() {
 }
 
 #[test]
+fn the_cost_and_stream_scenarios_run_at_tiny_sizes() {
+    let cost = harness(&[
+        "cost",
+        "--rounds",
+        "2",
+        "--handshakes",
+        "40",
+        "--sockets",
+        "2",
+        "--questions",
+        "3",
+    ]);
+    for row in [
+        "| streamed replies per second |",
+        "| server CPU per reply (µs) |",
+        "| handshakes per second |",
+        "| server CPU per handshake (µs) |",
+    ] {
+        assert!(cost.contains(row), "no {row:?} row in:\n{cost}");
+    }
+    let stream = harness(&[
+        "stream",
+        "--runs",
+        "1",
+        "--sockets",
+        "2",
+        "--questions",
+        "3",
+    ]);
+    assert!(stream.contains("| 1 | "), "{stream}");
+    assert!(stream.contains("flushes per reply"), "{stream}");
+}
+
+#[test]
 fn the_pool_scenarios_run_at_tiny_sizes() {
     let scaling = harness(&[
         "pool-scaling",
