@@ -1,8 +1,8 @@
 //! The bare baseline server: palaver's wire protocol with no authentication,
-//! no storage and no actors: tokio + tokio-tungstenite with its default
-//! configuration, a task per connection, `serde_json` frames. The practical
-//! ceiling of this machine, run in its own process so its CPU time is
-//! measured apart from the load generator's.
+//! no storage and no actors: tokio + tokio-tungstenite, a task per
+//! connection, `serde_json` frames. The practical ceiling of this machine,
+//! run in its own process so its CPU time is measured apart from the load
+//! generator's.
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -24,19 +24,20 @@ pub async fn serve(bind: &str) -> anyhow::Result<()> {
 
 async fn connection(stream: TcpStream) -> anyhow::Result<()> {
     // Small token frames must leave at once (as actix and every chat server
-    // set it); otherwise tokio-tungstenite exactly as its documentation
-    // shows it, default buffers included: the server someone would write
-    // first, and what an outside harness compares with.
-    // `BENCH_BASELINE_BUFFERS=small`: the 4 KiB read buffer and unbuffered
-    // writes of the harness before 2026-12-02, for comparing the two.
+    // set it).
     stream.set_nodelay(true)?;
+    // A 4 KiB read buffer and unbuffered writes, as a server built for many
+    // connections would use: tungstenite's default 128 KiB read buffer is
+    // zeroed when allocated, so each idle connection would hold 140 KiB.
+    // `BENCH_BASELINE_BUFFERS=default` runs it with tokio-tungstenite's
+    // defaults instead (docs/BENCHMARKS.md compares the two).
     let config = match std::env::var("BENCH_BASELINE_BUFFERS").as_deref() {
-        Ok("small") => Some(
+        Ok("default") => None,
+        _ => Some(
             WebSocketConfig::default()
                 .read_buffer_size(4096)
                 .write_buffer_size(0),
         ),
-        _ => None,
     };
     let mut ws = tokio_tungstenite::accept_async_with_config(stream, config).await?;
     let session = uuid::Uuid::new_v4().to_string();

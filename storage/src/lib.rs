@@ -15,8 +15,9 @@
 //! - [`api_keys`]: API keys, stored as hashes.
 //! - [`sessions`]: sessions (conversations), listed per user newest first.
 //! - [`messages`]: a session's messages, by sequence number.
-//! - [`reply_events`]: finished replies' events as sent, for resumes, and
-//!   their sweep past the resume window.
+//! - [`reply_events`]: finished replies' logs (their events, tokens kept as
+//!   lengths of their text), for resumes, and their sweep past the resume
+//!   window.
 //! - [`quotas`]: per-user request counters (written through by the QuotaRegistry).
 //! - [`tracks`]: uploaded tracks, their files under `<data>/tracks/` and
 //!   their cached analysis.
