@@ -4,16 +4,38 @@
 //! in order, each recording its version when done, so an interrupted upgrade
 //! resumes where it stopped.
 
+use crate::codec::{self, Record};
 use crate::error::{Result, StorageError};
 use crate::keys;
 use crate::store::Trees;
+use crate::users::{User, UserV1};
 
 /// The schema this build writes.
-pub const CURRENT_SCHEMA_VERSION: u32 = 1;
+pub const CURRENT_SCHEMA_VERSION: u32 = 2;
 
 /// `MIGRATIONS[i]` upgrades a database from version `i + 1` to `i + 2`.
-/// Version 1 is the first layout, so there is nothing to upgrade from yet.
-const MIGRATIONS: &[fn(&Trees) -> Result<()>] = &[];
+const MIGRATIONS: &[fn(&Trees) -> Result<()>] = &[users_gain_external];
+
+/// 1 → 2: user records gain `external` (none for every user stored before:
+/// users from another issuer did not exist). Each record is rewritten in
+/// place; one already at version 2 (an interrupted run) is left alone, so
+/// running it twice is harmless.
+fn users_gain_external(trees: &Trees) -> Result<()> {
+    for entry in trees.users.iter() {
+        let (key, value) = entry?;
+        if value.first() == Some(&User::VERSION) {
+            continue;
+        }
+        let old: UserV1 = match value.split_first() {
+            Some((1, body)) => postcard::from_bytes(body).map_err(|e| {
+                StorageError::corrupt("users", format!("undecodable version-1 user: {e}"))
+            })?,
+            _ => return Err(StorageError::corrupt("users", "unknown record version")),
+        };
+        trees.users.insert(key, codec::encode(&User::from(old))?)?;
+    }
+    Ok(())
+}
 
 const _: () = assert!(MIGRATIONS.len() as u32 + 1 == CURRENT_SCHEMA_VERSION);
 
@@ -84,6 +106,55 @@ mod tests {
         set_schema_version(store.trees(), CURRENT_SCHEMA_VERSION + 1).unwrap();
         let err = migrate(store.trees()).unwrap_err();
         assert!(matches!(err, StorageError::SchemaTooNew { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn version_1_users_gain_no_external_identity() {
+        #[derive(serde::Serialize)]
+        struct V1<'a> {
+            id: crate::UserId,
+            email: &'a str,
+            password_hash: &'a str,
+            is_active: bool,
+            is_demo: bool,
+            demo_expires_at: Option<u64>,
+            created_at: u64,
+        }
+        let store = Store::temporary().unwrap();
+        let id = crate::UserId::new();
+        let mut old = vec![1u8];
+        old.extend(
+            postcard::to_stdvec(&V1 {
+                id,
+                email: "ann@example.com",
+                password_hash: "hash",
+                is_active: false,
+                is_demo: true,
+                demo_expires_at: Some(77),
+                created_at: 5,
+            })
+            .unwrap(),
+        );
+        let trees = store.trees();
+        trees.users.insert(keys::user(id), old).unwrap();
+        set_schema_version(trees, 1).unwrap();
+        migrate(trees).unwrap();
+        assert_eq!(schema_version(trees).unwrap(), 2);
+        let user = store.users().get(id).unwrap().unwrap();
+        assert_eq!(
+            (
+                user.email.as_str(),
+                user.is_active,
+                user.is_demo,
+                user.demo_expires_at,
+                user.created_at,
+                user.external.clone()
+            ),
+            ("ann@example.com", false, true, Some(77), 5, None)
+        );
+        // A second run (an interrupted upgrade resumed) changes nothing.
+        users_gain_external(trees).unwrap();
+        assert_eq!(store.users().get(id).unwrap().unwrap(), user);
     }
 
     #[test]
