@@ -434,6 +434,7 @@ fn settings() -> AuthSettings {
             per_ip_per_hour: 1000,
             gc_after: Duration::from_secs(3600),
         },
+        external: Vec::new(),
     }
 }
 
@@ -458,8 +459,17 @@ impl Message for Verify {
 impl Handler<Verify> for Verifier {
     type Result = Result<(), AuthError>;
     fn handle(&mut self, msg: Verify, _: &mut Self::Context) -> Self::Result {
-        self.0.verify_access(&msg.0).map(|_| ())
+        verify_now(&self.0, &msg.0).map(|_| ())
     }
+}
+
+/// palaver's own token verified on this thread: its verification never
+/// waits (only another issuer's may), so the future is ready when polled.
+fn verify_now(auth: &Auth, token: &str) -> Result<palaver_actors::auth::Principal, AuthError> {
+    use futures_util::FutureExt;
+    auth.verify_access(token)
+        .now_or_never()
+        .expect("palaver's own tokens verify without waiting")
 }
 
 /// This process's resident set, in bytes.
@@ -581,7 +591,7 @@ async fn verify(iterations: u32, rounds: u32) -> Result<()> {
 
         let t = Instant::now();
         for _ in 0..iterations {
-            auth.verify_access(&token).expect("valid");
+            verify_now(&auth, &token).expect("valid");
         }
         in_caller.push(t.elapsed().as_nanos() as f64 / iterations as f64);
 
@@ -592,7 +602,7 @@ async fn verify(iterations: u32, rounds: u32) -> Result<()> {
                 let (auth, token) = (auth.clone(), token.clone());
                 s.spawn(move || {
                     for _ in 0..iterations / 2 {
-                        auth.verify_access(&token).expect("valid");
+                        verify_now(&auth, &token).expect("valid");
                     }
                 });
             }

@@ -1,0 +1,444 @@
+//! A JWKS entry's keys: [`JwksCache`], the key set as last fetched (read by
+//! every verification, on its own thread, under a read lock), and
+//! [`JwksFetcher`], the one actor that fetches key sets.
+//!
+//! - Keys are per entry: a set is fetched from its entry's `jwks_url`,
+//!   parsed with its entry's algorithms, and read only by that entry's
+//!   verifications. A `kid` from another entry's set means nothing here.
+//! - A verification that finds its `kid` asks the fetcher for nothing,
+//!   except (at most every 30 s) a background refresh once the set is older
+//!   than `jwks_cache`.
+//! - An unknown `kid` makes the caller wait for one fetch ([`KeyMissing`]),
+//!   at most once per [`MISS_REFETCH_INTERVAL`] per entry; callers that meet
+//!   a missing key while a fetch runs wait for that same fetch. The fetch
+//!   gives up after [`FETCH_TIMEOUT`], and the caller after
+//!   [`WAIT_FOR_FETCH`] whatever happens, so a JWKS endpoint that is down or
+//!   silent costs a handshake at most that, then a 401.
+//! - A failed fetch changes nothing: the keys fetched before keep working.
+//!   Each fetch that succeeds replaces the set (a key the issuer withdrew
+//!   stops verifying).
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use super::{family, Family};
+use crate::telemetry::ExternalCounters;
+
+/// An unknown `kid` refetches an entry's JWKS at most this often.
+pub const MISS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// One fetch, from connecting to the last byte of the body.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest a verification waits for the fetch its unknown `kid` asked
+/// for (the fetch's own bound, plus room for the fetcher's mailbox).
+pub const WAIT_FOR_FETCH: Duration = Duration::from_secs(3);
+/// A JWKS larger than this is refused (a key set is a few kilobytes).
+const MAX_JWKS_BYTES: usize = 1 << 20;
+/// Keys kept from one set; the rest are ignored.
+const MAX_KEYS: usize = 64;
+
+/// One entry's key set as last fetched, shared by its verifications and
+/// the fetcher.
+pub struct JwksCache {
+    /// The entry's position among the configured sources.
+    pub(crate) entry: usize,
+    pub(crate) name: Arc<str>,
+    url: reqwest::Url,
+    /// `jwks_cache`: a set older than this is refreshed in the background.
+    max_age: Duration,
+    /// The entry's algorithms: keys for none of them are not kept.
+    algorithms: Vec<Algorithm>,
+    current: RwLock<Arc<KeySet>>,
+    /// When a verification last asked for a background refresh (so a stale
+    /// set under load asks once, not once per verification).
+    refresh_asked: Mutex<Option<Instant>>,
+}
+
+impl JwksCache {
+    pub(crate) fn new(
+        entry: usize,
+        name: Arc<str>,
+        url: reqwest::Url,
+        max_age: Duration,
+        algorithms: Vec<Algorithm>,
+    ) -> JwksCache {
+        JwksCache {
+            entry,
+            name,
+            url,
+            max_age,
+            algorithms,
+            current: RwLock::new(Arc::new(KeySet::default())),
+            refresh_asked: Mutex::new(None),
+        }
+    }
+
+    /// The key set now (a cheap handle: verification holds it while it
+    /// verifies, whatever a fetch replaces meanwhile).
+    pub fn current(&self) -> Arc<KeySet> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn replace(&self, set: KeySet) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+    }
+
+    /// Whether the set is older than `jwks_cache` and no refresh was asked
+    /// for in the last [`MISS_REFETCH_INTERVAL`] (then it counts as asked).
+    pub(crate) fn wants_refresh(&self, set: &KeySet) -> bool {
+        let stale = set.fetched_at.is_some_and(|at| at.elapsed() > self.max_age);
+        if !stale {
+            return false;
+        }
+        let mut asked = self.refresh_asked.lock().unwrap_or_else(|p| p.into_inner());
+        if asked.is_some_and(|at| at.elapsed() < MISS_REFETCH_INTERVAL) {
+            return false;
+        }
+        *asked = Some(Instant::now());
+        true
+    }
+}
+
+/// The keys of one fetched JWKS that this entry can use.
+#[derive(Default)]
+pub struct KeySet {
+    keys: Vec<SetKey>,
+    /// When it was fetched (`None`: never fetched yet).
+    fetched_at: Option<Instant>,
+}
+
+struct SetKey {
+    kid: Option<String>,
+    key: DecodingKey,
+    family: Family,
+    /// The key's own `alg`, when it names one.
+    alg: Option<Algorithm>,
+    /// For EC keys: the only algorithm its curve signs.
+    curve_alg: Option<Algorithm>,
+}
+
+impl SetKey {
+    fn fits(&self, alg: Algorithm) -> bool {
+        self.family == family(alg)
+            && self.alg.is_none_or(|a| a == alg)
+            && self.curve_alg.is_none_or(|a| a == alg)
+    }
+}
+
+impl KeySet {
+    /// The key for a token's `kid` and algorithm. A token without `kid` is
+    /// verified only when one key of the set fits its algorithm.
+    pub fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<&DecodingKey> {
+        match kid {
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|k| k.kid.as_deref() == Some(kid) && k.fits(alg))
+                .map(|k| &k.key),
+            None => {
+                let mut fitting = self.keys.iter().filter(|k| k.fits(alg));
+                match (fitting.next(), fitting.next()) {
+                    (Some(only), None) => Some(&only.key),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Parses a JWKS document, keeping the signature keys that fit one of
+    /// `algorithms` (at most [`MAX_KEYS`]); other keys (encryption keys,
+    /// symmetric keys, unknown types and curves) are skipped, not fatal.
+    pub fn parse(body: &[u8], algorithms: &[Algorithm]) -> Result<KeySet, String> {
+        #[derive(Deserialize)]
+        struct Document {
+            keys: Vec<serde_json::Value>,
+        }
+        let document: Document =
+            serde_json::from_slice(body).map_err(|e| format!("not a JWKS document ({e})"))?;
+        let mut keys = Vec::new();
+        for value in document.keys {
+            if keys.len() == MAX_KEYS {
+                tracing::warn!(
+                    kept = MAX_KEYS,
+                    "JWKS: more keys than palaver keeps; the rest are ignored"
+                );
+                break;
+            }
+            let Ok(jwk) = serde_json::from_value::<Jwk>(value) else {
+                continue;
+            };
+            if let Some(key) = usable(&jwk, algorithms) {
+                keys.push(key);
+            }
+        }
+        Ok(KeySet {
+            keys,
+            fetched_at: Some(Instant::now()),
+        })
+    }
+}
+
+/// A JWK as a verification key for one of `algorithms`, if it is one.
+fn usable(jwk: &Jwk, algorithms: &[Algorithm]) -> Option<SetKey> {
+    let common = &jwk.common;
+    if common
+        .public_key_use
+        .as_ref()
+        .is_some_and(|u| *u != PublicKeyUse::Signature)
+    {
+        return None;
+    }
+    if common
+        .key_operations
+        .as_ref()
+        .is_some_and(|ops| !ops.contains(&KeyOperations::Verify))
+    {
+        return None;
+    }
+    let (key_family, curve_alg) = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => (Family::Rsa, None),
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => (Family::Ec, Some(Algorithm::ES256)),
+            EllipticCurve::P384 => (Family::Ec, Some(Algorithm::ES384)),
+            _ => return None,
+        },
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+            (Family::Ed, None)
+        }
+        // Symmetric keys have no place in a published key set.
+        _ => return None,
+    };
+    let alg = match &common.key_algorithm {
+        Some(a) => Some(Algorithm::from_str(&a.to_string()).ok()?),
+        None => None,
+    };
+    let wanted = algorithms.iter().any(|&a| {
+        family(a) == key_family && alg.is_none_or(|k| k == a) && curve_alg.is_none_or(|c| c == a)
+    });
+    if !wanted {
+        return None;
+    }
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    Some(SetKey {
+        kid: common.key_id.clone(),
+        key,
+        family: key_family,
+        alg,
+        curve_alg,
+    })
+}
+
+/// Fetches the JWKS of every entry that has one: at start, when a
+/// verification meets an unknown `kid`, and when a set grows stale. One
+/// fetch per entry at a time; callers of an entry share its fetch.
+pub struct JwksFetcher {
+    client: reqwest::Client,
+    slots: Vec<Slot>,
+}
+
+struct Slot {
+    cache: Arc<JwksCache>,
+    counters: ExternalCounters,
+    /// Callers waiting for the fetch under way (`None`: none under way).
+    waiting: Option<Vec<oneshot::Sender<()>>>,
+    /// When an unknown `kid` last started a fetch.
+    last_miss_fetch: Option<Instant>,
+    /// When any fetch last started.
+    last_attempt: Option<Instant>,
+}
+
+impl JwksFetcher {
+    /// The fetcher of these caches (each with its entry's counters), with
+    /// its own HTTP client.
+    pub fn new(caches: Vec<(Arc<JwksCache>, ExternalCounters)>) -> Result<JwksFetcher, String> {
+        let client = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .connect_timeout(FETCH_TIMEOUT)
+            .tcp_nodelay(true)
+            // The configured URL is the one trusted: a redirect could lead
+            // anywhere (from https to http, too).
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("palaver/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the JWKS client: {e}"))?;
+        let slots = caches
+            .into_iter()
+            .map(|(cache, counters)| Slot {
+                cache,
+                counters,
+                waiting: None,
+                last_miss_fetch: None,
+                last_attempt: None,
+            })
+            .collect();
+        Ok(JwksFetcher { client, slots })
+    }
+
+    fn slot_of(&self, entry: usize) -> Option<usize> {
+        self.slots.iter().position(|s| s.cache.entry == entry)
+    }
+
+    /// Starts a fetch for `slot` (none may be under way).
+    fn start_fetch(&mut self, slot: usize, ctx: &mut Context<Self>) {
+        let s = &mut self.slots[slot];
+        s.waiting = Some(Vec::new());
+        s.last_attempt = Some(Instant::now());
+        let cache = s.cache.clone();
+        let fetch = fetch(
+            self.client.clone(),
+            cache.url.clone(),
+            cache.algorithms.clone(),
+        );
+        ctx.spawn(fetch.into_actor(self).map(move |result, act, _| {
+            let s = &mut act.slots[slot];
+            match result {
+                Ok(set) => {
+                    tracing::info!(source = %s.cache.name, keys = set.len(), "JWKS fetched");
+                    s.counters.jwks_fetched(true, Some(set.len()));
+                    s.cache.replace(set);
+                }
+                Err(why) => {
+                    // The keys fetched before stay in use.
+                    tracing::warn!(source = %s.cache.name, error = %why, "JWKS fetch failed; keeping the keys fetched before");
+                    s.counters.jwks_fetched(false, None);
+                }
+            }
+            for waiter in s.waiting.take().unwrap_or_default() {
+                let _ = waiter.send(());
+            }
+        }));
+    }
+}
+
+impl Actor for JwksFetcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // The first load, so the first tokens need not wait for it.
+        for slot in 0..self.slots.len() {
+            self.start_fetch(slot, ctx);
+        }
+    }
+}
+
+/// From a verification (in the caller, `Auth`) whose token names a `kid`
+/// its entry's set lacks: answers once a fetch of that set ended, or at
+/// once if an unknown `kid` already fetched it within
+/// [`MISS_REFETCH_INTERVAL`]. The caller then looks again.
+pub struct KeyMissing {
+    pub entry: usize,
+}
+
+impl Message for KeyMissing {
+    type Result = ();
+}
+
+impl Handler<KeyMissing> for JwksFetcher {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: KeyMissing, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(slot) = self.slot_of(msg.entry) else {
+            return Box::pin(async {});
+        };
+        let s = &mut self.slots[slot];
+        let (tx, rx) = oneshot::channel();
+        match &mut s.waiting {
+            // A fetch is under way: its result is the newest there will be.
+            Some(waiting) => waiting.push(tx),
+            None if s
+                .last_miss_fetch
+                .is_some_and(|at| at.elapsed() < MISS_REFETCH_INTERVAL) =>
+            {
+                return Box::pin(async {});
+            }
+            None => {
+                s.last_miss_fetch = Some(Instant::now());
+                self.start_fetch(slot, ctx);
+                if let Some(waiting) = &mut self.slots[slot].waiting {
+                    waiting.push(tx);
+                }
+            }
+        }
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+/// From a verification that used a set older than `jwks_cache`: refreshes
+/// it in the background (unless a fetch is under way or one started in the
+/// last [`MISS_REFETCH_INTERVAL`]). No answer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RefreshStale {
+    pub entry: usize,
+}
+
+impl Handler<RefreshStale> for JwksFetcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: RefreshStale, ctx: &mut Context<Self>) {
+        let Some(slot) = self.slot_of(msg.entry) else {
+            return;
+        };
+        let s = &self.slots[slot];
+        let recent = s
+            .last_attempt
+            .is_some_and(|at| at.elapsed() < MISS_REFETCH_INTERVAL);
+        if s.waiting.is_none() && !recent {
+            self.start_fetch(slot, ctx);
+        }
+    }
+}
+
+/// One fetch of a JWKS, bounded in time ([`FETCH_TIMEOUT`]) and size.
+async fn fetch(
+    client: reqwest::Client,
+    url: reqwest::Url,
+    algorithms: Vec<Algorithm>,
+) -> Result<KeySet, String> {
+    let describe = |e: reqwest::Error| {
+        if e.is_timeout() {
+            format!("no answer within {FETCH_TIMEOUT:?}")
+        } else if e.is_connect() {
+            "cannot connect".to_owned()
+        } else {
+            // Without the URL: the entry names it in the configuration.
+            e.without_url().to_string()
+        }
+    };
+    let mut response = client
+        .get(url)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(describe)?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(describe)? {
+        if body.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(format!("the answer is larger than {MAX_JWKS_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    KeySet::parse(&body, &algorithms)
+}
