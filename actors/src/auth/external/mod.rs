@@ -264,6 +264,31 @@ impl Sources {
     }
 }
 
+/// A `jwks_url`: http(s), with a host, without credentials (the URL is
+/// logged and shown by `config show`).
+pub fn parse_jwks_url(raw: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{raw:?} is not an http:// or https:// URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{raw:?} has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials (a JWKS is public)".into());
+    }
+    Ok(url)
+}
+
+/// The algorithms an entry may name (`none` is not one).
+pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+    name.parse::<Algorithm>().map_err(|_| {
+        format!(
+            "{name:?} is not an algorithm palaver verifies (HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)"
+        )
+    })
+}
+
 /// `[a-z0-9_-]{1,32}`.
 pub fn valid_name(name: &str) -> bool {
     (1..=32).contains(&name.len())
