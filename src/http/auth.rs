@@ -169,6 +169,9 @@ async fn me(state: web::Data<AppState>, who: Authenticated) -> Result<HttpRespon
         "is_active": user.is_active,
         "created_at": rfc3339_millis(user.created_at),
         "quota": quota,
+        // A user from another issuer (`[[auth.external]]`): which, and its
+        // id there; `null` for palaver's own users.
+        "external": user.external.as_ref().map(|e| json!({"issuer": e.issuer, "id": e.id})),
     })))
 }
 
