@@ -71,10 +71,12 @@ impl Auth {
         // Pinned before any key is looked up (or fetched).
         source.validation(header.alg)?;
         let kid = header.kid.as_deref();
+        // Read before the set is: whether a fetch ended since we looked.
+        let seen = source.jwks().map_or(0, |cache| cache.fetches_ended());
         let key = match source.key_now(kid, header.alg) {
             Some(key) => key,
             None => {
-                self.fetch_missing_key(source).await;
+                self.fetch_missing_key(source, seen).await;
                 source
                     .key_now(kid, header.alg)
                     .ok_or(TokenError::Invalid("unknown key id"))?
@@ -109,12 +111,15 @@ impl Auth {
 
     /// Waits (boundedly) for a fetch of the source's JWKS: its token names a
     /// key the cached set lacks. Nothing for a source without a JWKS.
-    async fn fetch_missing_key(&self, source: &Source) {
+    async fn fetch_missing_key(&self, source: &Source, seen: u64) {
         let (Some(cache), Some(fetcher)) = (source.jwks(), &self.inner.jwks) else {
             return;
         };
         let asked = fetcher
-            .send(KeyMissing { entry: cache.entry })
+            .send(KeyMissing {
+                entry: cache.entry,
+                seen,
+            })
             .timeout(WAIT_FOR_FETCH)
             .await;
         if asked.is_err() {

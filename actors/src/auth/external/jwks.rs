@@ -19,6 +19,7 @@
 //!   stops verifying).
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,10 @@ pub struct JwksCache {
     /// The entry's algorithms: keys for none of them are not kept.
     algorithms: Vec<Algorithm>,
     current: RwLock<Arc<KeySet>>,
+    /// Fetches ended so far (succeeded or not); bumped after `current` is
+    /// replaced, so a caller that read it before the set knows whether a
+    /// fetch ended since it looked.
+    finished: AtomicU64,
     /// When a verification last asked for a background refresh (so a stale
     /// set under load asks once, not once per verification).
     refresh_asked: Mutex<Option<Instant>>,
@@ -75,6 +80,7 @@ impl JwksCache {
             max_age,
             algorithms,
             current: RwLock::new(Arc::new(KeySet::default())),
+            finished: AtomicU64::new(0),
             refresh_asked: Mutex::new(None),
         }
     }
@@ -88,8 +94,18 @@ impl JwksCache {
             .clone()
     }
 
-    fn replace(&self, set: KeySet) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+    /// How many fetches have ended: read it before [`JwksCache::current`]
+    /// and hand it to [`KeyMissing`].
+    pub fn fetches_ended(&self) -> u64 {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    /// A fetch ended: its set (if it succeeded) is the current one.
+    fn fetch_ended(&self, set: Option<KeySet>) {
+        if let Some(set) = set {
+            *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        }
+        self.finished.fetch_add(1, Ordering::Release);
     }
 
     /// Whether the set is older than `jwks_cache` and no refresh was asked
@@ -312,12 +328,13 @@ impl JwksFetcher {
                 Ok(set) => {
                     tracing::info!(source = %s.cache.name, keys = set.len(), "JWKS fetched");
                     s.counters.jwks_fetched(true, Some(set.len()));
-                    s.cache.replace(set);
+                    s.cache.fetch_ended(Some(set));
                 }
                 Err(why) => {
                     // The keys fetched before stay in use.
                     tracing::warn!(source = %s.cache.name, error = %why, "JWKS fetch failed; keeping the keys fetched before");
                     s.counters.jwks_fetched(false, None);
+                    s.cache.fetch_ended(None);
                 }
             }
             for waiter in s.waiting.take().unwrap_or_default() {
@@ -339,11 +356,14 @@ impl Actor for JwksFetcher {
 }
 
 /// From a verification (in the caller, `Auth`) whose token names a `kid`
-/// its entry's set lacks: answers once a fetch of that set ended, or at
-/// once if an unknown `kid` already fetched it within
-/// [`MISS_REFETCH_INTERVAL`]. The caller then looks again.
+/// its entry's set lacks: answers once a fetch of that set ended (the one
+/// under way, if any), or at once if a fetch ended since the caller looked
+/// or an unknown `kid` started one within [`MISS_REFETCH_INTERVAL`]. The
+/// caller then looks again.
 pub struct KeyMissing {
     pub entry: usize,
+    /// [`JwksCache::fetches_ended`] before the caller looked.
+    pub seen: u64,
 }
 
 impl Message for KeyMissing {
@@ -362,6 +382,8 @@ impl Handler<KeyMissing> for JwksFetcher {
         match &mut s.waiting {
             // A fetch is under way: its result is the newest there will be.
             Some(waiting) => waiting.push(tx),
+            // A fetch ended after the caller looked: let it look again.
+            None if s.cache.fetches_ended() != msg.seen => return Box::pin(async {}),
             None if s
                 .last_miss_fetch
                 .is_some_and(|at| at.elapsed() < MISS_REFETCH_INTERVAL) =>

@@ -226,9 +226,7 @@ impl Sources {
                 }
                 secrets.push((&entry.name, secret));
             }
-            sources
-                .list
-                .push(Source::new(index, entry).map_err(|why| fail(why))?);
+            sources.list.push(Source::new(index, entry).map_err(fail)?);
         }
         Ok(sources)
     }
