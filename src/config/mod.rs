@@ -292,7 +292,7 @@ mod tests {
         }
 
         let refused = |entries: &str, needles: &[&str]| {
-            let message = load(entries).err().expect("refused").to_string();
+            let message = load(entries).expect_err("refused").to_string();
             for needle in needles {
                 assert!(message.contains(needle), "{needle}: {message}");
             }
