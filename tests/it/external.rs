@@ -644,6 +644,38 @@ async fn jwks_keys_are_chosen_by_kid_and_an_unknown_kid_refetches_once() {
         "{:?}",
         started.elapsed()
     );
+
+    // The fetches and the keys are in the metrics, labelled by source.
+    let scrape = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let check = crate::metrics::promtool(&scrape);
+    assert!(check.status.success(), "promtool: {}", text(&check.stderr));
+    let value = |name: &str, labels: &[(&str, &str)]| crate::metrics::sample(&scrape, name, labels);
+    assert_eq!(
+        value(
+            "palaver_auth_jwks_fetches_total",
+            &[("source", "keycloak"), ("outcome", "ok")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value("palaver_auth_jwks_keys", &[("source", "keycloak")]),
+        Some(3.0)
+    );
+    assert!(
+        value(
+            "palaver_auth_external_verifications_total",
+            &[("source", "keycloak"), ("outcome", "invalid")]
+        )
+        .is_some_and(|n| n >= 17.0),
+        "{scrape}"
+    );
 }
 
 #[tokio::test]
