@@ -318,17 +318,24 @@ impl SessionActor {
         }
     }
 
-    /// Verifies the new token off the actor's turn (another issuer's may
-    /// wait for its JWKS or, the first time, its user); frames go on being
-    /// served meanwhile.
+    /// Verifies the new token. palaver's own (and another issuer's with its
+    /// key cached) verify at once, in this turn, so frames after it see the
+    /// new expiry; one that must wait (for its JWKS or, the first time, its
+    /// user) finishes off the actor's turn while frames go on being served.
     fn on_refresh(&mut self, token: String, ctx: &mut Context<Self>) {
+        use futures_util::FutureExt;
         let auth = self.deps.auth.clone();
-        let verify = async move { auth.verify_access(&token).await };
-        ctx.spawn(
-            verify
-                .into_actor(self)
-                .map(|verified, act, ctx| act.refreshed(verified, ctx)),
-        );
+        let mut verify = Box::pin(async move { auth.verify_access(&token).await });
+        match (&mut verify).now_or_never() {
+            Some(verified) => self.refreshed(verified, ctx),
+            None => {
+                ctx.spawn(
+                    verify
+                        .into_actor(self)
+                        .map(|verified, act, ctx| act.refreshed(verified, ctx)),
+                );
+            }
+        }
     }
 
     fn refreshed(&mut self, verified: Result<Principal, AuthError>, ctx: &mut Context<Self>) {

@@ -360,6 +360,11 @@ async fn simplejwt_tokens_chat_over_http_and_every_websocket_form() {
             .unwrap();
         assert_eq!(close_code(&mut ws).await, 4001);
     }
+    // Ownership is unchanged: user 43 cannot open user 42's session.
+    let (mut ws, _) = ws_open(&server, &format!("{path}?token={other}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut ws).await, 4004);
 
     // Refresh and logout are the issuer's: 401 token_invalid, both tokens.
     for endpoint in ["/api/auth/refresh/", "/api/auth/logout/"] {
@@ -874,6 +879,53 @@ async fn tokens_crossing_issuers_are_refused() {
     for token in &genuine {
         whoami(&server, token).await;
     }
+}
+
+#[tokio::test]
+async fn a_demo_claim_makes_a_demo_user_under_the_demo_quota() {
+    let entry = format!("{}demo_claim = \"is_trial\"\n", django_entry());
+    let server = TestServer::with(with_entries(&entry));
+    let mut claims = simplejwt_claims(json!(8), 3600);
+    claims["is_trial"] = json!(true);
+    let trial = hs(&claims, Algorithm::HS256, DJANGO_SECRET);
+    let who = whoami(&server, &trial).await;
+    assert_eq!(who["is_demo"], true);
+    assert_eq!(who["quota"]["request_limit"], 5);
+    // The demo ends before the token does: so does what the token grants.
+    let demo_end = who["quota"]["expires_at"].as_u64().unwrap();
+    assert!(demo_end <= now() + 15 * 60, "{who}");
+    let t = ticket(&server, &trial).await;
+    let session = new_session(&server, &trial).await;
+    let (_ws, connected) =
+        ws_connected(&server, &format!("/ws/sessions/{session}/?ticket={t}"), &[]).await;
+    assert_eq!(connected["expires_at"], demo_end);
+    assert_eq!(connected["user"]["is_demo"], true);
+    // Demo users cannot create API keys; their quota is the demo's.
+    let res = client()
+        .post(server.url("/api/auth/api-keys/"))
+        .bearer_auth(&trial)
+        .json(&json!({"name": "k"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 403, "forbidden").await;
+    for _ in 0..4 {
+        new_session(&server, &trial).await;
+    }
+    let res = client()
+        .post(server.url("/api/sessions/"))
+        .bearer_auth(&trial)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 429, "quota_exceeded").await;
+    // A user whose token says false (or nothing) is a regular user.
+    let regular = whoami(&server, &django_token(json!(9))).await;
+    assert_eq!(
+        (regular["is_demo"].as_bool(), &regular["quota"]),
+        (Some(false), &Value::Null)
+    );
 }
 
 #[tokio::test]

@@ -18,10 +18,13 @@
 //!   algorithms, standard claims, the user, token-type and demo claims.
 //! - [`jwks`]: a JWKS entry's cached key set and the [`jwks::JwksFetcher`]
 //!   actor that fetches it (bounded, deduplicated, never hanging a caller).
+//! - `keyset.rs`: [`jwks::KeySet`], the usable keys of one fetched JWKS.
 
 pub mod jwks;
+mod keyset;
 mod source;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -250,8 +253,8 @@ impl Sources {
         if self.list.is_empty() {
             return Ok(Route::Own);
         }
-        let iss = peek_issuer(token)?;
-        let index = match iss.as_deref() {
+        let payload = peek_payload(token)?;
+        let index = match peek_issuer(&payload)?.as_deref() {
             Some(iss) if iss == self.own_issuer => return Ok(Route::Own),
             Some(iss) => self.by_issuer.get(iss).copied(),
             None => self.without_issuer,
@@ -302,25 +305,30 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     bool::from(a.ct_eq(&b))
 }
 
-/// The `iss` of a token's payload, unverified: only which source to ask.
-fn peek_issuer(token: &str) -> Result<Option<String>, TokenError> {
+/// A token's payload, decoded but not verified (only to read `iss`).
+fn peek_payload(token: &str) -> Result<Vec<u8>, TokenError> {
+    let mut parts = token.splitn(3, '.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(_header), Some(payload), Some(_signature)) => URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| TokenError::Invalid("malformed token")),
+        _ => Err(TokenError::Invalid("malformed token")),
+    }
+}
+
+/// The `iss` of a decoded payload: only which source to ask. Borrowed from
+/// the payload when it has no escapes (no allocation on the common path).
+fn peek_issuer(payload: &[u8]) -> Result<Option<Cow<'_, str>>, TokenError> {
     #[derive(Deserialize)]
-    struct Peek {
+    struct Peek<'a> {
         /// A duplicated `iss` is an error (serde refuses it), so no parser
         /// can read another issuer than this one did.
-        #[serde(default)]
-        iss: Option<String>,
+        #[serde(default, borrow)]
+        iss: Option<Cow<'a, str>>,
     }
-    let malformed = TokenError::Invalid("malformed token");
-    let mut parts = token.splitn(3, '.');
-    let (Some(_header), Some(payload), Some(_signature)) =
-        (parts.next(), parts.next(), parts.next())
-    else {
-        return Err(malformed);
-    };
-    let bytes = URL_SAFE_NO_PAD.decode(payload).map_err(|_| malformed)?;
-    let peek: Peek = serde_json::from_slice(&bytes).map_err(|_| malformed)?;
-    Ok(peek.iss)
+    serde_json::from_slice::<Peek>(payload)
+        .map(|peek| peek.iss)
+        .map_err(|_| TokenError::Invalid("malformed token"))
 }
 
 #[cfg(test)]
