@@ -6,7 +6,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{bail, Context, Result};
 use palaver_actors::password;
-use palaver_storage::{NewUser, StorageError, Store, User};
+use palaver_storage::{ExternalIdentity, NewUser, StorageError, Store, User};
 
 use crate::config::Config;
 use palaver_actors::protocol::rfc3339_millis;
@@ -80,19 +80,24 @@ pub async fn user_add(store: &Store, email: &str, password: String) -> Result<Us
     Ok(user)
 }
 
-pub fn user_list(store: &Store, out: &mut impl Write) -> Result<()> {
+/// Every user: its id, its email (or, for a user from another issuer, the
+/// `NAME:ID` that `--external` takes), its issuer (`auth.issuer` for
+/// palaver's own users), and its state.
+pub fn user_list(store: &Store, own_issuer: &str, out: &mut impl Write) -> Result<()> {
     let users = store.users().list()?;
     writeln!(
         out,
-        "{:<36}  {:<32}  {:<8}  {:<4}  CREATED",
-        "ID", "EMAIL", "ACTIVE", "DEMO"
+        "{:<36}  {:<32}  {:<16}  {:<8}  {:<4}  CREATED",
+        "ID", "USER", "ISSUER", "ACTIVE", "DEMO"
     )?;
     for u in &users {
+        let issuer = u.external.as_ref().map_or(own_issuer, |e| &e.issuer);
         writeln!(
             out,
-            "{:<36}  {:<32}  {:<8}  {:<4}  {}",
+            "{:<36}  {:<32}  {:<16}  {:<8}  {:<4}  {}",
             u.id,
-            u.email,
+            user_label(u),
+            issuer,
             if u.is_active { "yes" } else { "no" },
             if u.is_demo { "yes" } else { "no" },
             rfc3339_millis(u.created_at),
@@ -104,11 +109,45 @@ pub fn user_list(store: &Store, out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
+/// How the operator names a user: its email, or `NAME:ID` for a user from
+/// another issuer.
+pub fn user_label(user: &User) -> String {
+    match &user.external {
+        Some(who) => who.to_string(),
+        None => user.email.clone(),
+    }
+}
+
 pub fn find_user(store: &Store, email: &str) -> Result<User> {
     store
         .users()
         .find_by_email(email)?
         .with_context(|| format!("no user with email {email}"))
+}
+
+/// The user named by `--email` or by `--external NAME:ID` (one of them).
+pub fn find_user_by(store: &Store, email: Option<&str>, external: Option<&str>) -> Result<User> {
+    match (email, external) {
+        (Some(email), None) => find_user(store, email),
+        (None, Some(external)) => {
+            // The name never holds a colon; the id may.
+            let Some((issuer, id)) = external
+                .split_once(':')
+                .filter(|(n, i)| !n.is_empty() && !i.is_empty())
+            else {
+                bail!("--external takes NAME:ID (an [[auth.external]] name and the user's id there), e.g. django:42");
+            };
+            let who = ExternalIdentity {
+                issuer: issuer.to_owned(),
+                id: id.to_owned(),
+            };
+            store
+                .users()
+                .find_by_external(&who)?
+                .with_context(|| format!("no user {who} (see `palaver user list`)"))
+        }
+        _ => bail!("name the user with --email or with --external NAME:ID"),
+    }
 }
 
 pub fn apikey_list(store: &Store, email: Option<&str>, out: &mut impl Write) -> Result<()> {

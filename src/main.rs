@@ -93,23 +93,41 @@ enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// List every user.
+    /// List every user (with its issuer: palaver, or an [[auth.external]] name).
     List,
     /// Disable a user: they can no longer log in.
     Disable {
-        #[arg(long)]
-        email: String,
+        #[command(flatten)]
+        who: Who,
     },
     /// Enable a disabled user.
     Enable {
-        #[arg(long)]
-        email: String,
+        #[command(flatten)]
+        who: Who,
     },
-    /// Delete a user.
+    /// Delete a user and everything it owns.
     Delete {
-        #[arg(long)]
-        email: String,
+        #[command(flatten)]
+        who: Who,
     },
+}
+
+/// A user named by email, or by another issuer's name for it.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct Who {
+    #[arg(long)]
+    email: Option<String>,
+    /// A user from another issuer: its [[auth.external]] name and the id
+    /// its tokens give (`user list` shows it), e.g. django:42.
+    #[arg(long, value_name = "NAME:ID")]
+    external: Option<String>,
+}
+
+impl Who {
+    fn find(&self, store: &palaver_storage::Store) -> Result<palaver_storage::User> {
+        cli::find_user_by(store, self.email.as_deref(), self.external.as_deref())
+    }
 }
 
 #[derive(Subcommand)]
@@ -257,27 +275,30 @@ async fn user(cmd: UserCommand, config: &Config) -> Result<()> {
             let user = cli::user_add(&store, &email, password).await?;
             println!("created user {} ({})", user.email, user.id);
         }
-        UserCommand::List => cli::user_list(&store, &mut std::io::stdout().lock())?,
-        UserCommand::Disable { email } => {
-            let user = cli::find_user(&store, &email)?;
+        UserCommand::List => {
+            cli::user_list(&store, &config.auth.issuer, &mut std::io::stdout().lock())?
+        }
+        UserCommand::Disable { who } => {
+            let user = who.find(&store)?;
             // Its logins are revoked and its API keys deleted: enabling it
             // again brings none of them back.
             let (families, keys) = store.disable_user(user.id).await?;
             println!(
                 "disabled {} ({families} login(s) revoked, {keys} API key(s) deleted)",
-                user.email
+                cli::user_label(&user)
             );
         }
-        UserCommand::Enable { email } => {
-            let user = cli::find_user(&store, &email)?;
+        UserCommand::Enable { who } => {
+            let user = who.find(&store)?;
             store.users().set_active(user.id, true).await?;
-            println!("enabled {}", user.email);
+            println!("enabled {}", cli::user_label(&user));
         }
-        UserCommand::Delete { email } => {
-            let user = cli::find_user(&store, &email)?;
-            // Everything the user owns goes too (sessions, keys, counters).
+        UserCommand::Delete { who } => {
+            let user = who.find(&store)?;
+            // Everything the user owns goes too (sessions, tracks, keys,
+            // counters).
             store.purge_user(user.id).await?;
-            println!("deleted {}", user.email);
+            println!("deleted {}", cli::user_label(&user));
         }
     }
     Ok(())

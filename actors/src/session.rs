@@ -16,7 +16,7 @@ use palaver_storage::{Session, Store, UserId};
 use uuid::Uuid;
 
 use crate::analysis::{AnalysisPool, Cancel, Sink};
-use crate::auth::{now_secs, Auth, Principal};
+use crate::auth::{now_secs, Auth, AuthError, Principal};
 use crate::messages::ReplyFrame;
 use crate::protocol::{
     message_json, ClientFrame, Close, ConnectedUser, ErrorCode, QuotaView, ServerFrame,
@@ -313,13 +313,33 @@ impl SessionActor {
             ClientFrame::Question { text, id } => self.on_question(text, id, ctx),
             // Any socket of the session stops its reply.
             ClientFrame::Cancel => self.deps.replies.cancel(self.session.id),
-            ClientFrame::Refresh { token } => self.on_refresh(&token, ctx),
+            ClientFrame::Refresh { token } => self.on_refresh(token, ctx),
             ClientFrame::Resume { message_id, after } => self.on_resume(&message_id, after, ctx),
         }
     }
 
-    fn on_refresh(&mut self, token: &str, ctx: &mut Context<Self>) {
-        match self.deps.auth.verify_access(token) {
+    /// Verifies the new token. palaver's own (and another issuer's with its
+    /// key cached) verify at once, in this turn, so frames after it see the
+    /// new expiry; one that must wait (for its JWKS or, the first time, its
+    /// user) finishes off the actor's turn while frames go on being served.
+    fn on_refresh(&mut self, token: String, ctx: &mut Context<Self>) {
+        use futures_util::FutureExt;
+        let auth = self.deps.auth.clone();
+        let mut verify = Box::pin(async move { auth.verify_access(&token).await });
+        match (&mut verify).now_or_never() {
+            Some(verified) => self.refreshed(verified, ctx),
+            None => {
+                ctx.spawn(
+                    verify
+                        .into_actor(self)
+                        .map(|verified, act, ctx| act.refreshed(verified, ctx)),
+                );
+            }
+        }
+    }
+
+    fn refreshed(&mut self, verified: Result<Principal, AuthError>, ctx: &mut Context<Self>) {
+        match verified {
             Ok(principal) if principal.user.id == self.user_id => {
                 self.expires_at = principal.expires_at();
                 // The registry tracks the family (for revocations).

@@ -351,6 +351,7 @@ pub(crate) mod tests {
                 per_ip_per_hour: 20,
                 gc_after: Duration::from_secs(3600),
             },
+            external: Vec::new(),
         }
     }
 

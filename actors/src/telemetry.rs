@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter, Unit,
 };
 
 pub const HTTP_REQUESTS: &str = "palaver_http_requests_total";
@@ -18,6 +18,9 @@ pub const WS_CLOSES: &str = "palaver_ws_closes_total";
 pub const AUTH_TOKENS_ISSUED: &str = "palaver_auth_tokens_issued_total";
 pub const AUTH_FAILURES: &str = "palaver_auth_failures_total";
 pub const AUTH_REFRESH_REUSE: &str = "palaver_auth_refresh_reuse_total";
+pub const AUTH_EXTERNAL_VERIFICATIONS: &str = "palaver_auth_external_verifications_total";
+pub const AUTH_JWKS_FETCHES: &str = "palaver_auth_jwks_fetches_total";
+pub const AUTH_JWKS_KEYS: &str = "palaver_auth_jwks_keys";
 pub const QUOTA_REJECTIONS: &str = "palaver_quota_rejections_total";
 pub const ANALYSIS_QUEUE_DEPTH: &str = "palaver_analysis_queue_depth";
 pub const ANALYSIS_ACTIVE_STREAMS: &str = "palaver_analysis_active_streams";
@@ -63,6 +66,18 @@ pub fn describe() {
     describe_counter!(
         AUTH_REFRESH_REUSE,
         "Spent refresh tokens presented again (each revoked a family)."
+    );
+    describe_counter!(
+        AUTH_EXTERNAL_VERIFICATIONS,
+        "Verifications of tokens from another issuer, by source (a configured [[auth.external]] name) and outcome (ok, invalid, expired, disabled, error)."
+    );
+    describe_counter!(
+        AUTH_JWKS_FETCHES,
+        "JWKS fetches, by source and outcome (ok, error)."
+    );
+    describe_gauge!(
+        AUTH_JWKS_KEYS,
+        "Usable keys in a source's JWKS as last fetched, by source."
     );
     describe_counter!(
         QUOTA_REJECTIONS,
@@ -204,6 +219,57 @@ pub fn token_issued(kind: &'static str) {
 /// `invalid_credentials`, `rate_limited`.
 pub fn auth_failure(reason: &'static str) {
     counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+}
+
+/// The counters of one `[[auth.external]]` source, registered once at start
+/// (its configured name is the `source` label: the set is bounded by the
+/// configuration), so counting a verification is an atomic add.
+#[derive(Clone)]
+pub struct ExternalCounters {
+    source: String,
+    ok: Counter,
+    invalid: Counter,
+    expired: Counter,
+    disabled: Counter,
+    error: Counter,
+}
+
+impl ExternalCounters {
+    pub fn new(source: &str) -> ExternalCounters {
+        let outcome = |outcome: &'static str| counter!(AUTH_EXTERNAL_VERIFICATIONS, "source" => source.to_owned(), "outcome" => outcome);
+        ExternalCounters {
+            source: source.to_owned(),
+            ok: outcome("ok"),
+            invalid: outcome("invalid"),
+            expired: outcome("expired"),
+            disabled: outcome("disabled"),
+            error: outcome("error"),
+        }
+    }
+
+    /// A verification ended: `None` when it succeeded, else the
+    /// `palaver_auth_failures_total` reason of its failure (`None` inside:
+    /// a server-side error).
+    pub fn verified(&self, failure: Option<Option<&'static str>>) {
+        let counter = match failure {
+            None => &self.ok,
+            Some(Some("invalid")) => &self.invalid,
+            Some(Some("expired")) => &self.expired,
+            Some(Some("disabled")) => &self.disabled,
+            Some(_) => &self.error,
+        };
+        counter.increment(1);
+    }
+
+    /// A JWKS fetch ended; `keys`: how many usable keys it brought.
+    pub fn jwks_fetched(&self, ok: bool, keys: Option<usize>) {
+        let outcome = if ok { "ok" } else { "error" };
+        counter!(AUTH_JWKS_FETCHES, "source" => self.source.clone(), "outcome" => outcome)
+            .increment(1);
+        if let Some(keys) = keys {
+            gauge!(AUTH_JWKS_KEYS, "source" => self.source.clone()).set(keys as f64);
+        }
+    }
 }
 
 pub fn refresh_reuse() {

@@ -109,7 +109,10 @@ fn describe(error: figment::Error) -> ConfigError {
         .map(|e| {
             let mut path = e.path.clone();
             if let figment::error::Kind::UnknownField(field, _) = &e.kind {
-                path.push(field.clone());
+                // Inside an array of tables figment names the field already.
+                if path.last() != Some(field) {
+                    path.push(field.clone());
+                }
             }
             let dotted = path.join(".");
             let place = match &e.metadata {
@@ -179,6 +182,14 @@ mod tests {
             "login_failures_per_ip",
             "login_window",
             "allow_registration",
+            // [[auth.external]] (commented: no entry by default)
+            "name",
+            "algorithms",
+            "jwks_url",
+            "jwks_cache",
+            "user_claim",
+            "token_type_claim",
+            "demo_claim",
             "enabled",
             "lifetime",
             "request_limit",
@@ -245,6 +256,92 @@ mod tests {
             assert!(!text.contains("scrape-token-value"), "{text}");
             assert!(text.contains(REDACTED));
         }
+    }
+
+    #[test]
+    fn external_entries_parse_and_every_bad_one_is_named() {
+        const OWN: &str = "palaver-secret-palaver-secret-palaver-secret";
+        const DJANGO: &str = "django-secret-django-secret-django-secret";
+        let load = |entries: &str| -> Result<Config, ConfigError> {
+            let text = format!("[auth]\nsecret = \"{OWN}\"\n{entries}");
+            let config: Config = Figment::new()
+                .merge(Toml::string(&text))
+                .extract()
+                .map_err(describe)?;
+            config.validate()?;
+            Ok(config)
+        };
+        let django = format!("[[auth.external]]\nname = \"django\"\nsecret = \"{DJANGO}\"\n");
+        let keycloak =
+            "[[auth.external]]\nname = \"kc\"\nissuer = \"https://kc.example.com/realms/main\"\n\
+                        algorithms = [\"RS256\"]\njwks_url = \"https://kc.example.com/certs\"\n\
+                        user_claim = \"sub\"\ntoken_type_claim = \"\"\n";
+        let config = load(&format!("{django}{keycloak}")).unwrap();
+        let settings = config.external_settings().unwrap();
+        assert_eq!(settings.len(), 2);
+        assert_eq!(settings[0].user_claim, "user_id");
+        assert_eq!(settings[0].token_type_claim.as_deref(), Some("token_type"));
+        assert_eq!(settings[1].token_type_claim, None);
+        assert_eq!(settings[1].audience, None);
+        for shown in [
+            config.to_redacted_toml(),
+            format!("{config:?}"),
+            format!("{settings:?}"),
+        ] {
+            assert!(!shown.contains(DJANGO), "{shown}");
+        }
+
+        let refused = |entries: &str, needles: &[&str]| {
+            let message = load(entries).expect_err("refused").to_string();
+            for needle in needles {
+                assert!(message.contains(needle), "{needle}: {message}");
+            }
+        };
+        refused(
+            &django.replace("django\"", "Django App\""),
+            &["auth.external #1", "name"],
+        );
+        refused(&format!("{django}{django}"), &["\"django\"", "same name"]);
+        refused(
+            &format!("{django}jwks_url = \"https://x.example.com/certs\"\n"),
+            &["\"django\"", "exactly one of"],
+        );
+        refused(
+            &format!("{django}algorithms = [\"none\"]\n"),
+            &["\"django\"", "algorithms", "\"none\""],
+        );
+        refused(
+            &django.replace(DJANGO, OWN),
+            &["\"django\"", "palaver's own"],
+        );
+        refused(
+            &django.replace(DJANGO, "short"),
+            &["\"django\"", "32 bytes"],
+        );
+        refused(
+            &keycloak.replace("https://kc.example.com/certs", "ftp://kc.example.com/certs"),
+            &["\"kc\"", "jwks_url"],
+        );
+        refused(
+            &keycloak.replace(
+                "jwks_url = \"https://kc.example.com/certs\"",
+                "public_key = \"/nonexistent/idp.pub\"",
+            ),
+            &["\"kc\"", "/nonexistent/idp.pub"],
+        );
+        refused(
+            &format!(
+                "{django}{}",
+                django
+                    .replace("\"django\"", "\"flask\"")
+                    .replace(DJANGO, &DJANGO.replace('d', "D"))
+            ),
+            &["\"flask\"", "at most one"],
+        );
+        refused(
+            &format!("{django}jwks_cach = \"1h\"\n"),
+            &["auth.external", "jwks_cach"],
+        );
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub struct AuthConfig {
     pub allow_registration: bool,
     pub registrations_per_ip_per_hour: u32,
     pub registrations_per_hour: u32,
+    /// `[[auth.external]]`: other issuers whose access tokens are accepted
+    /// (last: TOML puts arrays of tables after plain keys).
+    pub external: Vec<ExternalAuthConfig>,
 }
 
 impl Default for AuthConfig {
@@ -85,6 +88,47 @@ impl Default for AuthConfig {
             allow_registration: false,
             registrations_per_ip_per_hour: 10,
             registrations_per_hour: 100,
+            external: Vec::new(),
+        }
+    }
+}
+
+/// One `[[auth.external]]` table (API.md §2): an issuer whose access tokens
+/// palaver accepts. Empty strings mean "not set", as in the contract's
+/// example; exactly one of `secret`, `public_key`, `jwks_url` is set.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExternalAuthConfig {
+    pub name: String,
+    pub issuer: String,
+    pub audience: String,
+    pub algorithms: Vec<String>,
+    pub secret: Option<Secret>,
+    pub public_key: String,
+    pub jwks_url: String,
+    #[serde(with = "humantime_serde")]
+    pub jwks_cache: Duration,
+    pub user_claim: String,
+    pub token_type_claim: String,
+    pub demo_claim: String,
+    pub leeway_seconds: u64,
+}
+
+impl Default for ExternalAuthConfig {
+    fn default() -> Self {
+        ExternalAuthConfig {
+            name: String::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            algorithms: vec!["HS256".into()],
+            secret: None,
+            public_key: String::new(),
+            jwks_url: String::new(),
+            jwks_cache: Duration::from_secs(3600),
+            user_claim: "user_id".into(),
+            token_type_claim: "token_type".into(),
+            demo_claim: String::new(),
+            leeway_seconds: 5,
         }
     }
 }

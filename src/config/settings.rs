@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use palaver_actors::analysis::openai::{ApiKey, OpenAi, OpenAiSettings};
 use palaver_actors::analysis::{AnalysisSettings, EngineKind};
+use palaver_actors::auth::external::{parse_algorithm, parse_jwks_url, valid_name};
 use palaver_actors::auth::keys::{self, KeyError, KeySource};
-use palaver_actors::auth::{AuthSettings, DemoSettings};
+use palaver_actors::auth::{AuthSettings, DemoSettings, ExternalKey, ExternalSettings};
 use palaver_actors::session::WsLimits;
 
 use super::{Config, ConfigError, Engine, JwtAlgorithm};
@@ -77,7 +78,67 @@ impl Config {
                 per_ip_per_hour: self.demo.per_ip_per_hour,
                 gc_after: self.demo.gc_after,
             },
+            external: self.external_settings()?,
         })
+    }
+
+    /// `[[auth.external]]` as the identity layer needs it: algorithms
+    /// parsed, the one key source chosen, key files read. What entries mean
+    /// together (names, issuers, secrets, key kinds) is checked by
+    /// `palaver_actors::auth::external::Sources::new`.
+    pub fn external_settings(&self) -> Result<Vec<ExternalSettings>, ConfigError> {
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        self.auth
+            .external
+            .iter()
+            .enumerate()
+            .map(|(index, e)| {
+                let label = if valid_name(&e.name) {
+                    format!("{:?}", e.name)
+                } else {
+                    format!("#{}", index + 1)
+                };
+                let bad =
+                    |why: String| ConfigError::Invalid(format!("auth.external {label}: {why}"));
+                let algorithms = e
+                    .algorithms
+                    .iter()
+                    .map(|a| parse_algorithm(a).map_err(|why| bad(format!("algorithms: {why}"))))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let secret = e.secret.as_ref().filter(|s| !s.expose().is_empty());
+                let key = match (secret, e.public_key.as_str(), e.jwks_url.as_str()) {
+                    (Some(secret), "", "") => {
+                        ExternalKey::Secret(secret.expose().as_bytes().to_vec())
+                    }
+                    (None, path, "") if !path.is_empty() => {
+                        let path = std::path::PathBuf::from(path);
+                        let pem =
+                            keys::read_pem(&path).map_err(|e| bad(format!("public_key: {e}")))?;
+                        ExternalKey::PublicKey { path, pem }
+                    }
+                    (None, "", url) if !url.is_empty() => ExternalKey::Jwks {
+                        url: parse_jwks_url(url).map_err(|why| bad(format!("jwks_url: {why}")))?,
+                        cache: e.jwks_cache,
+                    },
+                    _ => {
+                        return Err(bad(
+                            "set exactly one of secret (HS*), public_key or jwks_url".into(),
+                        ))
+                    }
+                };
+                Ok(ExternalSettings {
+                    name: e.name.clone(),
+                    issuer: e.issuer.clone(),
+                    audience: non_empty(&e.audience),
+                    algorithms,
+                    key,
+                    user_claim: e.user_claim.clone(),
+                    token_type_claim: non_empty(&e.token_type_claim),
+                    demo_claim: non_empty(&e.demo_claim),
+                    leeway_seconds: e.leeway_seconds,
+                })
+            })
+            .collect()
     }
 
     /// The configured engine.

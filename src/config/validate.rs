@@ -2,6 +2,8 @@
 //! `config check` run the same ones (both exit 2 on a failure).
 
 use palaver_actors::analysis::openai::parse_base_url;
+use palaver_actors::auth::external::Sources;
+use palaver_actors::auth::keys::{self, KeySource};
 use palaver_actors::auth::TokenService;
 
 use super::{Config, ConfigError, Engine, JwtAlgorithm};
@@ -62,6 +64,7 @@ impl Config {
                 "every retired secret must be at least 32 bytes",
             );
         }
+        self.validate_external()?;
         self.validate_openai()?;
         if self.demo.lifetime.is_zero() {
             return bad("demo.lifetime", "must be greater than 0");
@@ -113,6 +116,52 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// `[[auth.external]]`: every entry on its own (its key read and
+    /// parsed) and against the others and palaver's own keys: the same
+    /// check the start makes (`Sources::new`).
+    fn validate_external(&self) -> Result<(), ConfigError> {
+        if self.auth.external.is_empty() {
+            return Ok(());
+        }
+        let entries = self.external_settings()?;
+        Sources::new(&entries, &self.own_keys_to_compare()?, &self.auth.issuer)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Ok(())
+    }
+
+    /// palaver's own HS256 secrets, as far as they are known without
+    /// starting: the configured secret, or the generated one if the data
+    /// directory holds it already (nothing is generated here), and the
+    /// previous secrets. With RS256/EdDSA palaver has no secret.
+    fn own_keys_to_compare(&self) -> Result<KeySource, ConfigError> {
+        let previous = self
+            .auth
+            .previous_secrets
+            .iter()
+            .map(|s| s.expose().as_bytes().to_vec())
+            .collect();
+        if self.auth.algorithm != JwtAlgorithm::HS256 {
+            return Ok(KeySource::Rs256 {
+                private_pem: Vec::new(),
+                public_pem: Vec::new(),
+            });
+        }
+        let secret = match &self.auth.secret {
+            Some(secret) => secret.expose().as_bytes().to_vec(),
+            None => match std::fs::read(self.data_dir().join(keys::SECRET_FILE)) {
+                Ok(secret) => secret,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "auth: cannot read {}: {e}",
+                        self.data_dir().join(keys::SECRET_FILE).display()
+                    )))
+                }
+            },
+        };
+        Ok(KeySource::Hs256 { secret, previous })
     }
 
     /// `[analysis.openai]`: checked whatever the engine (a typo is caught

@@ -158,6 +158,18 @@ pub struct Me {
     pub created_at: String,
     /// Null for a user without a limit.
     pub quota: Option<MeQuota>,
+    /// A user from another issuer (`[[auth.external]]`): which, and its id
+    /// there; null for palaver's own users.
+    pub external: Option<MeExternal>,
+}
+
+/// Where a user from another issuer comes from.
+#[derive(Serialize, ToSchema)]
+pub struct MeExternal {
+    /// The `[[auth.external]]` entry's `name`.
+    pub issuer: String,
+    /// The user's id at that issuer (its user claim).
+    pub id: String,
 }
 
 /// A WebSocket ticket: single use, `expires_in` seconds.
@@ -344,6 +356,10 @@ async fn me(state: web::Data<AppState>, who: Authenticated) -> Result<HttpRespon
         is_active: user.is_active,
         created_at: rfc3339_millis(user.created_at),
         quota,
+        external: user.external.as_ref().map(|e| MeExternal {
+            issuer: e.issuer.clone(),
+            id: e.id.clone(),
+        }),
     }))
 }
 

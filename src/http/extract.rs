@@ -3,13 +3,14 @@
 //! the one piece of code that turns request credentials into a principal or
 //! a 401.
 
-use std::future::{ready, Future, Ready};
+use std::future::{ready, Future};
 use std::pin::Pin;
 
 use actix_web::dev::{JsonBody, Payload};
 use actix_web::error::JsonPayloadError;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use futures_util::future::LocalBoxFuture;
 use palaver_actors::auth::{Auth, AuthError, Principal};
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -119,23 +120,24 @@ pub fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Ap
 }
 
 /// The authenticated caller of a protected handler: from
-/// `Authorization: Bearer <access JWT>` or, failing that, `X-API-Key`.
-/// Anything else is the right 401 (`token_missing`, `token_invalid`,
-/// `token_expired`, `token_revoked`) with `WWW-Authenticate`.
+/// `Authorization: Bearer <access JWT>` (palaver's own or another issuer's)
+/// or, failing that, `X-API-Key`. Anything else is the right 401
+/// (`token_missing`, `token_invalid`, `token_expired`, `token_revoked`) with
+/// `WWW-Authenticate`.
 pub struct Authenticated(pub Principal);
 
 impl FromRequest for Authenticated {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         // The quota middleware may have verified the credential already:
         // its outcome, success or failure, is used as it is.
-        let outcome = match req.extensions_mut().remove::<Verified>() {
-            Some(Verified(outcome)) => outcome,
-            None => authenticate(req),
-        };
-        ready(outcome.map(Authenticated))
+        if let Some(Verified(outcome)) = req.extensions_mut().remove::<Verified>() {
+            return Box::pin(ready(outcome.map(Authenticated)));
+        }
+        let req = req.clone();
+        Box::pin(async move { authenticate(&req).await.map(Authenticated) })
     }
 }
 
@@ -146,23 +148,23 @@ pub struct Verified(pub Result<Principal, ApiError>);
 
 /// Verifies the request's credential (used by the extractor and the quota
 /// middleware); on success the request's span gets the `user_id`.
-pub fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
+pub async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::internal("application state missing"))?;
     let auth = &state.auth;
-    let principal = authorization_header(req, auth)
-        .or_else(|| api_key_header(req, auth))
-        .unwrap_or_else(missing)?;
+    let principal = match bearer_header(req) {
+        Some(Ok(token)) => auth.verify_access(token).await,
+        Some(Err(malformed)) => Err(malformed),
+        None => api_key_header(req, auth).unwrap_or_else(missing),
+    }?;
     tracing::Span::current().record("user_id", tracing::field::display(principal.user.id));
     Ok(principal)
 }
 
-/// `Authorization: Bearer <access JWT>`, verified, if the header is present.
-pub fn authorization_header(
-    req: &HttpRequest,
-    auth: &Auth,
-) -> Option<Result<Principal, AuthError>> {
+/// The token of `Authorization: Bearer <token>`, if the header is present
+/// (a present header of another form is an invalid credential).
+pub fn bearer_header(req: &HttpRequest) -> Option<Result<&str, AuthError>> {
     let value = req.headers().get(header::AUTHORIZATION)?;
     Some(
         value
@@ -171,8 +173,7 @@ pub fn authorization_header(
             .and_then(bearer_token)
             .ok_or(AuthError::Invalid(
                 "expected `Authorization: Bearer <token>`",
-            ))
-            .and_then(|token| auth.verify_access(token)),
+            )),
     )
 }
 

@@ -48,7 +48,7 @@ pub async fn admit_counted(
     };
     // Verified once: the handler's extractor takes this outcome (and
     // answers the 401 of a failure itself, uncounted).
-    let outcome = authenticate(req.request());
+    let outcome = authenticate(req.request()).await;
     let caller = outcome
         .as_ref()
         .ok()

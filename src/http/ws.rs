@@ -18,7 +18,7 @@ use palaver_actors::supervisor::{SpawnRefused, Supervisor};
 use palaver_actors::telemetry;
 use serde::Deserialize;
 
-use super::extract::{api_key_header, authorization_header, missing};
+use super::extract::{api_key_header, bearer_header, missing};
 use super::sessions::owned_session;
 use super::ApiError;
 use crate::app::AppState;
@@ -94,7 +94,7 @@ async fn connect(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let admitted = admit(&req, &state, &path);
+    let admitted = admit(&req, &state, &path).await;
     let (principal, session) = match admitted {
         Ok(found) => found,
         Err(refusal) => return refuse(&req, body, &state, refusal),
@@ -133,7 +133,7 @@ async fn connect(
     Ok(response)
 }
 
-fn admit(
+async fn admit(
     req: &HttpRequest,
     state: &AppState,
     session_id: &str,
@@ -141,7 +141,7 @@ fn admit(
     if !super::origin::allowed(req.headers(), &state.config.server.allowed_origins) {
         return Err(Refusal::Origin);
     }
-    let principal = authenticate(req, state).map_err(Refusal::Auth)?;
+    let principal = authenticate(req, state).await.map_err(Refusal::Auth)?;
     let session =
         owned_session(&state.store, principal.user.id, session_id).map_err(|e| match e {
             ApiError::NotFound => Refusal::NotFound,
@@ -150,8 +150,9 @@ fn admit(
     Ok((principal, session))
 }
 
-/// The first credential present, in the contract's order of precedence.
-fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, AuthError> {
+/// The first credential present, in the contract's order of precedence
+/// (every access-token form takes palaver's own tokens and other issuers').
+async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, AuthError> {
     let auth = &state.auth;
     let query: Credentials = web::Query::<Credentials>::from_query(req.query_string())
         .map(web::Query::into_inner)
@@ -160,13 +161,13 @@ fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, AuthEr
         return auth.consume_ticket(ticket);
     }
     if let Some(token) = subprotocol_token(req) {
-        return auth.verify_access(token);
+        return auth.verify_access(token).await;
     }
     if let Some(token) = &query.token {
-        return auth.verify_access(token);
+        return auth.verify_access(token).await;
     }
-    if let Some(verified) = authorization_header(req, auth) {
-        return verified;
+    if let Some(bearer) = bearer_header(req) {
+        return auth.verify_access(bearer?).await;
     }
     if let Some(key) = &query.api_key {
         return auth.verify_api_key(key);

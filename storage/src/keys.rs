@@ -6,6 +6,7 @@
 //! | `meta`           | ASCII name                  | per name (see `meta`) |
 //! | `users`          | user id (16 bytes, UUID v7) | `User` (codec)        |
 //! | `users_by_email` | lowercased email, UTF-8     | user id (16 bytes)    |
+//! | `users_by_external` | issuer name ‖ 0x00 ‖ external id, UTF-8 | user id (16 bytes) |
 //! | `demo_expiry`    | expires_at (u64 BE) ‖ user id | empty               |
 //! | `families`       | family id (16 bytes)        | `Family` (codec)      |
 //! | `api_keys`       | key id (16 bytes, UUID v7)  | `ApiKey` (codec)      |
@@ -61,6 +62,26 @@ pub fn user_from(key: &[u8]) -> Option<UserId> {
 pub fn uuid_from(bytes: &[u8]) -> Option<Uuid> {
     let bytes: [u8; 16] = bytes.try_into().ok()?;
     Some(Uuid::from_bytes(bytes))
+}
+
+/// Key of the external-identity index: the issuer's configured name (which
+/// holds no NUL byte), a NUL, then the id the issuer gives the user. The
+/// separator makes the pair unambiguous (`a` + `b:c` never meets `a:b` + `c`)
+/// and keeps one issuer's users together.
+pub fn external_user(issuer: &str, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(issuer.len() + 1 + id.len());
+    key.extend_from_slice(issuer.as_bytes());
+    key.push(0);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// Decodes an `users_by_external` key into (issuer, id).
+pub fn external_user_from(key: &[u8]) -> Option<(&str, &str)> {
+    let split = key.iter().position(|&b| b == 0)?;
+    let issuer = std::str::from_utf8(&key[..split]).ok()?;
+    let id = std::str::from_utf8(&key[split + 1..]).ok()?;
+    Some((issuer, id))
 }
 
 /// Key of the demo-expiry index: sorts by expiry, so the sweep scans only
@@ -239,6 +260,22 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(2));
         let b = UserId::new();
         assert!(user(a) < user(b));
+    }
+
+    #[test]
+    fn external_user_key_round_trips_and_is_unambiguous() {
+        let key = external_user("django", "42");
+        assert_eq!(external_user_from(&key), Some(("django", "42")));
+        assert_ne!(external_user("a", "b:c"), external_user("a:b", "c"));
+        assert_ne!(external_user("ab", "c"), external_user("a", "bc"));
+        // An id may hold anything, a NUL included: the issuer ends at the first.
+        assert_eq!(
+            external_user_from(&external_user("kc", "x\0y")),
+            Some(("kc", "x\0y"))
+        );
+        // One issuer's users sort together.
+        assert!(external_user("a", "zzz") < external_user("b", ""));
+        assert_eq!(external_user_from(b"no-separator"), None);
     }
 
     #[test]

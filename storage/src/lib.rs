@@ -10,7 +10,8 @@
 //! - [`ids`]: newtype ids.
 //! - [`permissions`]: the data directory is its owner's alone (0700 / 0600).
 //! - [`meta`]: the `meta` tree: schema version and migrations run at open.
-//! - [`users`]: users, the case-insensitive email index, the demo-expiry index.
+//! - [`users`]: users, the case-insensitive email index, the external-identity
+//!   index, the demo-expiry index.
 //! - [`families`]: refresh-token families (rotation, reuse, revocation).
 //! - [`api_keys`]: API keys, stored as hashes.
 //! - [`sessions`]: sessions (conversations), listed per user newest first.
@@ -55,4 +56,4 @@ pub use sessions::{Message, MessageStatus, Page, Role, Session, ToolUse};
 pub use store::{Store, StoreConfig};
 pub use time::now_millis;
 pub use tracks::{AnalysisStatus, NewTrack, Track, TrackAnalysis};
-pub use users::{NewUser, User};
+pub use users::{ExternalIdentity, NewUser, User};

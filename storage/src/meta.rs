@@ -4,17 +4,19 @@
 //! in order, each recording its version when done, so an interrupted upgrade
 //! resumes where it stopped.
 
+use crate::codec::{self, Record};
 use crate::error::{Result, StorageError};
 use crate::keys;
 use crate::store::Trees;
+use crate::users::{User, UserV1};
 
 /// The schema this build writes.
-pub const CURRENT_SCHEMA_VERSION: u32 = 2;
+pub const CURRENT_SCHEMA_VERSION: u32 = 3;
 
 type Migration = fn(&sled::Db, &Trees) -> Result<()>;
 
 /// `MIGRATIONS[i]` upgrades a database from version `i + 1` to `i + 2`.
-const MIGRATIONS: &[Migration] = &[drop_reply_events_v1];
+const MIGRATIONS: &[Migration] = &[drop_reply_events_v1, users_gain_external];
 
 /// 1 → 2: finished replies' logs moved from `reply_events` (keyed by
 /// session and reply, with a time index in `reply_events_by_time`) to
@@ -26,6 +28,28 @@ const MIGRATIONS: &[Migration] = &[drop_reply_events_v1];
 fn drop_reply_events_v1(db: &sled::Db, _: &Trees) -> Result<()> {
     for name in ["reply_events", "reply_events_by_time"] {
         db.drop_tree(name)?;
+    }
+    Ok(())
+}
+
+/// 2 → 3: user records gain `external` (none for every user stored before:
+/// users from another issuer did not exist). Each record is rewritten in
+/// place; a record already in its version-2 encoding (an interrupted run)
+/// is left alone, so
+/// running it twice is harmless.
+fn users_gain_external(_: &sled::Db, trees: &Trees) -> Result<()> {
+    for entry in trees.users.iter() {
+        let (key, value) = entry?;
+        if value.first() == Some(&User::VERSION) {
+            continue;
+        }
+        let old: UserV1 = match value.split_first() {
+            Some((1, body)) => postcard::from_bytes(body).map_err(|e| {
+                StorageError::corrupt("users", format!("undecodable version-1 user: {e}"))
+            })?,
+            _ => return Err(StorageError::corrupt("users", "unknown record version")),
+        };
+        trees.users.insert(key, codec::encode(&User::from(old))?)?;
     }
     Ok(())
 }
@@ -108,13 +132,65 @@ mod tests {
         old.insert(b"k", b"v").unwrap();
         set_schema_version(store.trees(), 1).unwrap();
         migrate(store.db(), store.trees()).unwrap();
-        assert_eq!(schema_version(store.trees()).unwrap(), 2);
+        assert_eq!(
+            schema_version(store.trees()).unwrap(),
+            CURRENT_SCHEMA_VERSION
+        );
         let names = store.db().tree_names();
         assert!(
             !names.iter().any(|n| &n[..] == b"reply_events"),
             "{names:?}"
         );
         assert!(!names.iter().any(|n| &n[..] == b"reply_events_by_time"));
+    }
+
+    #[test]
+    fn version_1_users_gain_no_external_identity() {
+        #[derive(serde::Serialize)]
+        struct V1<'a> {
+            id: crate::UserId,
+            email: &'a str,
+            password_hash: &'a str,
+            is_active: bool,
+            is_demo: bool,
+            demo_expires_at: Option<u64>,
+            created_at: u64,
+        }
+        let store = Store::temporary().unwrap();
+        let id = crate::UserId::new();
+        let mut old = vec![1u8];
+        old.extend(
+            postcard::to_stdvec(&V1 {
+                id,
+                email: "ann@example.com",
+                password_hash: "hash",
+                is_active: false,
+                is_demo: true,
+                demo_expires_at: Some(77),
+                created_at: 5,
+            })
+            .unwrap(),
+        );
+        let trees = store.trees();
+        trees.users.insert(keys::user(id), old).unwrap();
+        set_schema_version(trees, 1).unwrap();
+        migrate(store.db(), trees).unwrap();
+        assert_eq!(schema_version(trees).unwrap(), CURRENT_SCHEMA_VERSION);
+        let user = store.users().get(id).unwrap().unwrap();
+        assert_eq!(
+            (
+                user.email.as_str(),
+                user.is_active,
+                user.is_demo,
+                user.demo_expires_at,
+                user.created_at,
+                user.external.clone()
+            ),
+            ("ann@example.com", false, true, Some(77), 5, None)
+        );
+        // A second run (an interrupted upgrade resumed) changes nothing.
+        users_gain_external(store.db(), trees).unwrap();
+        assert_eq!(store.users().get(id).unwrap().unwrap(), user);
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub(crate) struct Trees {
     pub users: sled::Tree,
     /// lowercased email → user id.
     pub users_by_email: sled::Tree,
+    /// external issuer name ‖ 0 ‖ external id → user id: users provisioned
+    /// from another issuer's tokens.
+    pub users_by_external: sled::Tree,
     /// demo expiry ‖ user id → (): what the demo sweep scans.
     pub demo_expiry: sled::Tree,
     /// family id → `Family`: refresh-token rotation and revocation.
@@ -137,6 +140,7 @@ impl Store {
             meta: db.open_tree("meta")?,
             users: db.open_tree("users")?,
             users_by_email: db.open_tree("users_by_email")?,
+            users_by_external: db.open_tree("users_by_external")?,
             demo_expiry: db.open_tree("demo_expiry")?,
             families: db.open_tree("families")?,
             api_keys: db.open_tree("api_keys")?,

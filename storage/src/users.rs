@@ -1,7 +1,9 @@
-//! Users: the `users` tree and its `users_by_email` index.
+//! Users: the `users` tree, its `users_by_email` index and, for users
+//! provisioned from another issuer's tokens, its `users_by_external` index.
 //!
-//! Email uniqueness is enforced by one sled transaction over both trees (a
-//! rare path, so the transaction's global lock is acceptable here).
+//! Email uniqueness, and one user per external identity, are each enforced
+//! by one sled transaction over the trees involved (rare paths, so the
+//! transaction's global lock is acceptable here).
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::ConflictableTransactionError;
@@ -17,9 +19,11 @@ use crate::store::Store;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub id: UserId,
-    /// As entered (trimmed); uniqueness is on its lowercased form.
+    /// As entered (trimmed); uniqueness is on its lowercased form. Empty for
+    /// a user from another issuer (not in the email index: it never logs in).
     pub email: String,
-    /// A PHC string (argon2id); never the password.
+    /// A PHC string (argon2id); never the password. Empty when the user has
+    /// none (demo and external users): no password matches it.
     pub password_hash: String,
     pub is_active: bool,
     pub is_demo: bool,
@@ -27,11 +31,59 @@ pub struct User {
     pub demo_expires_at: Option<u64>,
     /// Unix milliseconds.
     pub created_at: u64,
+    /// For a user provisioned from another issuer's token: who it is there.
+    pub external: Option<ExternalIdentity>,
 }
 
 impl Record for User {
     const TREE: &'static str = "users";
-    const VERSION: u8 = 1;
+    /// 2: `external` added (schema version 2 rewrote every version-1 record).
+    const VERSION: u8 = 2;
+}
+
+/// A user as another issuer (an `[[auth.external]]` entry) names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ExternalIdentity {
+    /// The entry's configured name (`[a-z0-9_-]{1,32}`, no NUL byte).
+    pub issuer: String,
+    /// The value of the entry's user claim, as a string (an integer claim in
+    /// decimal).
+    pub id: String,
+}
+
+impl std::fmt::Display for ExternalIdentity {
+    /// `NAME:ID`, the form `palaver user … --external` takes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.issuer, self.id)
+    }
+}
+
+/// A user record as schema version 1 stored it (before `external`): read
+/// only by the migration to version 2.
+#[derive(Deserialize)]
+pub(crate) struct UserV1 {
+    id: UserId,
+    email: String,
+    password_hash: String,
+    is_active: bool,
+    is_demo: bool,
+    demo_expires_at: Option<u64>,
+    created_at: u64,
+}
+
+impl From<UserV1> for User {
+    fn from(v1: UserV1) -> User {
+        User {
+            id: v1.id,
+            email: v1.email,
+            password_hash: v1.password_hash,
+            is_active: v1.is_active,
+            is_demo: v1.is_demo,
+            demo_expires_at: v1.demo_expires_at,
+            created_at: v1.created_at,
+            external: None,
+        }
+    }
 }
 
 /// What it takes to create a user.
@@ -72,6 +124,7 @@ impl<'a> Users<'a> {
             is_demo: new.is_demo,
             demo_expires_at: new.demo_expires_at,
             created_at: crate::now_millis(),
+            external: None,
         };
         let value = codec::encode(&user)?;
         let email_key = keys::email(&user.email);
@@ -110,6 +163,72 @@ impl<'a> Users<'a> {
         let id = keys::user_from(&id)
             .ok_or_else(|| StorageError::corrupt("users_by_email", "id is not 16 bytes"))?;
         self.get(id)
+    }
+
+    /// The user another issuer names `identity`, if it was provisioned.
+    pub fn find_by_external(&self, identity: &ExternalIdentity) -> Result<Option<User>> {
+        let trees = self.store.trees();
+        let key = keys::external_user(&identity.issuer, &identity.id);
+        let Some(id) = trees.users_by_external.get(key)? else {
+            return Ok(None);
+        };
+        let id = keys::user_from(&id)
+            .ok_or_else(|| StorageError::corrupt("users_by_external", "id is not 16 bytes"))?;
+        self.get(id)
+    }
+
+    /// The user another issuer names `identity`: the one provisioned
+    /// already, or a new one (no email, no password; a demo user until
+    /// `demo_expires_at` when that is set). One transaction over the user
+    /// and its index, so concurrent first verifications make one user.
+    /// Answers the user and whether it was created now. Not waited on: pair
+    /// with [`Store::durable`].
+    pub fn find_or_create_external_nowait(
+        &self,
+        identity: &ExternalIdentity,
+        demo_expires_at: Option<u64>,
+    ) -> Result<(User, bool)> {
+        let fresh = User {
+            id: UserId::new(),
+            email: String::new(),
+            password_hash: String::new(),
+            is_active: true,
+            is_demo: demo_expires_at.is_some(),
+            demo_expires_at,
+            created_at: crate::now_millis(),
+            external: Some(identity.clone()),
+        };
+        let value = codec::encode(&fresh)?;
+        let index_key = keys::external_user(&identity.issuer, &identity.id);
+        let expiry_key = demo_expires_at.map(|at| keys::demo_expiry(at, fresh.id));
+        let trees = self.store.trees();
+        let found = (&trees.users, &trees.users_by_external, &trees.demo_expiry).transaction(
+            |(users, by_external, demo)| {
+                if let Some(id) = by_external.get(&index_key)? {
+                    // Provisioned already: that user (its record goes with
+                    // its index entry, in one transaction).
+                    let record = users.get(&id[..])?.ok_or_else(|| {
+                        ConflictableTransactionError::Abort(StorageError::corrupt(
+                            "users_by_external",
+                            "names a user that does not exist",
+                        ))
+                    })?;
+                    let user: User =
+                        codec::decode(&record).map_err(ConflictableTransactionError::Abort)?;
+                    return Ok(Some(user));
+                }
+                by_external.insert(index_key.as_slice(), fresh.id.as_bytes())?;
+                users.insert(&keys::user(fresh.id), value.as_slice())?;
+                if let Some(key) = &expiry_key {
+                    demo.insert(key, &[])?;
+                }
+                Ok(None)
+            },
+        )?;
+        Ok(match found {
+            Some(user) => (user, false),
+            None => (fresh, true),
+        })
     }
 
     /// Every user, oldest first.
@@ -171,24 +290,35 @@ impl<'a> Users<'a> {
         Ok(removed)
     }
 
-    /// Removes a user and its email and demo-expiry entries (one rare-path
-    /// transaction); not waited on.
+    /// Removes a user and its email (or external identity) and demo-expiry
+    /// entries (one rare-path transaction); not waited on.
     pub(crate) fn remove(&self, id: UserId) -> Result<bool> {
         let trees = self.store.trees();
-        let removed = (&trees.users, &trees.users_by_email, &trees.demo_expiry).transaction(
-            |(users, by_email, demo)| {
+        let removed = (
+            &trees.users,
+            &trees.users_by_email,
+            &trees.users_by_external,
+            &trees.demo_expiry,
+        )
+            .transaction(|(users, by_email, by_external, demo)| {
                 let Some(old) = users.remove(&keys::user(id))? else {
                     return Ok(false);
                 };
                 let user: User =
                     codec::decode(&old).map_err(ConflictableTransactionError::Abort)?;
-                by_email.remove(keys::email(&user.email))?;
+                match &user.external {
+                    Some(who) => {
+                        by_external.remove(keys::external_user(&who.issuer, &who.id))?;
+                    }
+                    None => {
+                        by_email.remove(keys::email(&user.email))?;
+                    }
+                }
                 if let Some(at) = user.demo_expires_at {
                     demo.remove(&keys::demo_expiry(at, id))?;
                 }
                 Ok(true)
-            },
-        )?;
+            })?;
         Ok(removed)
     }
 
@@ -357,6 +487,87 @@ mod tests {
             .create(new_user("gone@example.com"))
             .await
             .unwrap();
+    }
+
+    fn ext(issuer: &str, id: &str) -> ExternalIdentity {
+        ExternalIdentity {
+            issuer: issuer.into(),
+            id: id.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_external_identity_is_provisioned_once() {
+        let store = Store::temporary().unwrap();
+        let who = ext("django", "42");
+        assert_eq!(store.users().find_by_external(&who).unwrap(), None);
+        let (user, created) = store
+            .users()
+            .find_or_create_external_nowait(&who, None)
+            .unwrap();
+        assert!(created && user.is_active && !user.is_demo);
+        assert_eq!(user.external, Some(who.clone()));
+        assert_eq!((user.email.as_str(), user.password_hash.as_str()), ("", ""));
+        let (again, created) = store
+            .users()
+            .find_or_create_external_nowait(&who, Some(1_900_000_000))
+            .unwrap();
+        assert!(!created);
+        assert_eq!(again, user, "the first record stands");
+        assert_eq!(store.users().find_by_external(&who).unwrap(), Some(user));
+        // Another issuer's user of the same id is someone else.
+        let (other, created) = store
+            .users()
+            .find_or_create_external_nowait(&ext("keycloak", "42"), Some(1_900_000_000))
+            .unwrap();
+        assert!(created && other.is_demo);
+        assert_eq!(other.demo_expires_at, Some(1_900_000_000));
+        assert_eq!(store.users().demo_count(), 1);
+        // No email: the email index is untouched.
+        assert_eq!(store.users().find_by_email("").unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_first_verifications_make_one_user() {
+        let store = Store::temporary().unwrap();
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .users()
+                        .find_or_create_external_nowait(&ext("django", "7"), None)
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut ids = std::collections::HashSet::new();
+        let mut created = 0;
+        for task in tasks {
+            let (user, new) = task.await.unwrap();
+            ids.insert(user.id);
+            created += usize::from(new);
+        }
+        assert_eq!((ids.len(), created), (1, 1));
+        assert_eq!(store.users().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn deleting_an_external_user_frees_its_identity() {
+        let store = Store::temporary().unwrap();
+        let who = ext("django", "42");
+        let (user, _) = store
+            .users()
+            .find_or_create_external_nowait(&who, Some(100))
+            .unwrap();
+        assert!(store.users().delete(user.id).await.unwrap());
+        assert_eq!(store.users().find_by_external(&who).unwrap(), None);
+        assert_eq!(store.users().demo_count(), 0);
+        let (fresh, created) = store
+            .users()
+            .find_or_create_external_nowait(&who, None)
+            .unwrap();
+        assert!(created && fresh.id != user.id);
     }
 
     #[tokio::test]

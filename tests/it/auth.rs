@@ -400,14 +400,18 @@ fn b64(v: &Value) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
 }
 
-#[tokio::test]
-async fn forged_and_misused_tokens_are_rejected() {
-    let server = TestServer::with(auth_options());
-    let tokens = signed_in(&server, "ann@example.com").await;
-    let access = tokens["access"].as_str().unwrap();
+/// The forge set: tokens made from a good access token that every
+/// verifier must refuse, each with the code it gets: `alg: none` in every
+/// spelling, another algorithm in the header, a tampered payload, a
+/// stripped signature, another issuer, expiry, `nbf` ahead, another key,
+/// garbage. `sign` signs claims with the verifier's own key. Shared with
+/// tests/it/external.rs, which runs it against another issuer's entry.
+pub(crate) fn forgeries(
+    access: &str,
+    sign: &dyn Fn(&Value, Algorithm) -> String,
+) -> Vec<(&'static str, String, &'static str)> {
     let good = claims_of(access);
     let parts: Vec<&str> = access.split('.').collect();
-
     let mut cases: Vec<(&str, String, &str)> = Vec::new();
     for alg in ["none", "None", "NONE", "nOnE"] {
         let header = b64(&json!({"alg": alg, "typ": "JWT"}));
@@ -419,7 +423,7 @@ async fn forged_and_misused_tokens_are_rejected() {
     }
     cases.push((
         "HS512 header",
-        forge(&good, Algorithm::HS512),
+        sign(&good, Algorithm::HS512),
         "token_invalid",
     ));
     let rs_header = b64(&json!({"alg": "RS256", "typ": "JWT"}));
@@ -444,28 +448,17 @@ async fn forged_and_misused_tokens_are_rejected() {
     wrong_iss["iss"] = json!("someone-else");
     cases.push((
         "wrong issuer",
-        forge(&wrong_iss, Algorithm::HS256),
+        sign(&wrong_iss, Algorithm::HS256),
         "token_invalid",
     ));
     let mut expired = good.clone();
     expired["exp"] = json!(now() - 60);
-    cases.push((
-        "expired",
-        forge(&expired, Algorithm::HS256),
-        "token_expired",
-    ));
+    cases.push(("expired", sign(&expired, Algorithm::HS256), "token_expired"));
     let mut early = good.clone();
     early["nbf"] = json!(now() + 3600);
     cases.push((
         "nbf in the future",
-        forge(&early, Algorithm::HS256),
-        "token_invalid",
-    ));
-    let mut ghost = good.clone();
-    ghost["sub"] = json!(uuid::Uuid::now_v7().to_string());
-    cases.push((
-        "unknown user",
-        forge(&ghost, Algorithm::HS256),
+        sign(&early, Algorithm::HS256),
         "token_invalid",
     ));
     let other_key = jsonwebtoken::encode(
@@ -475,15 +468,15 @@ async fn forged_and_misused_tokens_are_rejected() {
     )
     .unwrap();
     cases.push(("other key", other_key, "token_invalid"));
-    cases.push((
-        "refresh as access",
-        tokens["refresh"].as_str().unwrap().to_owned(),
-        "token_invalid",
-    ));
     cases.push(("garbage", "not.a.jwt".into(), "token_invalid"));
+    cases
+}
 
+/// Every token is refused at `GET /api/auth/me/` with a 401, its code and
+/// the RFC 6750 challenge.
+pub(crate) async fn assert_all_refused(server: &TestServer, cases: Vec<(&str, String, &str)>) {
     for (what, token, code) in cases {
-        let res = me(&server, &token).await;
+        let res = me(server, &token).await;
         assert_eq!(res.status(), 401, "{what}");
         let challenge = res.headers()["www-authenticate"]
             .to_str()
@@ -496,6 +489,30 @@ async fn forged_and_misused_tokens_are_rejected() {
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["code"], code, "{what}: {body}");
     }
+}
+
+#[tokio::test]
+async fn forged_and_misused_tokens_are_rejected() {
+    let server = TestServer::with(auth_options());
+    let tokens = signed_in(&server, "ann@example.com").await;
+    let access = tokens["access"].as_str().unwrap();
+    let good = claims_of(access);
+
+    let mut cases = forgeries(access, &forge);
+    let mut ghost = good.clone();
+    ghost["sub"] = json!(uuid::Uuid::now_v7().to_string());
+    cases.push((
+        "unknown user",
+        forge(&ghost, Algorithm::HS256),
+        "token_invalid",
+    ));
+    cases.push((
+        "refresh as access",
+        tokens["refresh"].as_str().unwrap().to_owned(),
+        "token_invalid",
+    ));
+
+    assert_all_refused(&server, cases).await;
 
     // The untouched token still works, so every refusal above was the forgery's.
     assert_eq!(me(&server, access).await.status(), 200);

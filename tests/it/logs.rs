@@ -1,6 +1,7 @@
 //! No credential ever reaches the logs: a session that uses every credential
-//! form the server accepts so far, at the most verbose log level, in both
-//! formats, and the captured output searched for each secret.
+//! form the server accepts so far (another issuer's tokens included), at the
+//! most verbose log level, in both formats, and the captured output searched
+//! for each secret.
 
 use serde_json::{json, Value};
 
@@ -126,7 +127,34 @@ async fn exercise(server: &TestServer) -> Vec<String> {
         .await
         .unwrap();
 
+    // Another issuer's token (a Django app's), on HTTP and a socket, and one
+    // forged with its secret's neighbour.
+    let external = crate::external::django_token(json!(4242));
+    http.get(server.url("/api/auth/me/"))
+        .bearer_auth(&external)
+        .send()
+        .await
+        .unwrap();
+    let (_ws, _) = ws_connected(
+        server,
+        &format!(
+            "/ws/sessions/{}/?token={external}",
+            new_session(server, &external).await
+        ),
+        &[],
+    )
+    .await;
+    let mut forged = external.clone();
+    forged.push('x');
+    http.get(server.url("/api/auth/me/"))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+
     vec![
+        crate::external::DJANGO_SECRET.into(),
+        external,
         password.into(),
         wrong.into(),
         access,
@@ -164,7 +192,11 @@ fn assert_clean(output: &str, secrets: &[String]) {
 
 #[tokio::test]
 async fn no_credential_in_pretty_trace_logs() {
-    let server = TestServer::with(auth_options().env("RUST_LOG", "trace"));
+    let server = TestServer::with(
+        auth_options()
+            .env("RUST_LOG", "trace")
+            .config_toml(&crate::external::django_entry()),
+    );
     let secrets = exercise(&server).await;
     let output = server.output();
     assert_clean(&output, &secrets);
@@ -175,7 +207,8 @@ async fn no_credential_in_json_logs() {
     let server = TestServer::with(
         auth_options()
             .env("PALAVER_LOGGING__FORMAT", "json")
-            .env("RUST_LOG", "trace"),
+            .env("RUST_LOG", "trace")
+            .config_toml(&crate::external::django_entry()),
     );
     let secrets = exercise(&server).await;
     let output = server.output();

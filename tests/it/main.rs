@@ -7,6 +7,7 @@ mod auth;
 mod browser;
 mod cli;
 mod config;
+mod external;
 mod fixtures;
 mod http;
 mod lifecycle;

@@ -16,10 +16,19 @@ const TOOLS: &str = include_str!("../../scripts/test-tools.txt");
 
 /// `(tool, package)` for each Debian package the list names.
 fn apt_tools() -> Vec<(&'static str, &'static str)> {
+    tools_from("apt")
+}
+
+/// `(tool, package)` for each Python package (installed into .venv/).
+fn venv_tools() -> Vec<(&'static str, &'static str)> {
+    tools_from("venv")
+}
+
+fn tools_from(source: &str) -> Vec<(&'static str, &'static str)> {
     TOOLS
         .lines()
         .map(|line| line.split_whitespace().collect::<Vec<_>>())
-        .filter(|fields| fields.len() >= 3 && fields[1] == "apt" && !fields[0].starts_with('#'))
+        .filter(|fields| fields.len() >= 3 && fields[1] == source && !fields[0].starts_with('#'))
         .map(|fields| (fields[0], fields[2]))
         .collect()
 }
@@ -70,6 +79,16 @@ impl Sandbox {
     fn install_tools(&self) {
         for (tool, _) in apt_tools() {
             self.shim(tool, "");
+        }
+        self.install_venv_tools();
+    }
+
+    /// The Python tools, as if installed into the checkout's .venv/.
+    fn install_venv_tools(&self) {
+        let venv = self.dir.path().join("repo/.venv/bin");
+        std::fs::create_dir_all(&venv).unwrap();
+        for (tool, _) in venv_tools() {
+            write_executable(&venv.join(tool), "#!/bin/false\n");
         }
     }
 
@@ -167,6 +186,8 @@ fn it_installs_what_is_missing_as_root_or_through_sudo_then_runs_the_suite() {
     let chmod = on_path("chmod").expect("chmod on PATH");
     for with_sudo in [false, true] {
         let sandbox = Sandbox::new(if with_sudo { 1000 } else { 0 });
+        // This one is about Debian packages (the Python ones have theirs).
+        sandbox.install_venv_tools();
         if with_sudo {
             // Without a password: runs the command after its VAR=value words.
             sandbox.shim(
@@ -244,4 +265,63 @@ fn with_every_tool_present_it_only_runs_the_suite_with_the_arguments_given() {
         .filter(|c| c.starts_with("cargo"))
         .collect();
     assert_eq!(cargo, ["cargo test --workspace metrics -- --nocapture"]);
+}
+
+#[test]
+fn python_tools_go_into_the_checkouts_venv_with_its_pip() {
+    let sandbox = Sandbox::new(1000); // no sudo, no apt-get: not needed
+    for (tool, _) in apt_tools() {
+        sandbox.shim(tool, "");
+    }
+    let chmod = on_path("chmod").expect("chmod on PATH");
+    // python3 has venv and ensurepip; `-m venv .venv` makes a pip that
+    // records its calls and "installs" each package's tool.
+    let mut pip = String::from("echo \"pip $*\" >>\"$CALLS\"\n");
+    for (tool, _) in venv_tools() {
+        pip.push_str(&format!(
+            ": >.venv/bin/{tool}; '{}' +x .venv/bin/{tool}\n",
+            chmod.display()
+        ));
+    }
+    sandbox.shim(
+        "python3",
+        &format!(
+            r#"[ "$1" = -c ] && exit 0
+mkdir -p .venv/bin
+cat >.venv/bin/pip <<'PIP'
+#!{bash}
+CALLS='{calls}'
+{pip}PIP
+'{chmod}' +x .venv/bin/pip"#,
+            bash = sandbox.bin.join("bash").display(),
+            calls = sandbox.dir.path().join("calls").display(),
+            chmod = chmod.display(),
+        ),
+    );
+    let mkdir = on_path("mkdir").expect("mkdir on PATH");
+    let cat = on_path("cat").expect("cat on PATH");
+    for (name, real) in [("mkdir", mkdir), ("cat", cat)] {
+        std::os::unix::fs::symlink(real, sandbox.bin.join(name)).unwrap();
+    }
+    let out = sandbox.run(&[]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let packages: Vec<&str> = venv_tools().iter().map(|(_, p)| *p).collect();
+    for package in &packages {
+        assert!(stdout.contains(&format!("{package} (")), "{stdout}");
+    }
+    let calls: Vec<String> = sandbox
+        .calls()
+        .into_iter()
+        .filter(|c| !c.starts_with("id "))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "python3 -c import venv, ensurepip".to_string(),
+            "python3 -m venv .venv".into(),
+            format!("pip install --quiet {}", packages.join(" ")),
+            "cargo test --workspace".into(),
+        ]
+    );
 }

@@ -1,5 +1,6 @@
 //! The AuthActor: the single writer of identity state. It creates users
-//! (demo and registration) and token families, rotates refresh tokens
+//! (demo, registration, and users from another issuer's tokens) and token
+//! families, rotates refresh tokens
 //! (reuse revokes the family), revokes on logout, creates and deletes API
 //! keys and records their use, runs the demo sweep and collects expired
 //! state, and tells the Supervisor about every revocation so it can close
@@ -17,7 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use palaver_storage::{ApiKey, Family, NewUser, Rotation, StorageError, Store, User, UserId};
+use palaver_storage::{
+    ApiKey, ExternalIdentity, Family, NewUser, Rotation, StorageError, Store, User, UserId,
+};
 use uuid::Uuid;
 
 use super::api_keys::new_key;
@@ -263,6 +266,50 @@ impl Handler<CreateUser> for AuthActor {
         if let Ok(user) = &user {
             tracing::info!(user_id = %user.id, "user registered");
         }
+        Box::pin(when_durable(self.store.clone(), user))
+    }
+}
+
+/// From the `Auth` handle when another issuer's token verified and no user
+/// has its identity yet: provisions one (no email, no password; a demo user
+/// for `demo.lifetime` when the entry's demo claim said so). Concurrent
+/// first verifications all get the one user: the first message creates it,
+/// the others find it (and the storage transaction would say so even
+/// without this actor). Answers the user once durable.
+pub struct ProvisionExternal {
+    pub identity: ExternalIdentity,
+    pub is_demo: bool,
+}
+
+impl Message for ProvisionExternal {
+    type Result = Result<User, AuthError>;
+}
+
+impl Handler<ProvisionExternal> for AuthActor {
+    type Result = ResponseFuture<Result<User, AuthError>>;
+
+    fn handle(&mut self, msg: ProvisionExternal, _: &mut Self::Context) -> Self::Result {
+        let demo_end = msg
+            .is_demo
+            .then(|| now_secs() + self.settings.demo.lifetime.as_secs().max(1));
+        let user = self
+            .store
+            .users()
+            .find_or_create_external_nowait(&msg.identity, demo_end)
+            .map_err(AuthError::from)
+            .map(|(user, created)| {
+                if created {
+                    // The issuer's id for the user may be personal (an
+                    // email): logged is palaver's id and the source.
+                    tracing::info!(user_id = %user.id, source = %msg.identity.issuer, demo = user.is_demo, "user from another issuer provisioned");
+                    if user.is_demo {
+                        telemetry::demo_user_created();
+                    }
+                }
+                user
+            });
+        // Also when it existed: it may have been created a moment ago by a
+        // write whose flush is still under way.
         Box::pin(when_durable(self.store.clone(), user))
     }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use actix::Addr;
 use palaver_storage::Store;
 
+use super::external::jwks::JwksFetcher;
+use super::external::Sources;
 use super::throttle::{Limiters, WindowLimiter, MAX_KEYS};
 use super::{
     password, secret_string, AuthActor, AuthError, AuthSettings, TicketBook, TokenService,
@@ -23,6 +25,10 @@ pub struct Auth {
 pub(super) struct Inner {
     pub(super) settings: AuthSettings,
     pub(super) tokens: Arc<TokenService>,
+    /// The other issuers (`[[auth.external]]`), and which one a token claims.
+    pub(super) sources: Sources,
+    /// Fetches the JWKS of the sources that have one (none: no such source).
+    pub(super) jwks: Option<Addr<JwksFetcher>>,
     pub(super) store: Store,
     pub(super) tickets: Arc<TicketBook>,
     pub(super) limiters: Arc<Limiters>,
@@ -53,6 +59,21 @@ impl Auth {
             settings.audience.as_deref(),
             settings.leeway_seconds,
         )?);
+        let sources = Sources::new(&settings.external, &settings.keys, &settings.issuer)
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        let fetched: Vec<_> = sources
+            .iter()
+            .filter_map(|s| s.jwks().map(|cache| (cache.clone(), s.counters.clone())))
+            .collect();
+        let jwks = if fetched.is_empty() {
+            None
+        } else {
+            Some(
+                JwksFetcher::new(fetched)
+                    .map_err(AuthError::Internal)?
+                    .start(),
+            )
+        };
         let dummy_hash =
             password::hash(&secret_string("")).map_err(|e| AuthError::Internal(e.to_string()))?;
         let tickets = Arc::new(TicketBook::default());
@@ -90,6 +111,8 @@ impl Auth {
             inner: Arc::new(Inner {
                 settings,
                 tokens,
+                sources,
+                jwks,
                 store,
                 tickets,
                 limiters,

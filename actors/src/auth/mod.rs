@@ -19,12 +19,16 @@
 //! - `api_keys.rs`: API keys: create, delete (and the CLI's offline create).
 //! - `mint.rs`: operator-minted access tokens (`palaver token mint`).
 //! - `actor.rs`: the [`AuthActor`] and its messages.
+//! - [`external`]: tokens from another issuer (`[[auth.external]]`): which
+//!   source a token claims, each source's keys (JWKS fetched and cached per
+//!   entry) and claims. Their users are provisioned by the AuthActor.
 //! - [`keys`], [`tokens`], [`tickets`], [`throttle`]: key material, JWTs,
 //!   single-use tickets, sliding-window limiters.
 
 mod actor;
 mod api_keys;
 mod error;
+pub mod external;
 mod handle;
 pub mod keys;
 mod login;
@@ -42,11 +46,12 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use actor::{
-    AuthActor, CreateApiKey, CreateDemo, CreateUser, DeleteApiKey, IssueTokens, RevokeFamily,
-    Rotate, Sweep, TouchApiKey,
+    AuthActor, CreateApiKey, CreateDemo, CreateUser, DeleteApiKey, IssueTokens, ProvisionExternal,
+    RevokeFamily, Rotate, Sweep, TouchApiKey,
 };
 pub use api_keys::create_api_key_offline;
 pub use error::AuthError;
+pub use external::{ExternalKey, ExternalSettings};
 pub use handle::Auth;
 pub use keys::{KeyError, KeySource};
 pub use mint::mint_access;
@@ -93,6 +98,8 @@ pub struct AuthSettings {
     /// Registrations everyone together may make per hour (0 = unlimited).
     pub registrations_per_hour: u32,
     pub demo: DemoSettings,
+    /// `[[auth.external]]`: the other issuers whose tokens are accepted.
+    pub external: Vec<ExternalSettings>,
 }
 
 #[derive(Clone, Debug)]
@@ -119,6 +126,17 @@ pub enum Via {
     ApiKey(Uuid),
     /// A WebSocket ticket.
     Ticket(TicketGrant),
+    /// An access token from another issuer (`[[auth.external]]`).
+    External(ExternalGrant),
+}
+
+/// What a verified token from another issuer grants.
+#[derive(Clone, Debug)]
+pub struct ExternalGrant {
+    /// The source's configured name.
+    pub source: std::sync::Arc<str>,
+    /// The token's `exp` (Unix seconds).
+    pub exp: u64,
 }
 
 impl Principal {
@@ -126,7 +144,7 @@ impl Principal {
     pub fn family(&self) -> Option<Uuid> {
         match &self.via {
             Via::Access(c) => Some(c.fam),
-            Via::ApiKey(_) => None,
+            Via::ApiKey(_) | Via::External(_) => None,
             Via::Ticket(g) => g.family,
         }
     }
@@ -136,7 +154,7 @@ impl Principal {
         match &self.via {
             Via::ApiKey(id) => Some(*id),
             Via::Ticket(g) => g.api_key,
-            Via::Access(_) => None,
+            Via::Access(_) | Via::External(_) => None,
         }
     }
 
@@ -146,6 +164,13 @@ impl Principal {
             Via::Access(c) => Some(c.exp),
             Via::ApiKey(_) => self.user.demo_expires_at,
             Via::Ticket(g) => g.credential_expires_at,
+            // Another issuer's token says nothing of a demo's end: the
+            // earlier of the two.
+            Via::External(g) => Some(
+                self.user
+                    .demo_expires_at
+                    .map_or(g.exp, |end| end.min(g.exp)),
+            ),
         }
     }
 }

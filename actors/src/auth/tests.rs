@@ -36,7 +36,7 @@ async fn tickets_are_single_use_and_follow_revocation() {
         .login("ann@example.com", "password-123", IP)
         .await
         .unwrap();
-    let principal = auth.verify_access(&pair.access).unwrap();
+    let principal = auth.verify_access(&pair.access).await.unwrap();
 
     let (ticket, ttl) = auth.issue_ticket(&principal).unwrap();
     assert_eq!(ttl, Duration::from_secs(30));
@@ -57,7 +57,7 @@ async fn tickets_are_single_use_and_follow_revocation() {
         Err(AuthError::Revoked)
     ));
     assert!(matches!(
-        auth.verify_access(&pair.access),
+        auth.verify_access(&pair.access).await,
         Err(AuthError::Revoked)
     ));
 }
@@ -72,11 +72,11 @@ async fn disabled_users_fail_verification_with_every_credential() {
         .unwrap();
     let (_, key) = auth.create_api_key(&ann, "k").await.unwrap();
     let (ticket, _) = auth
-        .issue_ticket(&auth.verify_access(&pair.access).unwrap())
+        .issue_ticket(&auth.verify_access(&pair.access).await.unwrap())
         .unwrap();
     store.users().set_active(ann.id, false).await.unwrap();
     assert!(matches!(
-        auth.verify_access(&pair.access),
+        auth.verify_access(&pair.access).await,
         Err(AuthError::AccountDisabled)
     ));
     assert!(matches!(
@@ -103,7 +103,7 @@ async fn minted_tokens_verify_and_are_capped_for_demo_users() {
     let ann = user(&store, "ann@example.com").await;
     let (token, exp) = mint_access(auth.tokens(), &ann, Duration::from_secs(3600)).unwrap();
     assert!(exp >= now_secs() + 3599);
-    assert_eq!(auth.verify_access(&token).unwrap().user.id, ann.id);
+    assert_eq!(auth.verify_access(&token).await.unwrap().user.id, ann.id);
 
     let demo = auth.demo(IP).await.unwrap();
     let end = demo.user.demo_expires_at.unwrap();
@@ -129,7 +129,7 @@ async fn a_revoked_familys_record_outlives_its_longest_token() {
     // A collection just after the refresh token's expiry.
     store.families().collect_expired(now_secs() + 120).unwrap();
     assert!(matches!(
-        auth.verify_access(&pair.access),
+        auth.verify_access(&pair.access).await,
         Err(AuthError::Revoked)
     ));
 }
@@ -185,7 +185,7 @@ async fn recheck_sees_deleted_keys_revoked_families_and_disabled_users() {
         .login("ann@example.com", "password-123", IP)
         .await
         .unwrap();
-    let by_token = auth.verify_access(&pair.access).unwrap();
+    let by_token = auth.verify_access(&pair.access).await.unwrap();
     let (ticket, _) = auth.issue_ticket(&by_key).unwrap();
     let by_ticket = auth.consume_ticket(&ticket).unwrap();
     for p in [&by_key, &by_token, &by_ticket] {

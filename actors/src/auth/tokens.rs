@@ -209,16 +209,22 @@ impl TokenService {
         };
         jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map(|data| data.claims)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::ImmatureSignature => TokenError::Invalid("not valid yet"),
-                ErrorKind::InvalidIssuer => TokenError::Invalid("wrong issuer"),
-                ErrorKind::InvalidAudience => TokenError::Invalid("wrong audience"),
-                ErrorKind::InvalidSignature => TokenError::Invalid("bad signature"),
-                ErrorKind::InvalidAlgorithm => TokenError::Invalid("algorithm not allowed"),
-                ErrorKind::MissingRequiredClaim(_) => TokenError::Invalid("missing claim"),
-                _ => TokenError::Invalid("malformed token"),
-            })
+            .map_err(|e| classify(&e))
+    }
+}
+
+/// Why jsonwebtoken refused a token, as a [`TokenError`] (for palaver's
+/// own tokens and every other issuer's alike).
+pub(crate) fn classify(e: &jsonwebtoken::errors::Error) -> TokenError {
+    match e.kind() {
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::Invalid("not valid yet"),
+        ErrorKind::InvalidIssuer => TokenError::Invalid("wrong issuer"),
+        ErrorKind::InvalidAudience => TokenError::Invalid("wrong audience"),
+        ErrorKind::InvalidSignature => TokenError::Invalid("bad signature"),
+        ErrorKind::InvalidAlgorithm => TokenError::Invalid("algorithm not allowed"),
+        ErrorKind::MissingRequiredClaim(_) => TokenError::Invalid("missing claim"),
+        _ => TokenError::Invalid("malformed token"),
     }
 }
 

@@ -1,26 +1,42 @@
-//! Verification of every credential form (access JWT, API key, ticket), in
-//! the caller; tickets issued and consumed; the handshake's re-check.
+//! Verification of every credential form (access JWT, palaver's own or
+//! another issuer's; API key; ticket), in the caller; tickets issued and
+//! consumed; the handshake's re-check.
+//!
+//! palaver's own tokens, API keys and tickets verify without waiting on
+//! anything (a signature and sled reads). A token from another issuer may
+//! wait, rarely and boundedly: for its JWKS when its `kid` is not cached yet
+//! (one fetch, shared, at most `jwks::WAIT_FOR_FETCH`), and for the
+//! AuthActor the first time its user is seen (the user is provisioned).
 
 use std::time::Duration;
 
-use palaver_storage::{User, UserId};
+use palaver_storage::{ExternalIdentity, User, UserId};
 use subtle::ConstantTimeEq;
 
 use super::error::observe;
+use super::external::jwks::{KeyMissing, RefreshStale, WAIT_FOR_FETCH};
+use super::external::{Route, Source};
 use super::{
-    api_key_hash, ensure_usable, now_secs, Auth, AuthError, Claims, Principal, TicketGrant,
-    TokenType, TouchApiKey, Via, API_KEY_PREFIX,
+    api_key_hash, ensure_usable, now_secs, Auth, AuthError, Claims, ExternalGrant, Principal,
+    ProvisionExternal, TicketGrant, TokenError, TokenType, TouchApiKey, Via, API_KEY_PREFIX,
 };
 use crate::telemetry;
 
 impl Auth {
-    /// Verifies an access JWT: signature and claims, token type, family not
-    /// revoked, user present and active.
-    pub fn verify_access(&self, token: &str) -> Result<Principal, AuthError> {
-        observe(self.verify_access_inner(token))
+    /// Verifies an access JWT, palaver's own or another issuer's (matched
+    /// by its `iss`): signature and claims, token type; for palaver's own,
+    /// family not revoked; user present and active (another issuer's user
+    /// is provisioned the first time).
+    pub async fn verify_access(&self, token: &str) -> Result<Principal, AuthError> {
+        observe(match self.inner.sources.route(token) {
+            Ok(Route::Own) => self.verify_own(token),
+            Ok(Route::External(source)) => self.verify_external(source, token).await,
+            Err(e) => Err(e.into()),
+        })
     }
 
-    fn verify_access_inner(&self, token: &str) -> Result<Principal, AuthError> {
+    /// palaver's own access token.
+    fn verify_own(&self, token: &str) -> Result<Principal, AuthError> {
         let claims = self.inner.tokens.decode(token)?;
         if claims.token_type != TokenType::Access {
             return Err(AuthError::Invalid("not an access token"));
@@ -35,9 +51,101 @@ impl Auth {
         })
     }
 
+    /// Another issuer's access token, verified by its source; its user
+    /// found, or provisioned by the AuthActor the first time.
+    async fn verify_external(&self, source: &Source, token: &str) -> Result<Principal, AuthError> {
+        let verified = self.verify_external_inner(source, token).await;
+        source
+            .counters
+            .verified(verified.as_ref().err().map(AuthError::reason));
+        verified
+    }
+
+    async fn verify_external_inner(
+        &self,
+        source: &Source,
+        token: &str,
+    ) -> Result<Principal, AuthError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| TokenError::Invalid("malformed token or unsupported algorithm"))?;
+        // Pinned before any key is looked up (or fetched).
+        source.validation(header.alg)?;
+        let kid = header.kid.as_deref();
+        // Read before the set is: whether a fetch ended since we looked.
+        let seen = source.jwks().map_or(0, |cache| cache.fetches_ended());
+        let key = match source.key_now(kid, header.alg) {
+            Some(key) => key,
+            None => {
+                self.fetch_missing_key(source, seen).await;
+                source
+                    .key_now(kid, header.alg)
+                    .ok_or(TokenError::Invalid("unknown key id"))?
+            }
+        };
+        let claims = source.verify(token, kid, header.alg, &key)?;
+        drop(key);
+        self.refresh_if_stale(source);
+        let identity = ExternalIdentity {
+            issuer: source.name().to_string(),
+            id: claims.id,
+        };
+        let user = match self.inner.store.users().find_by_external(&identity)? {
+            Some(user) => user,
+            None => {
+                self.send(ProvisionExternal {
+                    identity,
+                    is_demo: claims.is_demo,
+                })
+                .await?
+            }
+        };
+        ensure_usable(&user)?;
+        Ok(Principal {
+            user,
+            via: Via::External(ExternalGrant {
+                source: source.name().clone(),
+                exp: claims.exp,
+            }),
+        })
+    }
+
+    /// Waits (boundedly) for a fetch of the source's JWKS: its token names a
+    /// key the cached set lacks. Nothing for a source without a JWKS.
+    async fn fetch_missing_key(&self, source: &Source, seen: u64) {
+        let (Some(cache), Some(fetcher)) = (source.jwks(), &self.inner.jwks) else {
+            return;
+        };
+        let asked = fetcher
+            .send(KeyMissing {
+                entry: cache.entry,
+                seen,
+            })
+            .timeout(WAIT_FOR_FETCH)
+            .await;
+        if asked.is_err() {
+            tracing::warn!(source = %source.name(), "JWKS fetch not answered in time");
+        }
+    }
+
+    /// Asks for a background refresh of the source's JWKS once it is older
+    /// than its `jwks_cache` (never waited on).
+    fn refresh_if_stale(&self, source: &Source) {
+        if let (Some(cache), Some(fetcher)) = (source.jwks(), &self.inner.jwks) {
+            if cache.wants_refresh(&cache.current()) {
+                fetcher.do_send(RefreshStale { entry: cache.entry });
+            }
+        }
+    }
+
     /// Verifies a refresh token's signature, claims and type (its family is
-    /// the AuthActor's to check).
+    /// the AuthActor's to check). Another issuer's tokens are refreshed and
+    /// revoked by that issuer, never here.
     pub(super) fn decode_refresh(&self, token: &str) -> Result<Claims, AuthError> {
+        if let Route::External(_) = self.inner.sources.route(token)? {
+            return Err(AuthError::Invalid(
+                "a token from another issuer is refreshed and revoked by that issuer",
+            ));
+        }
         let claims = self.inner.tokens.decode(token)?;
         if claims.token_type != TokenType::Refresh {
             return Err(AuthError::Invalid("not a refresh token"));
