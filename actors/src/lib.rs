@@ -41,3 +41,20 @@ pub mod supervisor;
 pub mod telemetry;
 
 pub use supervisor::{Booted, Supervisor};
+
+/// A configured URL palaver fetches from (an upstream model, a JWKS): http
+/// or https, with a host, without credentials in it (URLs are logged and
+/// shown by `config show`); `credentials` says where they go instead.
+pub(crate) fn parse_http_url(raw: &str, credentials: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{raw:?} is not an http:// or https:// URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{raw:?} has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("must not carry credentials: {credentials}"));
+    }
+    Ok(url)
+}

@@ -86,16 +86,10 @@ pub struct OpenAiSettings {
 /// Checks a `base_url`: http or https, a host, and no credentials, query or
 /// fragment (a key goes in the environment, never in the URL).
 pub fn parse_base_url(raw: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("{raw:?} is not an http:// or https:// URL"));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{raw:?} has no host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not carry credentials: name the variable holding the key in analysis.openai.api_key_env".into());
-    }
+    let url = crate::parse_http_url(
+        raw,
+        "name the variable holding the key in analysis.openai.api_key_env",
+    )?;
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!("{raw:?} must not have a query or a fragment"));
     }

@@ -268,17 +268,7 @@ impl Sources {
 /// A `jwks_url`: http(s), with a host, without credentials (the URL is
 /// logged and shown by `config show`).
 pub fn parse_jwks_url(raw: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("{raw:?} is not an http:// or https:// URL"));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{raw:?} has no host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not carry credentials (a JWKS is public)".into());
-    }
-    Ok(url)
+    crate::parse_http_url(raw, "a JWKS is public")
 }
 
 /// The algorithms an entry may name (`none` is not one).
