@@ -3,10 +3,13 @@
 //! start with `palaver_`, carry their unit, and every label takes a bounded set
 //! of values (route patterns, outcome and code enums; never ids or raw paths).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter, Unit,
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Histogram, Unit,
 };
 
 pub const HTTP_REQUESTS: &str = "palaver_http_requests_total";
@@ -161,17 +164,48 @@ pub fn method_label(method: &str) -> &'static str {
 }
 
 pub fn http_request(method: &str, route: &str, status: u16, elapsed: Duration) {
+    // Every request (each WebSocket handshake too): the handles are looked
+    // up once per thread and (method, status, route), not built from label
+    // strings and hashed in the registry each time. Route patterns and
+    // statuses are bounded, so is this.
+    type Handles = HashMap<(&'static str, u16), Vec<(Box<str>, Counter, Histogram)>>;
+    thread_local! {
+        static HANDLES: RefCell<Handles> = RefCell::new(HashMap::new());
+    }
     let method = method_label(method);
-    counter!(HTTP_REQUESTS, "method" => method, "route" => route.to_owned(), "status" => status.to_string())
-        .increment(1);
-    histogram!(HTTP_DURATION, "method" => method, "route" => route.to_owned())
-        .record(elapsed.as_secs_f64());
+    HANDLES.with_borrow_mut(|handles| {
+        let routes = handles.entry((method, status)).or_default();
+        let i = match routes.iter().position(|(r, _, _)| &**r == route) {
+            Some(i) => i,
+            None => {
+                let counter = counter!(HTTP_REQUESTS, "method" => method, "route" => route.to_owned(), "status" => status.to_string());
+                let histogram = histogram!(HTTP_DURATION, "method" => method, "route" => route.to_owned());
+                routes.push((route.into(), counter, histogram));
+                routes.len() - 1
+            }
+        };
+        let (_, counter, histogram) = &routes[i];
+        counter.increment(1);
+        histogram.record(elapsed.as_secs_f64());
+    });
 }
 
 /// Handshake outcomes: `ok`, `auth_failed`, `user_inactive`, `forbidden`,
 /// `not_found`, `origin_rejected`, `too_many`, `error`.
 pub fn ws_handshake(outcome: &'static str) {
-    counter!(WS_HANDSHAKES, "outcome" => outcome).increment(1);
+    thread_local! {
+        static HANDLES: RefCell<Vec<(&'static str, Counter)>> = const { RefCell::new(Vec::new()) };
+    }
+    HANDLES.with_borrow_mut(
+        |handles| match handles.iter().find(|(o, _)| *o == outcome) {
+            Some((_, counter)) => counter.increment(1),
+            None => {
+                let counter = counter!(WS_HANDSHAKES, "outcome" => outcome);
+                counter.increment(1);
+                handles.push((outcome, counter));
+            }
+        },
+    );
 }
 
 pub fn ws_connection_opened() {
@@ -186,10 +220,12 @@ pub fn ws_connection_closed() {
 pub fn ws_message(direction: &'static str, kind: &'static str) {
     // Counted for every frame of every reply: the handle is looked up in
     // the recorder's registry (hashing the key and its labels) once per
-    // thread and (direction, type), not once per frame.
+    // thread and (direction, type), not once per frame. Cached handles stay
+    // valid because the exporter never drops an idle metric (no
+    // `idle_timeout` in src/metrics.rs; with one, they would outlive it).
     thread_local! {
-        static HANDLES: std::cell::RefCell<Vec<(&'static str, &'static str, metrics::Counter)>> =
-            const { std::cell::RefCell::new(Vec::new()) };
+        static HANDLES: RefCell<Vec<(&'static str, &'static str, Counter)>> =
+            const { RefCell::new(Vec::new()) };
     }
     HANDLES.with_borrow_mut(|handles| {
         if let Some((_, _, counter)) = handles
