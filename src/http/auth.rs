@@ -72,7 +72,13 @@ pub struct RefreshBody {
 #[derive(Deserialize, ToSchema)]
 pub struct ApiKeyBody {
     /// 1 to 100 characters, not all spaces.
-    #[schema(example = "laptop", min_length = 1, max_length = 100, pattern = r"\S")]
+    // Not white space only, as `str::trim` sees it (see `Question::text`).
+    #[schema(
+        example = "laptop",
+        min_length = 1,
+        max_length = 100,
+        pattern = r"[^\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     name: String,
 }
 

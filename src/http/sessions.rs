@@ -70,7 +70,15 @@ pub struct Rename {
 pub struct Question {
     /// Not empty or only spaces; at most `analysis.max_question_chars`
     /// (4000 by default) characters.
-    #[schema(min_length = 1, max_length = 4000, pattern = r"\S")]
+    // "Not white space only" as the server's `str::trim` sees it: Unicode
+    // White_Space spelled out, since regex engines disagree on `\s`
+    // (ECMAScript's lacks U+0085 and has U+FEFF; Python's adds
+    // U+001C–U+001F). Schemathesis found it: one U+0085 matched `\S`.
+    #[schema(
+        min_length = 1,
+        max_length = 4000,
+        pattern = r"[^\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     text: String,
 }
 
@@ -88,11 +96,29 @@ pub struct ListQuery {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
-    /// Messages after this `seq` (default 0: from the start).
+    /// Messages after this `seq` (default 0: from the start). Any
+    /// non-negative integer: past the last `seq` the page is empty.
+    #[serde(default, deserialize_with = "saturating_seq")]
+    #[param(minimum = 0)]
     after: Option<u64>,
     /// 1–500 (default 100).
     #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
+}
+
+/// A `seq` from a query string: ASCII digits; a number past every `seq`
+/// there can be (over `u64::MAX`) reads as the largest, so every integer the
+/// document allows is answered (schemathesis sent 35-digit ones).
+fn saturating_seq<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(raw) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(serde::de::Error::custom(
+            "after: expected a non-negative integer",
+        ));
+    }
+    Ok(Some(raw.parse().unwrap_or(u64::MAX)))
 }
 
 /// A session (conversation) as the API shows it.

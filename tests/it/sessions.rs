@@ -292,3 +292,44 @@ async fn a_body_that_is_not_an_object_is_400() {
         .await;
     assert_eq!(sessions["sessions"], json!([]));
 }
+
+/// `after` is any non-negative integer: past every `seq` (even past
+/// `u64::MAX`, which the document allows) the page is empty; anything else
+/// is 400 (schemathesis sent a 35-digit `after`, refused before).
+#[tokio::test]
+async fn history_after_any_integer_is_a_page() {
+    use reqwest::Method;
+    let server = TestServer::with(auth_options());
+    let ann = api(&server, "after@example.com").await;
+    let session: Value = ann
+        .req(Method::POST, "/api/sessions/")
+        .json(&json!({}))
+        .json_value()
+        .await;
+    let id = session["id"].as_str().unwrap();
+    for after in [
+        "0",
+        "18446744073709551615",
+        "19188975079501212726627563980455936",
+    ] {
+        let page: Value = ann
+            .req(
+                Method::GET,
+                &format!("/api/sessions/{id}/messages/?after={after}"),
+            )
+            .json_value()
+            .await;
+        assert_eq!(page["messages"], json!([]), "after={after}: {page}");
+    }
+    for after in ["-1", "x", "", "1.5"] {
+        let res = ann
+            .req(
+                Method::GET,
+                &format!("/api/sessions/{id}/messages/?after={after}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_error(res, 400, "invalid_request").await;
+    }
+}
