@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::api_keys::ApiKeys;
 use crate::committer::{Committer, FlushObserver};
@@ -105,14 +106,13 @@ impl Store {
         permissions::private_dir(&config.path)?;
         let db_path = config.path.join("db");
         permissions::private_dir(&db_path)?;
-        let db = sled::Config::new()
+        let sled_config = sled::Config::new()
             .path(&db_path)
             .cache_capacity(config.cache_bytes)
             // Durability is the group committer's job: a background flush
             // every 500 ms only competes with it (and stalls replies).
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| classify_open_error(e, &config.path))?;
+            .flush_every_ms(None);
+        let db = open_waiting_for_lock(&sled_config, &config.path)?;
         // sled made its files with the umask's mode; a restored copy may
         // have looser ones (the signing secret's file included).
         permissions::tighten_tree(&config.path);
@@ -310,6 +310,26 @@ impl Store {
     /// The schema version recorded in the database.
     pub fn schema_version(&self) -> Result<u32> {
         meta::schema_version(&self.inner.trees)
+    }
+}
+
+/// How long an open waits for the database's lock to be released.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens the database, waiting up to [`LOCK_WAIT`] while its file lock is
+/// held: a `Store` dropped in this process releases it only once sled's IO
+/// threads have let go of their last handle on the file, which can be just
+/// after the drop returns (a reopen right after raced it). Another process
+/// holding the lock is still `Locked`, two seconds later.
+fn open_waiting_for_lock(config: &sled::Config, dir: &Path) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open().map_err(|e| classify_open_error(e, dir)) {
+            Err(StorageError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
     }
 }
 
