@@ -50,11 +50,9 @@ struct Stream {
     /// The numbered events, as sent, with their `type`: `events[i]` has
     /// `seq` `i + 1`.
     events: Vec<(&'static str, Arc<str>)>,
-    /// Each token's length in `text`, `None` for the other events: what
-    /// the stored log keeps of them (the frames are rebuilt from it).
+    /// Each token's length, `None` for the other events: what the stored
+    /// log keeps of them (the frames are rebuilt from the reply's text).
     token_lens: Vec<Option<u32>>,
-    /// The text of every token so far.
-    text: String,
     /// The `error` that ended the reply, once sent.
     ending: Vec<Arc<str>>,
     subscribers: Vec<Subscriber>,
@@ -190,7 +188,6 @@ impl Replies {
             id: reply,
             events: Vec::new(),
             token_lens: Vec::new(),
-            text: String::new(),
             ending: Vec::new(),
             subscribers: Vec::with_capacity(subscribers.len()),
         };
@@ -434,10 +431,7 @@ impl Publisher {
         let kind = frame.kind();
         let json: Arc<str> = frame.to_json().into();
         let token_len = match &frame {
-            ServerFrame::Token { text, .. } => {
-                stream.text.push_str(text);
-                Some(u32::try_from(text.len()).unwrap_or(u32::MAX))
-            }
+            ServerFrame::Token { text, .. } => Some(u32::try_from(text.len()).unwrap_or(u32::MAX)),
             _ => None,
         };
         stream.token_lens.push(token_len);
@@ -462,7 +456,15 @@ impl Publisher {
 
     /// The reply's log with its `done` (status and usage known), to store
     /// with the reply; `done` itself is published by [`Publisher::finish`].
-    pub fn log(&mut self, user: UserId, status: MessageStatus, usage: Usage) -> ReplyLog {
+    /// `text` is the stored reply's: its tokens, in order, are the ones
+    /// published (one the run could not send, cancelled, may end it).
+    pub fn log(
+        &mut self,
+        user: UserId,
+        status: MessageStatus,
+        usage: Usage,
+        text: &str,
+    ) -> ReplyLog {
         let mut live = self.hub.lock();
         let id = &self.id_str;
         let (text, events, mut ending) = match self.stream(&mut live) {
@@ -481,7 +483,9 @@ impl Publisher {
                     })
                     .collect::<Vec<_>>();
                 let ending = s.ending.iter().map(|e| e.to_string()).collect::<Vec<_>>();
-                (s.text.clone(), events, ending)
+                let sent: usize = s.token_lens.iter().flatten().map(|&l| l as usize).sum();
+                let text = text.get(..sent).unwrap_or(text).to_owned();
+                (text, events, ending)
             }
             None => (String::new(), Vec::new(), Vec::new()),
         };

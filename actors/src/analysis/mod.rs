@@ -448,7 +448,7 @@ async fn run(
     let (session, user) = (job.session.id, job.session.user_id);
     let logged = match &mut job.events {
         Sink::Hub(publisher) => {
-            let log = publisher.log(user, status, usage);
+            let log = publisher.log(user, status, usage, &reply.text);
             match store.reply_events().put_nowait(reply.id, &log) {
                 Ok(()) => true,
                 Err(e) => {
