@@ -17,6 +17,8 @@
 //! - `audio`: palaver-audio's whole analysis of a 5-minute track vs
 //!   ffmpeg's loudness pass on the same file (WAV and MP3), and the peak
 //!   memory of one analysis for a 1- and a 10-minute track.
+//! - `soak`: a long steady mixed load, sampled every 10 s (RSS, open files,
+//!   disk, latency percentiles), written as CSV and drawn as SVG.
 //!
 //! Compare ratios within one run: the machine is shared and noisy.
 
@@ -24,6 +26,7 @@ mod audio;
 mod baseline;
 mod pool;
 mod scenarios;
+mod soak;
 mod target;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -159,6 +162,42 @@ enum Scenario {
         sockets: usize,
         #[arg(long, default_value_t = 20)]
         questions: usize,
+    },
+    /// A long steady mixed load against one palaver, sampled every
+    /// `interval` s (RSS, open files, disk, latency percentiles); writes
+    /// `soak.csv` and `soak.svg` into `out`.
+    Soak {
+        #[arg(long, default_value_t = 30.0)]
+        minutes: f64,
+        #[arg(long, default_value_t = 10)]
+        interval: u64,
+        /// Chat sockets (one registered user, a session each).
+        #[arg(long, default_value_t = 20)]
+        sockets: usize,
+        /// Replies per second over all chat sockets (paced).
+        #[arg(long, default_value_t = 400.0)]
+        rate: f64,
+        /// Questions per conversation before its session is deleted and a
+        /// new one started; 0: never deleted (the data grows).
+        #[arg(long, default_value_t = 100)]
+        conversation: usize,
+        /// Demo users per second (each asks one question, then expires).
+        #[arg(long, default_value_t = 2.0)]
+        demos: f64,
+        /// HTTP requests per second (reads, API keys, a login every 5 s).
+        #[arg(long, default_value_t = 20.0)]
+        http: f64,
+        /// Seconds sampled idle after the load.
+        #[arg(long, default_value_t = 0)]
+        idle: u64,
+        /// Restart on the same data after that and sample it idle.
+        #[arg(long)]
+        reopen: bool,
+        #[arg(long, default_value = "soak-out")]
+        out: std::path::PathBuf,
+        /// A server setting, e.g. `PALAVER_STORAGE__CACHE_BYTES=8388608`.
+        #[arg(long = "env", value_parser = parse_env)]
+        env: Vec<(String, String)>,
     },
     /// Run the bare baseline server.
     Baseline {
@@ -472,6 +511,13 @@ async fn open_loop(runs: usize, sockets: usize, seconds: u64) -> Result<()> {
     Ok(())
 }
 
+/// `KEY=VALUE` of `--env`.
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s}: expected KEY=VALUE"))
+}
+
 /// The load generator's runtime: two threads, like the machine's cores.
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
@@ -550,6 +596,31 @@ fn main() -> Result<()> {
             sockets,
             questions,
         } => runtime()?.block_on(cost(rounds, handshakes, sockets, questions)),
+        Scenario::Soak {
+            minutes,
+            interval,
+            sockets,
+            rate,
+            conversation,
+            demos,
+            http,
+            idle,
+            reopen,
+            out,
+            env,
+        } => runtime()?.block_on(soak::run(soak::Options {
+            minutes,
+            interval,
+            sockets,
+            rate,
+            conversation,
+            demos,
+            http,
+            idle,
+            reopen,
+            out,
+            env,
+        })),
         Scenario::SlowStreams { n, words, delay_ms } => {
             runtime()?.block_on(slow_streams(n, words, delay_ms))
         }
@@ -731,6 +802,7 @@ async fn verify(iterations: u32, rounds: u32) -> Result<()> {
             max_question_chars: 4000,
             resume_window: Duration::from_secs(3600),
         },
+        palaver_actors::SessionRetention::KEEP,
     )?;
     let auth = booted.auth;
     store

@@ -127,12 +127,17 @@ impl Setup {
 /// Opens a WebSocket from source address `src` (several loopback sources
 /// pass the per-address ephemeral port limit).
 pub async fn connect(target: &Target, path: &str, src: IpAddr) -> Result<Ws> {
-    let addr: SocketAddr = target.base.trim_start_matches("http://").parse()?;
+    connect_to(&target.base, path, src).await
+}
+
+/// [`connect`] to the server at `base` (`http://ADDR`).
+pub async fn connect_to(base: &str, path: &str, src: IpAddr) -> Result<Ws> {
+    let addr: SocketAddr = base.trim_start_matches("http://").parse()?;
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(src, 0))?;
     let stream = socket.connect(addr).await?;
     stream.set_nodelay(true)?;
-    let url = format!("{}{path}", target.ws_base());
+    let url = format!("{}{path}", base.replace("http://", "ws://"));
     let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
     Ok(ws)
 }
@@ -330,6 +335,12 @@ async fn ask(ws: &mut Ws, question: &str) -> Result<ReplyTimes> {
             _ => {}
         }
     }
+}
+
+/// [`ask`] for other modules: when the first token and `done` arrived.
+pub async fn ask_timed(ws: &mut Ws, question: &str) -> Result<(Option<Instant>, Instant)> {
+    let times = ask(ws, question).await?;
+    Ok((times.first_token, times.done))
 }
 
 /// The `question` frame every scenario asks: 20 words.

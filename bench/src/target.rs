@@ -18,6 +18,8 @@ pub struct Target {
     child: Child,
     /// `http://127.0.0.1:PORT`
     pub base: String,
+    /// palaver's data directory (none for the baseline).
+    data: Option<PathBuf>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -37,9 +39,7 @@ impl Target {
                 })
                 .sum()
         }
-        self._dir
-            .as_ref()
-            .map_or(0, |d| walk(&d.path().join("data").join("db")))
+        self.data.as_ref().map_or(0, |d| walk(&d.join("db")))
     }
 
     /// Starts palaver (`bin`) on a loopback port with the benchmark settings.
@@ -50,6 +50,20 @@ impl Target {
     /// The same, with `env` (`PALAVER_…` settings) over the benchmark's.
     pub fn palaver_with(bin: &Path, env: &[(&str, &str)]) -> Result<Target> {
         let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        Self::palaver_in(bin, env, &data, Some(dir))
+    }
+
+    /// The same on the data directory `data`, which outlives the server
+    /// (`keep` is a temporary directory to remove with it, if any).
+    pub fn palaver_in(
+        bin: &Path,
+        env: &[(&str, &str)],
+        data: &Path,
+        keep: Option<tempfile::TempDir>,
+    ) -> Result<Target> {
+        let workdir = data.parent().context("data directory has a parent")?;
+        std::fs::create_dir_all(workdir)?;
         // A profiler to run palaver under, e.g. `valgrind --tool=massif`
         // (the figures are then the profiler's, the profile is the point).
         let wrapper = std::env::var("BENCH_SERVER_WRAPPER").unwrap_or_default();
@@ -63,8 +77,8 @@ impl Target {
             None => Command::new(bin),
         };
         cmd.args(["serve", "--bind", "127.0.0.1:0", "--data"])
-            .arg(dir.path().join("data"))
-            .current_dir(dir.path())
+            .arg(data)
+            .current_dir(workdir)
             .env("PALAVER_AUTH__SECRET", SECRET)
             .env("PALAVER_AUTH__ALLOW_REGISTRATION", "true")
             .env("PALAVER_AUTH__REGISTRATIONS_PER_IP_PER_HOUR", "0")
@@ -76,19 +90,20 @@ impl Target {
             .env("PALAVER_DEMO__PER_IP_PER_HOUR", "1000000")
             .env("PALAVER_LOGGING__LEVEL", "warn");
         cmd.envs(env.iter().copied());
-        Self::spawn(cmd, "palaver", Some(dir))
+        Self::spawn(cmd, "palaver", Some(data.to_owned()), keep)
     }
 
     /// Starts the bare baseline server.
     pub fn baseline() -> Result<Target> {
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.args(["baseline", "--bind", "127.0.0.1:0"]);
-        Self::spawn(cmd, "baseline", None)
+        Self::spawn(cmd, "baseline", None, None)
     }
 
     fn spawn(
         mut cmd: Command,
         name: &'static str,
+        data: Option<PathBuf>,
         dir: Option<tempfile::TempDir>,
     ) -> Result<Target> {
         let mut child = cmd
@@ -129,16 +144,13 @@ impl Target {
         Ok(Target {
             child,
             base,
+            data,
             _dir: dir,
         })
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    pub fn ws_base(&self) -> String {
-        self.base.replace("http://", "ws://")
     }
 
     /// User + system CPU seconds the server has used.

@@ -137,3 +137,45 @@ fn the_audio_benchmark_runs_at_tiny_sizes() {
         assert!(stdout.contains(row), "no {row:?} row in:\n{stdout}");
     }
 }
+
+#[test]
+fn the_soak_samples_and_draws_at_tiny_sizes() {
+    let out = tempfile::tempdir().unwrap();
+    let stdout = harness(&[
+        "soak",
+        "--minutes",
+        "0.05",
+        "--interval",
+        "1",
+        "--sockets",
+        "2",
+        "--rate",
+        "20",
+        "--conversation",
+        "5",
+        "--demos",
+        "1",
+        "--http",
+        "5",
+        "--reopen",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("| load |"), "{stdout}");
+    assert!(stdout.contains("| reopened |"), "{stdout}");
+    let csv = std::fs::read_to_string(out.path().join("soak.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert!(rows.len() >= 3, "{csv}");
+    // Every load row: a live server (RSS, open files) that answered.
+    for row in rows.iter().filter(|r| r.contains(",load,")) {
+        let fields: Vec<&str> = row.split(',').collect();
+        assert!(fields[2].parse::<f64>().unwrap() > 0.0, "{row}");
+        assert!(fields[3].parse::<u64>().unwrap() > 0, "{row}");
+        assert_eq!(fields[14], "0", "errors in {row}");
+    }
+    let svg = std::fs::read_to_string(out.path().join("soak.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("<polyline"),
+        "{svg}"
+    );
+}
