@@ -68,6 +68,7 @@ impl AppState {
             config.auth_settings()?,
             config.analysis_settings()?,
             config.ws_limits(),
+            config.session_retention(),
         )?;
         Ok(AppState {
             config: Arc::new(config),

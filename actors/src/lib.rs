@@ -40,7 +40,7 @@ pub mod socket;
 pub mod supervisor;
 pub mod telemetry;
 
-pub use supervisor::{Booted, Supervisor};
+pub use supervisor::{Booted, SessionRetention, Supervisor};
 
 /// A configured URL palaver fetches from (an upstream model, a JWKS): http
 /// or https, with a host, without credentials in it (URLs are logged and

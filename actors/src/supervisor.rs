@@ -27,6 +27,7 @@ use crate::registry::{Connections, Reach};
 use crate::replies::Replies;
 use crate::session::{Opened, SessionActor, SessionDeps, WsLimits};
 use crate::socket::{Incoming, Outbox};
+use crate::telemetry;
 
 pub struct Supervisor {
     /// The database every child reads and writes; flushed at shutdown.
@@ -42,7 +43,39 @@ pub struct Supervisor {
     /// `ws.resume_window`: finished replies' events older than this are
     /// swept (periodically, from here).
     resume_window: Duration,
+    /// `storage.retention`: sessions idle for longer are deleted (from here,
+    /// which also closes sockets open on them).
+    retention: SessionRetention,
+    /// A retention sweep is running (the next tick skips).
+    sweeping: bool,
 }
+
+/// How long a session may stay idle (no new message, no rename) before it
+/// is deleted with its messages: `storage.retention`, `None` = forever.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SessionRetention {
+    pub idle_for: Option<Duration>,
+}
+
+impl SessionRetention {
+    /// Sessions are kept until their owner deletes them.
+    pub const KEEP: SessionRetention = SessionRetention { idle_for: None };
+
+    /// Often enough that a session goes within a quarter of the retention
+    /// after it expires; at least every second, at most every 10 minutes.
+    fn sweep_every(idle_for: Duration) -> Duration {
+        (idle_for / 4).clamp(Duration::from_secs(1), Duration::from_secs(600))
+    }
+}
+
+/// Sessions one retention sweep deletes at most (the next sweep comes at
+/// once when it deleted that many).
+const RETENTION_BATCH: usize = 1_000;
+
+/// Runs one retention sweep.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SweepIdleSessions;
 
 /// What [`Supervisor::boot`] starts.
 pub struct Booted {
@@ -65,6 +98,7 @@ impl Supervisor {
         auth: AuthSettings,
         analysis: AnalysisSettings,
         limits: WsLimits,
+        retention: SessionRetention,
     ) -> Result<Booted, AuthError> {
         let quotas = QuotaRegistry::new(store.clone());
         let quota_keeper = QuotaKeeper::new(quotas.clone()).start();
@@ -79,6 +113,8 @@ impl Supervisor {
             pool: pool.clone(),
             revocations: 0,
             resume_window: limits.resume_window,
+            retention,
+            sweeping: false,
         }
         .start();
         let auth = Auth::start(auth, store.clone(), supervisor.clone().recipient())?;
@@ -243,6 +279,51 @@ impl Actor for Supervisor {
         let every =
             (self.resume_window / 2).clamp(Duration::from_millis(100), Duration::from_secs(60));
         ctx.run_interval(every, |act, _ctx| act.sweep_reply_events());
+        if let Some(idle_for) = self.retention.idle_for {
+            ctx.run_interval(SessionRetention::sweep_every(idle_for), |_, ctx| {
+                ctx.notify(SweepIdleSessions)
+            });
+        }
+    }
+}
+
+impl Handler<SweepIdleSessions> for Supervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    /// Deletes the sessions idle past `storage.retention` (durably), then
+    /// closes the sockets open on them (4004, as a deletion by the owner).
+    fn handle(&mut self, _: SweepIdleSessions, _: &mut Self::Context) -> Self::Result {
+        let Some(idle_for) = self.retention.idle_for else {
+            return Box::pin(actix::fut::ready(()));
+        };
+        if self.sweeping {
+            return Box::pin(actix::fut::ready(()));
+        }
+        self.sweeping = true;
+        let store = self.store.clone();
+        let before = palaver_storage::now_millis().saturating_sub(idle_for.as_millis() as u64);
+        let work = async move { store.sessions().delete_idle(before, RETENTION_BATCH).await };
+        Box::pin(work.into_actor(self).map(|deleted, act, ctx| {
+            act.sweeping = false;
+            match deleted {
+                Ok(ids) if ids.is_empty() => {}
+                Ok(ids) => {
+                    for &session_id in &ids {
+                        act.connections
+                            .close_session(session_id, Close::SessionDeleted);
+                    }
+                    telemetry::sessions_expired(ids.len());
+                    tracing::info!(
+                        deleted = ids.len(),
+                        "sessions idle past storage.retention deleted"
+                    );
+                    if ids.len() == RETENTION_BATCH {
+                        ctx.notify(SweepIdleSessions);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "retention sweep failed"),
+            }
+        }))
     }
 }
 
@@ -382,6 +463,7 @@ pub(crate) mod tests {
                 max_question_chars: 4000,
                 resume_window: Duration::from_secs(3600),
             },
+            SessionRetention::KEEP,
         )
         .unwrap()
     }

@@ -36,6 +36,7 @@ pub const UPSTREAM_FIRST_DELTA: &str = "palaver_analysis_upstream_first_delta_se
 pub const TOOL_ROUNDS: &str = "palaver_analysis_tool_rounds";
 pub const STORAGE_FLUSH: &str = "palaver_storage_flush_seconds";
 pub const DEMO_USERS: &str = "palaver_demo_users";
+pub const SESSIONS_EXPIRED: &str = "palaver_sessions_expired_total";
 pub const TRACK_ANALYSES: &str = "palaver_track_analyses_total";
 pub const TRACK_ANALYSIS_DURATION: &str = "palaver_track_analysis_seconds";
 pub const TRACK_UPLOADS: &str = "palaver_track_uploads_total";
@@ -133,6 +134,10 @@ pub fn describe() {
     describe_gauge!(
         DEMO_USERS,
         "Demo users stored (live or awaiting the sweep)."
+    );
+    describe_counter!(
+        SESSIONS_EXPIRED,
+        "Sessions deleted for being idle past storage.retention."
     );
     describe_counter!(
         TRACK_ANALYSES,
@@ -382,6 +387,11 @@ pub fn storage_flush(elapsed: Duration) {
 /// The number of demo users, counted by the sweep.
 pub fn demo_users(count: usize) {
     gauge!(DEMO_USERS).set(count as f64);
+}
+
+/// Sessions the retention sweep deleted.
+pub fn sessions_expired(count: usize) {
+    counter!(SESSIONS_EXPIRED).increment(count as u64);
 }
 
 /// One more demo user (between sweeps; no count of the tree per creation).

@@ -230,6 +230,7 @@ mod tests {
             "fsync",
             "max_upload_bytes",
             "max_tracks_per_user",
+            "retention",
             "token",
             "format",
             "level",

@@ -314,6 +314,10 @@ pub struct StorageConfig {
     pub max_upload_bytes: u64,
     /// Tracks one user may keep (an upload past it is 409 `track_limit`).
     pub max_tracks_per_user: usize,
+    /// Sessions idle (no new message, no rename) for longer are deleted with
+    /// their messages; 0 = kept until their owner deletes them.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
 }
 
 impl Default for StorageConfig {
@@ -324,6 +328,7 @@ impl Default for StorageConfig {
             fsync: false,
             max_upload_bytes: 50 << 20,
             max_tracks_per_user: 20,
+            retention: Duration::ZERO,
         }
     }
 }

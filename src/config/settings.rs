@@ -23,6 +23,13 @@ impl Config {
         }
     }
 
+    /// `storage.retention` as the supervisor's sweep takes it.
+    pub fn session_retention(&self) -> palaver_actors::SessionRetention {
+        palaver_actors::SessionRetention {
+            idle_for: Some(self.storage.retention).filter(|d| !d.is_zero()),
+        }
+    }
+
     /// The identity layer's settings, with its keys loaded: the configured
     /// secret, or the one generated into the data directory, or key files.
     pub fn auth_settings(&self) -> Result<AuthSettings, ConfigError> {

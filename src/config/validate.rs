@@ -99,6 +99,11 @@ impl Config {
         if self.storage.max_tracks_per_user == 0 {
             return bad("storage.max_tracks_per_user", "must be greater than 0");
         }
+        if !self.storage.retention.is_zero()
+            && self.storage.retention < std::time::Duration::from_secs(1)
+        {
+            return bad("storage.retention", "must be 0s (keep) or at least 1s");
+        }
         if self.storage.cache_bytes < (1 << 20) {
             return bad("storage.cache_bytes", "must be at least 1 MiB");
         }

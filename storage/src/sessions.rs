@@ -220,6 +220,43 @@ impl<'a> Sessions<'a> {
         }
     }
 
+    /// Deletes up to `limit` sessions last updated before `before` (Unix
+    /// ms) with their messages (`storage.retention`): their ids, oldest
+    /// activity first among those found. Durable when it returns. A session
+    /// that cannot be read is left alone (and reported by the caller's
+    /// other paths), never taken for idle.
+    pub async fn delete_idle(&self, before: u64, limit: usize) -> Result<Vec<Uuid>> {
+        let t = self.store.trees();
+        let mut idle = Vec::new();
+        for entry in t.sessions.iter() {
+            let (_, value) = entry?;
+            if let Ok(session) = codec::decode::<Session>(&value) {
+                if session.updated_at < before {
+                    idle.push((session.updated_at, session.id));
+                }
+            }
+        }
+        idle.sort_unstable();
+        idle.truncate(limit);
+        let mut deleted = Vec::with_capacity(idle.len());
+        for (_, id) in idle {
+            // Touched since the scan (a question came in): it stays.
+            match self.get(id)? {
+                Some(s) if s.updated_at < before => {}
+                _ => continue,
+            }
+            let mark = Deletion::Session(id);
+            self.store.begin_deletion(mark)?;
+            self.remove_by_id(id)?;
+            self.store.end_deletion(mark)?;
+            deleted.push(id);
+        }
+        if !deleted.is_empty() {
+            self.store.durable().await?;
+        }
+        Ok(deleted)
+    }
+
     /// Deletes every session of a user (when the user goes). Durable.
     pub async fn delete_all_for(&self, user: UserId) -> Result<usize> {
         let removed = self.remove_all_for(user)?;
@@ -380,5 +417,51 @@ mod tests {
             .items
             .is_empty());
         assert_eq!(store.sessions().list(bob, None, 50).unwrap().items.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn idle_sessions_go_oldest_first_with_their_messages() {
+        let store = Store::temporary().unwrap();
+        let ann = UserId::new();
+        let mut ids = Vec::new();
+        for title in ["old", "older", "fresh"] {
+            ids.push(
+                store
+                    .sessions()
+                    .create(ann, title.into(), None)
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        let (old, older, fresh) = (ids[0], ids[1], ids[2]);
+        let messages = store.messages();
+        messages
+            .append(old, Role::User, "q".into(), MessageStatus::Complete, vec![])
+            .await
+            .unwrap();
+        // Last activity: `older` before `old`, both long ago; `fresh` now.
+        for (id, at) in [(old, 2_000), (older, 1_000)] {
+            codec::update::<Session>(&store.trees().sessions, &keys::session(id), |s| {
+                s.updated_at = at;
+                true
+            })
+            .unwrap();
+        }
+        let cutoff = crate::now_millis() - 60_000;
+        let first = store.sessions().delete_idle(cutoff, 1).await.unwrap();
+        assert_eq!(first, vec![older]);
+        let rest = store.sessions().delete_idle(cutoff, 10).await.unwrap();
+        assert_eq!(rest, vec![old]);
+        assert!(store.sessions().get(old).unwrap().is_none());
+        assert_eq!(store.sessions().message_count(old).unwrap(), 0);
+        let left = store.sessions().list(ann, None, 50).unwrap();
+        assert_eq!(left.items.iter().map(|s| s.id).collect::<Vec<_>>(), [fresh]);
+        assert!(store
+            .sessions()
+            .delete_idle(cutoff, 10)
+            .await
+            .unwrap()
+            .is_empty());
     }
 }

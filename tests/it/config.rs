@@ -187,6 +187,12 @@ fn config_check_validates() {
             "not a url",
             "analysis.openai.base_url",
         ),
+        ("PALAVER_STORAGE__RETENTION", "500ms", "storage.retention"),
+        (
+            "PALAVER_STORAGE__RETENTION",
+            "forever",
+            "PALAVER_STORAGE__RETENTION",
+        ),
     ] {
         let refused = palaver(dir.path(), &["config", "check"], &[(key, value)], "");
         assert_eq!(refused.status.code(), Some(2), "{key}");

@@ -2,7 +2,10 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{assert_error, auth_options, client, signed_in, JsonValue, TestServer};
+use crate::support::{
+    assert_error, auth_options, client, close_code, new_session, signed_in, ws_connected,
+    JsonValue, TestServer,
+};
 
 struct Api<'a> {
     server: &'a TestServer,
@@ -332,4 +335,72 @@ async fn history_after_any_integer_is_a_page() {
             .unwrap();
         assert_error(res, 400, "invalid_request").await;
     }
+}
+
+/// `storage.retention`: a session nobody wrote to (no message, no rename)
+/// for longer is deleted with its messages and its sockets are closed 4004,
+/// as if its owner had deleted it; a session in use stays.
+#[tokio::test]
+async fn sessions_idle_past_the_retention_are_deleted() {
+    use reqwest::Method;
+    use std::time::{Duration, Instant};
+    let server = TestServer::with(auth_options().env("PALAVER_STORAGE__RETENTION", "4s"));
+    let ann = api(&server, "ann@example.com").await;
+    let idle = new_session(&server, &ann.token).await;
+    let active = new_session(&server, &ann.token).await;
+    let path = format!("/ws/sessions/{idle}/?token={}", ann.token);
+    let (mut ws, _) = ws_connected(&server, &path, &[]).await;
+    // Keep `active` in use (a rename moves its `updated_at`) until `idle`
+    // is gone: within 4 s + a quarter of it, the sweep's period.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let res = ann
+            .req(Method::PATCH, &format!("/api/sessions/{active}/"))
+            .json(&json!({"title": "in use"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let res = ann
+            .req(Method::GET, &format!("/api/sessions/{idle}/"))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 404 {
+            break;
+        }
+        assert_eq!(res.status(), 200);
+        assert!(
+            Instant::now() < deadline,
+            "the idle session was never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(close_code(&mut ws).await, 4004);
+    let res = ann
+        .req(Method::GET, &format!("/api/sessions/{idle}/messages/"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 404, "not_found").await;
+    let res = ann
+        .req(Method::GET, &format!("/api/sessions/{active}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let metrics = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "palaver_sessions_expired_total 1"),
+        "{metrics}"
+    );
 }
