@@ -145,8 +145,12 @@ pub async fn run(opts: Options) -> Result<()> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     std::fs::create_dir_all(&opts.out)?;
     let bin = crate::target::palaver_binary()?;
-    let tmp = tempfile::tempdir()?;
-    let data = tmp.path().join("data");
+    // In `out`, not a temporary directory: a run outlives other programs'
+    // cleanups of /tmp (one lost its data directory 22 minutes in).
+    let data = opts.out.join("data");
+    if data.exists() {
+        std::fs::remove_dir_all(&data)?;
+    }
     let mut env: Vec<(&str, &str)> = vec![
         // Demo users come and go within the run: a short life, a prompt sweep.
         ("PALAVER_DEMO__LIFETIME", "2m"),
@@ -285,6 +289,7 @@ pub async fn run(opts: Options) -> Result<()> {
             s.load
         );
     }
+    std::fs::remove_dir_all(&data)?;
     std::fs::write(opts.out.join("soak.csv"), csv)?;
     std::fs::write(opts.out.join("soak.svg"), svg(&samples, &opts))?;
     summary(&samples);
