@@ -83,7 +83,7 @@ async fn metric(server: &TestServer, prefix: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .fold(0.0, |sum, v| sum + v)
 }
 
 /// A good client's request, which must succeed.
@@ -735,9 +735,10 @@ async fn websocket_frame_abuse_is_closed_with_the_right_code() {
 /// connections that pipeline requests without reading a response. The
 /// server's memory stays within what its bounds allow (each socket's
 /// outbox, `ws.max_buffered_bytes`, and its reply; actix-http's pipeline
-/// and write buffer), the sockets are closed 1008 at the bound, the
-/// connections dropped once their window stays shut for `ws.idle_timeout`,
-/// and a good client is served meanwhile.
+/// and write buffer); the server lets go of every one of them (a socket is
+/// closed 1008 at its bound or 1001 for answering no ping, or dropped, like
+/// the pipelined connections, once its window stays shut for
+/// `ws.idle_timeout`), and a good client is served meanwhile.
 #[tokio::test]
 async fn clients_that_never_read_leave_memory_bounded() {
     const SOCKETS: usize = 10;
@@ -796,28 +797,20 @@ async fn clients_that_never_read_leave_memory_bounded() {
         pipelines.push(tcp);
     }
     // Ask question after question, reading nothing, until each socket is
-    // closed for its full outbox (a question while its reply streams is
-    // refused, which only queues more).
-    let closes = || metric(&server, "palaver_ws_closes_total{code=\"1008\"}");
+    // closed (a question while its reply streams is refused, which only
+    // queues more).
+    // Until the server holds none of them: each is closed 1008 at its outbox
+    // bound, or 1001 for answering no ping within `ws.idle_timeout`, or
+    // dropped by the kernel once its window stayed shut that long
+    // (TCP_USER_TIMEOUT): which comes first depends on how fast the kernel's
+    // buffers fill, i.e. on the machine's load.
+    let open = || metric(&server, "palaver_ws_connections ");
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut report = Instant::now();
-    while closes().await < SOCKETS as f64 {
+    while open().await > 0.0 {
         assert!(
             Instant::now() < deadline,
-            "the non-readers were never closed"
+            "the server still holds sockets that never read"
         );
-        if report.elapsed() > Duration::from_secs(5) {
-            report = Instant::now();
-            eprintln!(
-                "closed {} of {SOCKETS}; {} tokens sent",
-                closes().await,
-                metric(
-                    &server,
-                    "palaver_ws_messages_total{direction=\"out\",type=\"token\"}"
-                )
-                .await
-            );
-        }
         for ws in &mut readers_never {
             let _ = tokio::time::timeout(
                 Duration::from_millis(20),
@@ -827,6 +820,11 @@ async fn clients_that_never_read_leave_memory_bounded() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await; // pacing
     }
+    eprintln!(
+        "{SOCKETS} sockets that never read: {} closed 1008, {} closed 1001, the rest dropped by the kernel",
+        metric(&server, "palaver_ws_closes_total{code=\"1008\"}").await,
+        metric(&server, "palaver_ws_closes_total{code=\"1001\"}").await,
+    );
     // A good client is served while the pipelines sit unread.
     healthy(&server).await;
     good_reply().await;
