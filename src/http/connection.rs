@@ -92,7 +92,7 @@ impl PerIp {
                 .is_ok()
         {
             tracing::warn!(
-                peer = ?peer.map(|p| p.ip()),
+                peer = %peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string()),
                 limit = self.limit,
                 "connections refused: a client reached server.max_connections_per_ip \
                  (behind a reverse proxy on this host, every client is the proxy: see docs/OPERATIONS.md)"
