@@ -160,7 +160,7 @@ pub fn describe() {
     );
     describe_counter!(
         TRACK_UPLOADS,
-        "Track uploads answered, by outcome (accepted, too_large, not_audio, limit, busy, invalid)."
+        "Track uploads answered, by outcome (accepted, too_large, not_audio, limit, busy, timeout, invalid)."
     );
 }
 
@@ -427,7 +427,7 @@ pub fn track_analysis(outcome: &'static str, elapsed: Duration) {
 }
 
 /// An upload was answered: `accepted`, `too_large`, `not_audio`, `limit`,
-/// `busy` or `invalid`.
+/// `busy`, `timeout` or `invalid`.
 pub fn track_upload(outcome: &'static str) {
     counter!(TRACK_UPLOADS, "outcome" => outcome).increment(1);
 }
