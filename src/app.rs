@@ -5,11 +5,16 @@
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::Addr;
+use actix_http::error::DispatchError;
+use actix_http::{HttpService, KeepAlive, Protocol};
+use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::{AppConfig, Extensions};
 use actix_web::middleware::{from_fn, ErrorHandlers, NormalizePath, TrailingSlash};
-use actix_web::{web, App, HttpServer};
+use actix_web::rt::net::TcpStream;
+use actix_web::{web, App};
 use palaver_actors::analysis::tracks::TrackAnalyst;
 use palaver_actors::analysis::AnalysisPool;
 use palaver_actors::auth::Auth;
@@ -22,6 +27,7 @@ use palaver_storage::Store;
 use palaver_storage::User;
 
 use crate::config::Config;
+use crate::http::connection::{self, Conn, PerIp};
 use crate::http::ops::ReadyProbe;
 use crate::http::{self, ApiError};
 use crate::metrics::Metrics;
@@ -128,12 +134,14 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let grace = state.config.server.shutdown_grace;
     let unacknowledged_limit = state.config.ws.idle_timeout;
+    let header_timeout = state.config.server.header_timeout;
     let json_limit = state.config.server.max_json_bytes;
+    let per_ip = PerIp::new(state.config.server.max_connections_per_ip);
     let data = web::Data::new(state.clone());
     let metrics = web::Data::new(state.metrics.clone());
     // `/metrics` on the main listener unless it has one of its own.
     let metrics_here = state.config.metrics.bind.is_none();
-    let server = HttpServer::new(move || {
+    let app = move || {
         App::new()
             .app_data(data.clone())
             .app_data(metrics.clone())
@@ -153,27 +161,69 @@ pub async fn run(
             .wrap(ErrorHandlers::new().default_handler(http::middleware::json_error_body))
             .wrap(from_fn(http::middleware::trace_requests))
             .wrap(NormalizePath::new(TrailingSlash::Trim))
-    })
-    .on_connect(move |conn, _ext| {
-        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            // Streamed replies are many small writes: without TCP_NODELAY
-            // each waits on Nagle + delayed ACK.
-            let _ = tcp.set_nodelay(true);
-            // A peer that acknowledges nothing we send for this long is
-            // gone: the kernel drops the connection (TCP_USER_TIMEOUT). Else
-            // a client that stops reading, but still acknowledges
-            // zero-window probes, would hold its connection and buffers
-            // forever after its actor closed it.
-            let _ = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(unacknowledged_limit));
-        }
-    })
-    // A closed WebSocket must not wait a second for the client to close the
-    // TCP connection first (spec-following clients never do).
-    .client_disconnect_timeout(std::time::Duration::ZERO)
-    .disable_signals()
-    .shutdown_timeout(grace.as_secs().max(1))
-    .listen(listener)?
-    .run();
+            .wrap(from_fn(connection::serving))
+    };
+    // actix-web's `HttpServer`, assembled by hand: it serves only plain
+    // `TcpStream`s, and palaver's connections are `Conn`s (the per-IP bound
+    // and the head deadline of every request; http/connection.rs).
+    let addr = listener.local_addr()?;
+    let builder = actix_server::Server::build()
+        .disable_signals()
+        .shutdown_timeout(grace.as_secs().max(1));
+    let drain_signal = builder.graceful_shutdown_signal();
+    let server = builder
+        .listen("palaver", listener, move || {
+            let per_ip = per_ip.clone();
+            let drain_signal = drain_signal.clone();
+            let accept = move |tcp: TcpStream| {
+                let peer = tcp.peer_addr().ok();
+                let slot = per_ip.admit(peer);
+                async move {
+                    let Some(slot) = slot else {
+                        // Over the per-IP bound: reset at once (no request
+                        // read, nothing written, no TIME_WAIT kept here).
+                        let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+                        return Err(DispatchError::Io(std::io::Error::other(
+                            "server.max_connections_per_ip reached",
+                        )));
+                    };
+                    // Streamed replies are many small writes: without
+                    // TCP_NODELAY each waits on Nagle + delayed ACK.
+                    let _ = tcp.set_nodelay(true);
+                    // A peer that acknowledges nothing we send for this long
+                    // is gone: the kernel drops the connection
+                    // (TCP_USER_TIMEOUT). Else a client that stops reading,
+                    // but still acknowledges zero-window probes, would hold
+                    // its connection and buffers forever after its actor
+                    // closed it.
+                    let _ = socket2::SockRef::from(&tcp)
+                        .set_tcp_user_timeout(Some(unacknowledged_limit));
+                    Ok((Conn::new(tcp, slot, header_timeout), Protocol::Http1, peer))
+                }
+            };
+            let app = app().into_factory().map_err(|err| err.error_response());
+            fn_service(accept).and_then(
+                HttpService::<Conn, _, _>::build()
+                    .keep_alive(KeepAlive::Timeout(Duration::from_secs(5)))
+                    // `Conn` times every request's head (actix-http's own
+                    // timer covers only a connection's first).
+                    .client_request_timeout(Duration::ZERO)
+                    // A closed WebSocket must not wait a second for the
+                    // client to close the TCP connection first
+                    // (spec-following clients never do).
+                    .client_disconnect_timeout(Duration::ZERO)
+                    .local_addr(addr)
+                    .graceful_shutdown_signal(move || {
+                        let signal = drain_signal.clone();
+                        async move { signal.notified().await }
+                    })
+                    .on_connect_ext(|conn: &Conn, data: &mut Extensions| {
+                        data.insert(conn.state());
+                    })
+                    .finish(map_config(app, |_| AppConfig::default())),
+            )
+        })?
+        .run();
     let handle = server.handle();
     let server = actix_rt::spawn(server);
     shutdown.await;

@@ -103,6 +103,9 @@ pub struct SessionActor {
     policy: Option<Policy>,
     out: Outbox,
     last_heard: Instant,
+    /// The server's pings not answered yet (their pongs are not counted
+    /// against the rate limit).
+    pings_unanswered: u32,
     window_started: Instant,
     frames_in_window: u32,
     streaming: Option<Streaming>,
@@ -159,6 +162,7 @@ impl SessionActor {
             policy: opened.policy,
             deps,
             last_heard: now,
+            pings_unanswered: 0,
             window_started: now,
             frames_in_window: 0,
             streaming: None,
@@ -601,6 +605,7 @@ impl Actor for SessionActor {
                 act.close(Close::IdleTimeout, ctx);
             } else {
                 act.out.control(Out::Ping);
+                act.pings_unanswered = act.pings_unanswered.saturating_add(1);
             }
         });
     }
@@ -636,7 +641,19 @@ impl StreamHandler<Result<Received, ProtocolError>> for SessionActor {
                     self.close(Close::SlowReader, ctx);
                 }
             }
-            Ok(Received::Pong(_)) => {}
+            Ok(Received::Fragment) => {
+                // Counted like any frame; the message is handled once whole.
+                self.within_rate(ctx);
+            }
+            Ok(Received::Pong(_)) => {
+                // A pong answering the server's ping is free; one nobody
+                // asked for is a frame like any other (rate limit).
+                if self.pings_unanswered > 0 {
+                    self.pings_unanswered -= 1;
+                } else {
+                    self.within_rate(ctx);
+                }
+            }
             Ok(Received::Close(_)) => self.close(Close::Normal, ctx),
             Err(ProtocolError::Overflow) => self.close(Close::TooBig, ctx),
             Err(e) if crate::socket::is_invalid_text(&e) => self.close(Close::InvalidText, ctx),

@@ -59,6 +59,9 @@ impl Out {
 /// A message from the client, continuations joined.
 #[derive(Debug)]
 pub enum Received {
+    /// A fragment of a message not yet whole (the frame is counted against
+    /// the rate limit like any other: endless fragments are not free).
+    Fragment,
     Text(bytestring::ByteString),
     Binary(Bytes),
     Ping(Bytes),
@@ -329,7 +332,8 @@ impl Incoming {
         Ok(None)
     }
 
-    /// Adds a fragment; the whole message once its last fragment is in.
+    /// Adds a fragment; the whole message once its last fragment is in,
+    /// [`Received::Fragment`] before.
     fn join(&mut self, item: Item) -> Result<Option<Received>, ProtocolError> {
         let (bytes, first, last) = match item {
             Item::FirstText(b) => (b, Some(true), false),
@@ -351,7 +355,7 @@ impl Incoming {
             return Err(ProtocolError::Overflow);
         }
         if !last {
-            return Ok(None);
+            return Ok(Some(Received::Fragment));
         }
         let Some((is_text, joined)) = self.partial.take() else {
             return Ok(None);
@@ -514,12 +518,21 @@ mod tests {
         let all: Vec<u8> = chunks.iter().flat_map(|c| c.to_vec()).collect();
         let split = all.chunks(5).map(Bytes::copy_from_slice).collect();
         let mut socket = open(payload(split, true), 16, 1024);
+        let fragment = |socket: &mut Socket| {
+            assert!(matches!(
+                next(&mut socket.incoming),
+                Poll::Ready(Some(Ok(Received::Fragment)))
+            ))
+        };
+        fragment(&mut socket);
         assert!(
             matches!(next(&mut socket.incoming), Poll::Ready(Some(Ok(Received::Ping(p)))) if p == "p")
         );
+        fragment(&mut socket);
         assert!(
             matches!(next(&mut socket.incoming), Poll::Ready(Some(Ok(Received::Text(t)))) if t == "hello world")
         );
+        fragment(&mut socket);
         // 20 bytes joined from two 10-byte fragments: over the 16-byte bound.
         assert!(matches!(
             next(&mut socket.incoming),

@@ -14,6 +14,9 @@ use metrics::{
 
 pub const HTTP_REQUESTS: &str = "palaver_http_requests_total";
 pub const HTTP_DURATION: &str = "palaver_http_request_duration_seconds";
+pub const HTTP_CONNECTIONS: &str = "palaver_http_connections";
+pub const HTTP_CONNECTIONS_REFUSED: &str = "palaver_http_connections_refused_total";
+pub const HTTP_TIMEOUTS: &str = "palaver_http_timeouts_total";
 pub const WS_CONNECTIONS: &str = "palaver_ws_connections";
 pub const WS_HANDSHAKES: &str = "palaver_ws_handshakes_total";
 pub const WS_MESSAGES: &str = "palaver_ws_messages_total";
@@ -51,6 +54,18 @@ pub fn describe() {
         HTTP_DURATION,
         Unit::Seconds,
         "HTTP request latency, by method and route pattern."
+    );
+    describe_gauge!(
+        HTTP_CONNECTIONS,
+        "TCP connections open now (HTTP and WebSocket)."
+    );
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED,
+        "TCP connections closed at accept, by reason (per_ip_limit)."
+    );
+    describe_counter!(
+        HTTP_TIMEOUTS,
+        "Requests cut off for being too slow, by phase (header, body, upload)."
     );
     describe_gauge!(WS_CONNECTIONS, "WebSocket connections open now.");
     describe_counter!(WS_HANDSHAKES, "WebSocket handshakes, by outcome.");
@@ -150,7 +165,7 @@ pub fn describe() {
     );
     describe_counter!(
         TRACK_UPLOADS,
-        "Track uploads answered, by outcome (accepted, too_large, not_audio, limit, busy, invalid)."
+        "Track uploads answered, by outcome (accepted, too_large, not_audio, limit, busy, timeout, invalid)."
     );
 }
 
@@ -211,6 +226,22 @@ pub fn ws_handshake(outcome: &'static str) {
             }
         },
     );
+}
+
+/// A TCP connection was accepted (`1.0`) or ended (`-1.0`).
+pub fn http_connections(delta: f64) {
+    gauge!(HTTP_CONNECTIONS).increment(delta);
+}
+
+/// A connection closed at accept: `per_ip_limit`.
+pub fn http_connection_refused(reason: &'static str) {
+    counter!(HTTP_CONNECTIONS_REFUSED, "reason" => reason).increment(1);
+}
+
+/// A request cut off for slowness: `header` (its head, or the bytes between
+/// requests), `body` (a JSON body), `upload` (a track upload).
+pub fn http_timeout(phase: &'static str) {
+    counter!(HTTP_TIMEOUTS, "phase" => phase).increment(1);
 }
 
 pub fn ws_connection_opened() {
@@ -406,7 +437,7 @@ pub fn track_analysis(outcome: &'static str, elapsed: Duration) {
 }
 
 /// An upload was answered: `accepted`, `too_large`, `not_audio`, `limit`,
-/// `busy` or `invalid`.
+/// `busy`, `timeout` or `invalid`.
 pub fn track_upload(outcome: &'static str) {
     counter!(TRACK_UPLOADS, "outcome" => outcome).increment(1);
 }

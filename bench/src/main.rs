@@ -7,6 +7,8 @@
 //!   suite does, so the harness cannot rot).
 //! - `baseline`: the bare baseline server (palaver's wire protocol, no
 //!   authentication, no storage), which `all` starts in its own process.
+//! - `flood`: a good client's handshake latency idle and during a flood of
+//!   handshakes with bad tokens (docs/RELIABILITY.md).
 //! - `verify`: token verification in the caller vs through one actor.
 //! - `login`: logins per second against a running server (argon2id bound).
 //! - `quota-latency`: a counted request's latency with and without admission.
@@ -24,6 +26,7 @@
 
 mod audio;
 mod baseline;
+mod flood;
 mod pool;
 mod scenarios;
 mod soak;
@@ -198,6 +201,22 @@ enum Scenario {
         /// A server setting, e.g. `PALAVER_STORAGE__CACHE_BYTES=8388608`.
         #[arg(long = "env", value_parser = parse_env)]
         env: Vec<(String, String)>,
+    },
+    /// A good client's handshake latency (p50, p99) idle and during a
+    /// flood of handshakes with bad tokens from other addresses, `rounds`
+    /// fresh servers; the p99 ratio's median.
+    Flood {
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Good handshakes per phase (idle, flood), one at a time.
+        #[arg(long, default_value_t = 1_000)]
+        handshakes: usize,
+        /// Flooding clients (each from its own loopback address).
+        #[arg(long, default_value_t = 8)]
+        flooders: usize,
+        /// Bad handshakes per second asked of the flooders, in all.
+        #[arg(long, default_value_t = 2_000.0)]
+        rate: f64,
     },
     /// Run the bare baseline server.
     Baseline {
@@ -621,6 +640,12 @@ fn main() -> Result<()> {
             out,
             env,
         })),
+        Scenario::Flood {
+            rounds,
+            handshakes,
+            flooders,
+            rate,
+        } => runtime()?.block_on(flood::flood(rounds, handshakes, flooders, rate)),
         Scenario::SlowStreams { n, words, delay_ms } => {
             runtime()?.block_on(slow_streams(n, words, delay_ms))
         }

@@ -127,17 +127,17 @@ impl Setup {
 /// Opens a WebSocket from source address `src` (several loopback sources
 /// pass the per-address ephemeral port limit).
 pub async fn connect(target: &Target, path: &str, src: IpAddr) -> Result<Ws> {
-    connect_to(&target.base, path, src).await
+    connect_base(&target.base, path, src).await
 }
 
-/// [`connect`] to the server at `base` (`http://ADDR`).
-pub async fn connect_to(base: &str, path: &str, src: IpAddr) -> Result<Ws> {
+/// [`connect`] to the server at `base` (`http://127.0.0.1:PORT`).
+pub async fn connect_base(base: &str, path: &str, src: IpAddr) -> Result<Ws> {
     let addr: SocketAddr = base.trim_start_matches("http://").parse()?;
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(src, 0))?;
     let stream = socket.connect(addr).await?;
     stream.set_nodelay(true)?;
-    let url = format!("{}{path}", base.replace("http://", "ws://"));
+    let url = format!("{}{path}", Target::ws_base_of(base));
     let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
     Ok(ws)
 }

@@ -426,7 +426,7 @@ async fn converse(
     question: &str,
 ) -> usize {
     let path = format!("/ws/sessions/{session}/?token={}", setup.mint());
-    let mut ws = match scenarios::connect_to(base, &path, scenarios::source(0)).await {
+    let mut ws = match scenarios::connect_base(base, &path, scenarios::source(0)).await {
         Ok(ws) => ws,
         Err(e) => {
             shared.error("connect", &e);
@@ -501,7 +501,7 @@ async fn demos(base: &str, shared: &Shared, period: Duration) -> Result<()> {
             let access = demo["access"].as_str().context("access")?;
             let session = create_session(base, &http, access).await?;
             let path = format!("/ws/sessions/{session}/?token={access}");
-            let mut ws = scenarios::connect_to(base, &path, scenarios::source(1)).await?;
+            let mut ws = scenarios::connect_base(base, &path, scenarios::source(1)).await?;
             scenarios::ask_timed(&mut ws, &question).await?;
             let _ = ws.close(None).await;
             anyhow::Ok(())

@@ -119,6 +119,23 @@ fn the_pool_scenarios_run_at_tiny_sizes() {
     assert!(slow.contains("server RSS per stream"), "{slow}");
 }
 
+#[test]
+fn the_flood_scenario_runs_at_tiny_sizes() {
+    let flood = harness(&[
+        "flood",
+        "--rounds",
+        "1",
+        "--handshakes",
+        "20",
+        "--flooders",
+        "2",
+        "--rate",
+        "100",
+    ]);
+    assert!(flood.contains("| 1 | "), "{flood}");
+    assert!(flood.contains("median: idle p99"), "{flood}");
+}
+
 /// `audio --smoke`: a 3-second track through palaver-audio and ffmpeg, and
 /// the memory rows from its child processes.
 #[test]

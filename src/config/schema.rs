@@ -18,6 +18,20 @@ pub struct ServerConfig {
     pub static_dir: Option<PathBuf>,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Connections open at once from one client network (an IPv4 address,
+    /// an IPv6 /64), HTTP and WebSocket; 0: unbounded.
+    pub max_connections_per_ip: u32,
+    /// How long a client may take to send a request's head (the request
+    /// line and headers), on a new connection or between two requests of
+    /// a kept-alive one.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// How long a JSON request body may take to arrive whole.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// How long a track upload's body may take to arrive whole.
+    #[serde(with = "humantime_serde")]
+    pub upload_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -28,6 +42,10 @@ impl Default for ServerConfig {
             max_json_bytes: 1 << 20,
             static_dir: None,
             shutdown_grace: Duration::from_secs(10),
+            max_connections_per_ip: 256,
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(30),
+            upload_timeout: Duration::from_secs(10 * 60),
         }
     }
 }

@@ -19,6 +19,15 @@ impl Config {
         if self.server.max_json_bytes == 0 {
             return bad("server.max_json_bytes", "must be greater than 0");
         }
+        for (key, value) in [
+            ("server.header_timeout", self.server.header_timeout),
+            ("server.body_timeout", self.server.body_timeout),
+            ("server.upload_timeout", self.server.upload_timeout),
+        ] {
+            if value.is_zero() {
+                return bad(key, "must be greater than 0");
+            }
+        }
         if self.auth.access_ttl.is_zero() || self.auth.refresh_ttl.is_zero() {
             return bad(
                 "auth.access_ttl / auth.refresh_ttl",

@@ -41,6 +41,11 @@ pub enum ApiError {
     EmailTaken,
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// 408 `request_timeout`: the body did not arrive within its bound
+    /// (`server.body_timeout`, `server.upload_timeout`); the connection is
+    /// closed after the answer.
+    #[error("the request body did not arrive within {0} s")]
+    RequestTimeout(u64),
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("the server is not ready: {0}")]
@@ -86,6 +91,7 @@ pub enum ErrorCode {
     NotReady,
     TrackLimit,
     PayloadTooLarge,
+    RequestTimeout,
     UnsupportedMediaType,
     QuotaExceeded,
     RateLimited,
@@ -113,6 +119,7 @@ impl ErrorCode {
             ErrorCode::NotReady => "not_ready",
             ErrorCode::TrackLimit => "track_limit",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::RateLimited => "rate_limited",
@@ -165,6 +172,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             ApiError::EmailTaken => ErrorCode::EmailTaken,
             ApiError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            ApiError::RequestTimeout(_) => ErrorCode::RequestTimeout,
             ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             ApiError::NotReady(_) | ApiError::AnalysisNotReady { .. } => ErrorCode::NotReady,
             ApiError::TrackLimit { .. } => ErrorCode::TrackLimit,
@@ -200,6 +208,7 @@ impl ResponseError for ApiError {
             | ApiError::AnalysisNotReady { .. }
             | ApiError::TrackLimit { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::AnalysisFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::NotReady(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -238,6 +247,10 @@ impl ResponseError for ApiError {
             }
             ApiError::InvalidQuestion(_) => {
                 response.extensions_mut().insert(super::quota::Uncounted);
+            }
+            // The rest of the body is not waited for: the connection goes.
+            ApiError::RequestTimeout(_) => {
+                response.force_close();
             }
             _ => {}
         }

@@ -50,8 +50,15 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
         // The raw value only checks the syntax; `parse` builds the `T`.
         let body = JsonBody::<Box<RawValue>>::new(req, payload, None, true)
             .limit(state.config.server.max_json_bytes);
+        let deadline = state.config.server.body_timeout;
         Box::pin(async move {
-            let raw = body.await.map_err(payload_error)?;
+            // A body trickled a byte at a time would otherwise hold the
+            // request (and its connection) for as long as the client likes.
+            let Ok(read) = actix_web::rt::time::timeout(deadline, body).await else {
+                palaver_actors::telemetry::http_timeout("body");
+                return Err(ApiError::RequestTimeout(deadline.as_secs()));
+            };
+            let raw = read.map_err(payload_error)?;
             parse(raw.get().as_bytes()).map(Json)
         })
     }

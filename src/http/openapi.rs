@@ -88,6 +88,7 @@ user with a quota carry the `RateLimit` and `RateLimit-Policy` headers.",
             NotFound,
             Conflict,
             PayloadTooLarge,
+            RequestTimeout,
             UnsupportedMediaType,
             TooManyRequests,
             BadGateway,
@@ -204,6 +205,13 @@ error_response!(
     "payload_too_large: over server.max_json_bytes, or storage.max_upload_bytes for an upload"
 );
 error_response!(
+    RequestTimeout,
+    "408",
+    ErrorCode::RequestTimeout,
+    "request_timeout: the body did not arrive within server.body_timeout (server.upload_timeout \
+     for an upload); the connection is closed"
+);
+error_response!(
     UnsupportedMediaType,
     "415",
     ErrorCode::UnsupportedMediaType,
@@ -278,6 +286,14 @@ impl Modify for Contract {
                 let Some(operation) = operation else { continue };
                 if is_counted(&method, path) {
                     rate_limit_headers(operation);
+                }
+                // Every body has a deadline (server.body_timeout, or
+                // server.upload_timeout for an upload).
+                if operation.request_body.is_some() {
+                    operation.responses.responses.insert(
+                        "408".to_owned(),
+                        RefOr::Ref(Ref::from_response_name("RequestTimeout")),
+                    );
                 }
             }
         }

@@ -158,6 +158,7 @@ async fn upload(
         Err(ApiError::PayloadTooLarge { .. }) => "too_large",
         Err(ApiError::UnsupportedMediaType(_)) => "not_audio",
         Err(ApiError::TrackLimit { .. }) => "limit",
+        Err(ApiError::RequestTimeout(_)) => "timeout",
         Err(ApiError::Busy(_)) => "busy",
         Err(_) => "invalid",
     });
@@ -203,7 +204,17 @@ async fn receive(
             "an upload is multipart/form-data with the audio in the field `file`".into(),
         ));
     }
-    let (staged, filename, size) = stream_to_file(state, req, payload, limit).await?;
+    // A body trickled a byte at a time would otherwise hold the request,
+    // its connection and a staged file for as long as the client likes (the
+    // staged file is removed when the read is dropped).
+    let deadline = state.config.server.upload_timeout;
+    let streamed =
+        actix_web::rt::time::timeout(deadline, stream_to_file(state, req, payload, limit)).await;
+    let Ok(streamed) = streamed else {
+        telemetry::http_timeout("upload");
+        return Err(ApiError::RequestTimeout(deadline.as_secs()));
+    };
+    let (staged, filename, size) = streamed?;
     let path = staged.path().to_path_buf();
     let probe = state
         .pool

@@ -193,6 +193,21 @@ fn config_check_validates() {
             "forever",
             "PALAVER_STORAGE__RETENTION",
         ),
+        (
+            "PALAVER_SERVER__HEADER_TIMEOUT",
+            "0s",
+            "server.header_timeout",
+        ),
+        (
+            "PALAVER_SERVER__UPLOAD_TIMEOUT",
+            "0s",
+            "server.upload_timeout",
+        ),
+        (
+            "PALAVER_SERVER__MAX_CONNECTIONS_PER_IP",
+            "-1",
+            "PALAVER_SERVER__MAX_CONNECTIONS_PER_IP",
+        ),
     ] {
         let refused = palaver(dir.path(), &["config", "check"], &[(key, value)], "");
         assert_eq!(refused.status.code(), Some(2), "{key}");

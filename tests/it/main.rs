@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod external;
 mod fixtures;
+mod hostile;
 mod http;
 mod lifecycle;
 mod logs;

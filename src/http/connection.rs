@@ -1,0 +1,348 @@
+//! The connection layer under the HTTP server: which TCP connections are
+//! served at all, and how long a client may keep one without sending a
+//! request.
+//!
+//! - [`PerIp`]: at most `server.max_connections_per_ip` connections from one
+//!   client network (an IPv4 address, an IPv6 /64) at once, HTTP and
+//!   WebSocket alike. One over the bound is reset at accept: no request is
+//!   read, nothing is written.
+//! - [`Conn`]: the accepted stream as the HTTP dispatcher sees it. It holds
+//!   the connection's place in [`PerIp`], and while no request is being
+//!   served on it (a new connection, or a kept-alive one between requests)
+//!   it gives the client `server.header_timeout` to send the next request's
+//!   head, then fails the connection. actix-http's own head timer covers only
+//!   a connection's first request: a client could trickle the head of its
+//!   second one a byte a second for as long as it liked.
+//! - [`serving`]: the outermost middleware, which tells the connection when
+//!   a request is being served (from its head until its response body is
+//!   done, which for a WebSocket is when the socket closes).
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::rt::net::TcpStream;
+use actix_web::web::Bytes;
+use palaver_actors::auth::throttle::ClientNet;
+use palaver_actors::telemetry;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+/// Open connections per client network, shared by every worker thread.
+pub struct PerIp {
+    /// `server.max_connections_per_ip`; 0: unbounded (nothing is counted).
+    limit: u32,
+    open: Mutex<HashMap<ClientNet, u32>>,
+    /// When a refusal was last logged (Unix seconds): at most one line a
+    /// minute, whatever the flood.
+    last_logged: AtomicU64,
+}
+
+impl PerIp {
+    pub fn new(limit: u32) -> Arc<PerIp> {
+        Arc::new(PerIp {
+            limit,
+            open: Mutex::default(),
+            last_logged: AtomicU64::new(0),
+        })
+    }
+
+    /// A place for a connection from `peer`, or `None` when its network
+    /// holds `limit` connections already.
+    pub fn admit(self: &Arc<Self>, peer: Option<SocketAddr>) -> Option<Slot> {
+        let net = match (self.limit, peer) {
+            (0, _) | (_, None) => None,
+            (_, Some(peer)) => Some(ClientNet::from(peer.ip())),
+        };
+        if let Some(net) = net {
+            let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+            let count = open.entry(net).or_insert(0);
+            if *count >= self.limit {
+                drop(open);
+                self.refused(peer);
+                return None;
+            }
+            *count += 1;
+        }
+        telemetry::http_connections(1.0);
+        Some(Slot {
+            table: net.map(|net| (self.clone(), net)),
+        })
+    }
+
+    fn refused(&self, peer: Option<SocketAddr>) {
+        telemetry::http_connection_refused("per_ip_limit");
+        let now = palaver_storage::now_millis() / 1000;
+        let last = self.last_logged.load(Ordering::Relaxed);
+        if now >= last + 60
+            && self
+                .last_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                peer = %peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string()),
+                limit = self.limit,
+                "connections refused: a client reached server.max_connections_per_ip \
+                 (behind a reverse proxy on this host, every client is the proxy: see docs/OPERATIONS.md)"
+            );
+        }
+    }
+
+    /// Connections counted for `peer`'s network now.
+    #[cfg(test)]
+    fn open_for(&self, peer: SocketAddr) -> u32 {
+        let open = self.open.lock().unwrap();
+        open.get(&ClientNet::from(peer.ip())).copied().unwrap_or(0)
+    }
+}
+
+/// A connection's place in [`PerIp`], given back when the connection ends.
+pub struct Slot {
+    table: Option<(Arc<PerIp>, ClientNet)>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        telemetry::http_connections(-1.0);
+        if let Some((table, net)) = self.table.take() {
+            let mut open = table.open.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(count) = open.get_mut(&net) {
+                *count -= 1;
+                if *count == 0 {
+                    open.remove(&net);
+                }
+            }
+        }
+    }
+}
+
+/// What a connection and the requests on it share (the connection's data in
+/// actix-web: one worker thread, hence `Rc` and `Cell`).
+pub struct ConnState {
+    /// Requests being served now: from the head's arrival until the response
+    /// body is done (a WebSocket's, until the socket closes).
+    serving: Cell<u32>,
+    header_timeout: Duration,
+}
+
+/// An accepted TCP connection as the HTTP dispatcher reads and writes it.
+pub struct Conn {
+    io: TcpStream,
+    state: Rc<ConnState>,
+    /// Runs while no request is being served; `None` otherwise (so an open
+    /// WebSocket keeps no timer).
+    head_timer: Option<Pin<Box<Sleep>>>,
+    _slot: Slot,
+}
+
+impl Conn {
+    pub fn new(io: TcpStream, slot: Slot, header_timeout: Duration) -> Conn {
+        Conn {
+            io,
+            state: Rc::new(ConnState {
+                serving: Cell::new(0),
+                header_timeout,
+            }),
+            head_timer: None,
+            _slot: slot,
+        }
+    }
+
+    /// The state the connection's requests see (its connection data).
+    pub fn state(&self) -> Rc<ConnState> {
+        self.state.clone()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.state.serving.get() > 0 {
+            this.head_timer = None;
+        } else {
+            // No request in progress: the dispatcher reads only to find the
+            // next one. Its head must be in before the timer runs out (and
+            // a body nobody reads, drained between requests, too).
+            let timeout = this.state.header_timeout;
+            let timer = this
+                .head_timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            if timer.as_mut().poll(cx).is_ready() {
+                this.head_timer = None;
+                telemetry::http_timeout("header");
+                tracing::debug!("no request head within server.header_timeout: closing");
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no request head within server.header_timeout",
+                )));
+            }
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// A request being served on its connection; dropped with the response
+/// body (or with the request, if it never produced one).
+struct Serving(Rc<ConnState>);
+
+impl Serving {
+    fn start(state: &Rc<ConnState>) -> Serving {
+        state.serving.set(state.serving.get() + 1);
+        Serving(state.clone())
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.serving.set(self.0.serving.get().saturating_sub(1));
+    }
+}
+
+/// The outermost middleware: marks the request as being served on its
+/// connection until its response body is done.
+pub async fn serving(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<ServedBody>, actix_web::Error> {
+    let serving = req.conn_data::<Rc<ConnState>>().map(Serving::start);
+    let res = next.call(req).await?;
+    Ok(res.map_body(move |_, body| ServedBody {
+        body: BoxBody::new(body),
+        serving,
+    }))
+}
+
+/// A response body that holds its request's [`Serving`] until it ends.
+pub struct ServedBody {
+    body: BoxBody,
+    serving: Option<Serving>,
+}
+
+impl MessageBody for ServedBody {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        let next = Pin::new(&mut this.body).poll_next(cx);
+        if let Poll::Ready(None) = next {
+            // Done: the connection waits for the next request.
+            this.serving = None;
+        }
+        next
+    }
+
+    fn try_into_bytes(self) -> Result<Bytes, Self> {
+        // A body already whole is handed over as bytes (the response is
+        // written at once; the connection then waits for the next request).
+        let ServedBody { body, serving } = self;
+        body.try_into_bytes()
+            .map_err(|body| ServedBody { body, serving })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(ip: &str) -> Option<SocketAddr> {
+        Some(SocketAddr::new(ip.parse().unwrap(), 40000))
+    }
+
+    #[test]
+    fn connections_are_bounded_per_client_network_and_given_back() {
+        let table = PerIp::new(2);
+        let a = table.admit(peer("10.0.0.1")).unwrap();
+        let b = table.admit(peer("10.0.0.1")).unwrap();
+        assert!(
+            table.admit(peer("10.0.0.1")).is_none(),
+            "a third is refused"
+        );
+        // Another address, and another /64, have places of their own; an
+        // IPv6 /64 is one client, an IPv4-mapped address its IPv4.
+        let _c = table.admit(peer("10.0.0.2")).unwrap();
+        let _d = table.admit(peer("2001:db8::1")).unwrap();
+        let _e = table.admit(peer("2001:db8::2")).unwrap();
+        assert!(table.admit(peer("2001:db8::3")).is_none());
+        assert!(table.admit(peer("::ffff:10.0.0.1")).is_none());
+        drop(a);
+        assert_eq!(table.open_for(peer("10.0.0.1").unwrap()), 1);
+        let _f = table.admit(peer("10.0.0.1")).unwrap();
+        drop(b);
+        drop(_f);
+        assert_eq!(table.open_for(peer("10.0.0.1").unwrap()), 0);
+        assert!(
+            table
+                .open
+                .lock()
+                .unwrap()
+                .get(&ClientNet::from(
+                    "10.0.0.1".parse::<std::net::IpAddr>().unwrap()
+                ))
+                .is_none(),
+            "an empty entry is removed"
+        );
+    }
+
+    #[test]
+    fn zero_means_unbounded() {
+        let table = PerIp::new(0);
+        let slots: Vec<_> = (0..1000)
+            .map(|_| table.admit(peer("10.0.0.1")).unwrap())
+            .collect();
+        assert!(table.open.lock().unwrap().is_empty(), "nothing counted");
+        drop(slots);
+    }
+}
