@@ -18,10 +18,15 @@
 //!   ffmpeg's loudness pass on the same file (WAV and MP3), and the peak
 //!   memory of one analysis for a 1- and a 10-minute track.
 //!
+//! - `crash`: the crash loop (not a benchmark): palaver killed with SIGKILL
+//!   at random moments under a mixed workload, restarted on the same data
+//!   and checked against everything acknowledged (`crash/`).
+//!
 //! Compare ratios within one run: the machine is shared and noisy.
 
 mod audio;
 mod baseline;
+mod crash;
 mod pool;
 mod scenarios;
 mod target;
@@ -160,6 +165,9 @@ enum Scenario {
         #[arg(long, default_value_t = 20)]
         questions: usize,
     },
+    /// The crash loop: SIGKILL at random moments under a mixed workload,
+    /// restart on the same data, check every acknowledged write.
+    Crash(crash::Options),
     /// Run the bare baseline server.
     Baseline {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -560,6 +568,7 @@ fn main() -> Result<()> {
             smoke,
         } => audio::run(runs, file, seconds, smoke),
         Scenario::AudioPeak { file, probe } => audio::peak(&file, probe),
+        Scenario::Crash(options) => runtime()?.block_on(crash::run(options)),
         Scenario::Baseline { bind } => {
             runtime()?.block_on(baseline::serve(&bind))
         }
