@@ -14,6 +14,7 @@
 
 mod check;
 mod ledger;
+mod powercut;
 mod server;
 mod workload;
 
@@ -71,6 +72,16 @@ pub struct Options {
     /// restart (a server that forgets everything), so the checks must fail.
     #[arg(long, hide = true)]
     pub sabotage: bool,
+    /// The lazyfs binary (tools/lazyfs): the data directory goes on a
+    /// lazyfs mount and every kill is also a power cut (the writes not yet
+    /// fsynced are lost; every other cut keeps a random half of them).
+    /// Needs root and /dev/fuse. With `storage.fsync = false` losses are
+    /// allowed (API.md §9): the run stops at the first and reports it.
+    #[arg(long)]
+    pub lazyfs: Option<PathBuf>,
+    /// Leave the temporary directory (data, lazyfs's disk) for inspection.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// Runs the loop; prints the report. `Err` on any broken promise.
@@ -82,10 +93,27 @@ pub async fn run(options: Options) -> Result<()> {
     });
     eprintln!("crash loop: seed {seed} (rerun with --seed {seed})");
     let bin = server::binary(options.palaver.clone())?;
-    let tmp = tempfile::tempdir()?;
-    let data = match &options.data {
-        Some(dir) => dir.clone(),
-        None => tmp.path().join("data"),
+    let tmp = tempfile::Builder::new()
+        .disable_cleanup(options.keep)
+        .tempdir()?;
+    if options.keep {
+        eprintln!("keeping {}", tmp.path().display());
+    }
+    let mut lazy = match &options.lazyfs {
+        Some(bin) => Some(powercut::LazyFs::mount(
+            bin,
+            &tmp.path().join("disk"),
+            &tmp.path().join("mnt"),
+        )?),
+        None => None,
+    };
+    // With fsync off, a power cut may lose acknowledged writes (API.md §9).
+    let lossy = lazy.is_some() && !options.fsync;
+    let data = match (&options.data, &lazy) {
+        (Some(dir), None) => dir.clone(),
+        (Some(_), Some(_)) => bail!("--data and --lazyfs do not go together"),
+        (None, Some(_)) => tmp.path().join("mnt").join("data"),
+        (None, None) => tmp.path().join("data"),
     };
     let settings = Settings {
         fsync: options.fsync,
@@ -113,6 +141,9 @@ pub async fn run(options: Options) -> Result<()> {
     let mut early_cuts = 0usize;
     let mut failures: Vec<String> = Vec::new();
     let mut lives_ms = Vec::new();
+    let mut cuts_said = Vec::new();
+    let mut kills = 0u64;
+    let mut allowed_losses: Option<(u64, Vec<String>)> = None;
 
     for life in 1..=u64::from(options.kills) {
         // One life: the workload until a random moment, then SIGKILL.
@@ -139,7 +170,13 @@ pub async fn run(options: Options) -> Result<()> {
             ));
         }
         server.sigkill();
+        kills += 1;
         let killed_at = Instant::now();
+        if let Some(lazy) = lazy.as_mut() {
+            let said = lazy.cut((life % 2 == 0).then_some(seed ^ life))?;
+            eprintln!("life {life}: power cut: {said}");
+            cuts_said.push(said);
+        }
         let _ = stop_tx.send(true);
         if tokio::time::timeout(Duration::from_secs(60), clients)
             .await
@@ -184,6 +221,12 @@ pub async fn run(options: Options) -> Result<()> {
         checked += verdict.checked;
         messages_read += verdict.messages_read;
         failures.extend(anomalies);
+        if lossy && !verdict.violations.is_empty() {
+            // Allowed: what this power cut lost is the figure.
+            allowed_losses = Some((life, verdict.violations.clone()));
+            last = verdict;
+            break;
+        }
         failures.extend(
             verdict
                 .violations
@@ -203,10 +246,13 @@ pub async fn run(options: Options) -> Result<()> {
     }
     failures.extend(take_alarms(&server, u64::from(options.kills) + 1));
     drop(server);
+    let data_bytes = dir_bytes(&data);
+    drop(lazy);
 
     let ledger = std::mem::take(&mut *ledger.lock().unwrap_or_else(|e| e.into_inner()));
     report(&Report {
         seed,
+        kills,
         options: &options,
         ledger: &ledger,
         starts: &starts,
@@ -215,9 +261,11 @@ pub async fn run(options: Options) -> Result<()> {
         last: &last,
         lives_ms: &lives_ms,
         early_cuts,
+        power_cuts: &cuts_said,
+        allowed_losses: allowed_losses.as_ref(),
         failures: &failures,
         wall: began.elapsed(),
-        data_bytes: dir_bytes(&data),
+        data_bytes,
     });
     if !failures.is_empty() {
         bail!(
@@ -259,6 +307,7 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 
 struct Report<'a> {
     seed: u64,
+    kills: u64,
     options: &'a Options,
     ledger: &'a Ledger,
     starts: &'a [Duration],
@@ -267,6 +316,8 @@ struct Report<'a> {
     last: &'a check::Verdict,
     lives_ms: &'a [u64],
     early_cuts: usize,
+    power_cuts: &'a [String],
+    allowed_losses: Option<&'a (u64, Vec<String>)>,
     failures: &'a [String],
     wall: Duration,
     data_bytes: u64,
@@ -281,7 +332,7 @@ fn report(r: &Report<'_>) {
     let o = r.options;
     println!(
         "crash loop: seed {}, {} kills, storage.fsync = {}, {} regular and {} demo clients, demo.request_limit = {}, token delay {} ms\n",
-        r.seed, r.starts.len(), o.fsync, o.regular, o.demos, o.demo_limit, o.token_delay_ms
+        r.seed, r.kills, o.fsync, o.regular, o.demos, o.demo_limit, o.token_delay_ms
     );
     println!("| figure | value |");
     println!("|---|---|");
@@ -294,7 +345,7 @@ fn report(r: &Report<'_>) {
             l.sort_unstable();
             l.get(l.len() / 2).copied().unwrap_or(0)
         },
-        r.starts.len()
+        r.kills
     );
     println!("| acknowledged writes | {} |", c.writes());
     println!(
@@ -337,7 +388,8 @@ fn report(r: &Report<'_>) {
         o.demo_limit, r.last.max_admitted
     );
     println!(
-        "| restart, spawn to `listening on` (recovery included) | median {median:.0} ms, max {max:.0} ms |"
+        "| restarts, spawn to `listening on` (recovery included) | {}: median {median:.0} ms, max {max:.0} ms |",
+        starts.len()
     );
     println!(
         "| clients cut before a kill (server dropped them while up) | {} |",
@@ -348,5 +400,37 @@ fn report(r: &Report<'_>) {
         r.data_bytes as f64 / (1 << 20) as f64
     );
     println!("| wall time | {:.0} s |", r.wall.as_secs_f64());
+    if !r.power_cuts.is_empty() {
+        println!(
+            "| power cuts (lazyfs: every unsynced write lost, or a random half of the pages kept) | {} |",
+            r.power_cuts.len()
+        );
+        // `cut: lost N pages …` / `torn: kept K of N pages …`
+        let lost: u64 = r
+            .power_cuts
+            .iter()
+            .map(|s| {
+                let n: Vec<u64> = s
+                    .split_whitespace()
+                    .filter_map(|w| w.parse().ok())
+                    .collect();
+                match (s.starts_with("torn"), n.as_slice()) {
+                    (true, [kept, all, ..]) => all - kept,
+                    (false, [lost, ..]) => *lost,
+                    _ => 0,
+                }
+            })
+            .sum();
+        println!("| unsynced 4 KiB pages the cuts lost | {lost} |");
+    }
+    if let Some((life, losses)) = r.allowed_losses {
+        println!(
+            "| checks failed after power cut {life} (losses allowed with storage.fsync = false; the run stops there; the first ten below) | {} |",
+            losses.len()
+        );
+        for loss in losses.iter().take(10) {
+            println!("|   | {loss} |");
+        }
+    }
     println!("| broken promises | {} |", r.failures.len());
 }

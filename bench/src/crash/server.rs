@@ -94,10 +94,18 @@ impl Server {
         });
         let alarms = Arc::new(Mutex::new(Vec::new()));
         let sink = alarms.clone();
+        let said = Arc::new(Mutex::new(Vec::new()));
+        let tail = said.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("panicked") || line.contains("ERROR") {
-                    sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                    sink.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(line.clone());
+                }
+                let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+                if tail.len() < 50 {
+                    tail.push(line);
                 }
             }
         });
@@ -108,25 +116,30 @@ impl Server {
             alarms,
             reaped: false,
         };
-        match rx.recv_timeout(settings.start_timeout) {
-            Ok((base, took)) => {
-                server.base = base;
-                server.started_in = took;
-                Ok(server)
+        // Its address, unless it exits first or the bound passes.
+        let deadline = spawned + settings.start_timeout;
+        let failure = loop {
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok((base, took)) => {
+                    server.base = base;
+                    server.started_in = took;
+                    return Ok(server);
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break "exited".to_owned(),
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() > deadline => {
+                    break format!("printed no address within {:?}", settings.start_timeout)
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
-            Err(_) => {
-                let status = server.sigkill();
-                let alarms = server
-                    .alarms
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .join("\n");
-                bail!(
-                    "palaver did not print its address within {:?} ({status}); it said:\n{alarms}",
-                    settings.start_timeout
-                )
-            }
+        };
+        let status = server.sigkill();
+        // What it printed on stderr (the pump may lag the exit a little).
+        let printed = || said.lock().unwrap_or_else(|e| e.into_inner()).join("\n");
+        let pumped = Instant::now() + Duration::from_secs(2);
+        while printed().is_empty() && Instant::now() < pumped {
+            std::thread::sleep(Duration::from_millis(20));
         }
+        bail!("palaver {failure} ({status}); it said:\n{}", printed())
     }
 
     pub fn ws_base(&self) -> String {
