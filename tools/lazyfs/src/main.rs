@@ -351,7 +351,12 @@ impl Filesystem for LazyFs {
             .map(|(p, &i)| (p.clone(), i))
             .collect();
         for (old, ino) in moved {
-            let new = to.join(old.strip_prefix(&from).unwrap_or(Path::new("")));
+            // (`join("")` would add a trailing slash: a file's path then
+            // names no file.)
+            let new = match old.strip_prefix(&from) {
+                Ok(rest) if !rest.as_os_str().is_empty() => to.join(rest),
+                _ => to.clone(),
+            };
             state.inodes.remove(&old);
             state.inodes.insert(new.clone(), ino);
             state.paths.insert(ino, new);
