@@ -13,6 +13,10 @@ use serde_json::{json, Value};
 
 use super::ledger::{Ledger, Owner, State};
 
+/// An HTTP answer's status and JSON body (`Null` for a 204), or why there
+/// was none.
+type Answer = Result<(u16, Value), String>;
+
 /// The outcome of one check.
 #[derive(Default, Debug)]
 pub struct Verdict {
@@ -40,7 +44,7 @@ impl Verdict {
 struct Read {
     owner: Owner,
     /// `GET /api/auth/me/` with its token: status and body.
-    me: Result<(u16, Value), String>,
+    me: Answer,
     /// Its sessions as listed, each with all its messages.
     sessions: Result<HashMap<String, Vec<Value>>, String>,
 }
@@ -164,12 +168,11 @@ async fn log_in_new_users(
     };
     // Two at a time: the server has `2 × cores` argon2 permits and answers
     // 503 `busy` past them; one answered `busy` is asked again, alone.
-    let mut results: Vec<(usize, Result<(u16, Value), String>)> =
-        futures_util::stream::iter(pending.clone())
-            .map(|(i, email, password)| async move { (i, login(email, password).await) })
-            .buffer_unordered(2)
-            .collect()
-            .await;
+    let mut results: Vec<(usize, Answer)> = futures_util::stream::iter(pending.clone())
+        .map(|(i, email, password)| async move { (i, login(email, password).await) })
+        .buffer_unordered(2)
+        .collect()
+        .await;
     for (i, result) in results.iter_mut() {
         let (_, email, password) = &pending[pending.iter().position(|p| p.0 == *i).unwrap_or(0)];
         for _ in 0..3 {
@@ -198,9 +201,7 @@ async fn log_in_new_users(
     }
 }
 
-async fn status_and_json(
-    res: Result<reqwest::Response, reqwest::Error>,
-) -> Result<(u16, Value), String> {
+async fn status_and_json(res: Result<reqwest::Response, reqwest::Error>) -> Answer {
     let res = res.map_err(|e| e.to_string())?;
     let status = res.status().as_u16();
     let body = if status == 204 {
@@ -360,19 +361,18 @@ async fn check_sessions(
         }
     }
     // A deleted session answers 404 (not only missing from the listing).
-    let probes: Vec<(String, Result<(u16, Value), String>)> =
-        futures_util::stream::iter(deleted_to_probe)
-            .map(|(id, token)| async move {
-                let res = http
-                    .get(format!("{base}/api/sessions/{id}/messages/"))
-                    .bearer_auth(token)
-                    .send()
-                    .await;
-                (id, status_and_json(res).await)
-            })
-            .buffer_unordered(8)
-            .collect()
-            .await;
+    let probes: Vec<(String, Answer)> = futures_util::stream::iter(deleted_to_probe)
+        .map(|(id, token)| async move {
+            let res = http
+                .get(format!("{base}/api/sessions/{id}/messages/"))
+                .bearer_auth(token)
+                .send()
+                .await;
+            (id, status_and_json(res).await)
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
     for (id, result) in probes {
         match result {
             Ok((404, _)) => v.checked += 1,
@@ -391,7 +391,7 @@ async fn check_keys(base: &str, http: &reqwest::Client, ledger: &mut Ledger, v: 
         .enumerate()
         .map(|(i, k)| (i, k.key.clone()))
         .collect();
-    let results: Vec<(usize, Result<(u16, Value), String>)> = futures_util::stream::iter(probes)
+    let results: Vec<(usize, Answer)> = futures_util::stream::iter(probes)
         .map(|(i, key)| async move {
             let res = http
                 .get(format!("{base}/api/auth/me/"))
