@@ -169,9 +169,11 @@ pub async fn run(options: Options) -> Result<()> {
                 "life {life}: the server exited by itself ({status})"
             ));
         }
+        // Taken before the signal: the kernel resets the server's
+        // connections as the process dies, before it is reaped.
+        let killed_at = Instant::now();
         server.sigkill();
         kills += 1;
-        let killed_at = Instant::now();
         if let Some(lazy) = lazy.as_mut() {
             let said = lazy.cut((life % 2 == 0).then_some(seed ^ life))?;
             eprintln!("life {life}: power cut: {said}");
@@ -190,7 +192,12 @@ pub async fn run(options: Options) -> Result<()> {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter(|(at, _)| killed_at.saturating_duration_since(*at) > Duration::from_millis(100))
-            .inspect(|(_, why)| eprintln!("life {life}: a client was cut before the kill: {why}"))
+            .inspect(|(at, why)| {
+                eprintln!(
+                    "life {life}: a client was cut {} ms before the kill: {why}",
+                    killed_at.saturating_duration_since(*at).as_millis()
+                )
+            })
             .count();
         failures.extend(take_alarms(&server, life));
         if options.sabotage
