@@ -457,7 +457,8 @@ impl Publisher {
     /// The reply's log with its `done` (status and usage known), to store
     /// with the reply; `done` itself is published by [`Publisher::finish`].
     /// `text` is the stored reply's: its tokens, in order, are the ones
-    /// published (one the run could not send, cancelled, may end it).
+    /// published (a run keeps no token it could not send; the log is cut
+    /// to what was published all the same).
     pub fn log(
         &mut self,
         user: UserId,

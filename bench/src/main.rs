@@ -21,11 +21,15 @@
 //!   memory of one analysis for a 1- and a 10-minute track.
 //! - `soak`: a long steady mixed load, sampled every 10 s (RSS, open files,
 //!   disk, latency percentiles), written as CSV and drawn as SVG.
+//! - `crash`: the crash loop (not a benchmark): palaver killed with SIGKILL
+//!   at random moments under a mixed workload, restarted on the same data
+//!   and checked against everything acknowledged (`crash/`).
 //!
 //! Compare ratios within one run: the machine is shared and noisy.
 
 mod audio;
 mod baseline;
+mod crash;
 mod flood;
 mod pool;
 mod scenarios;
@@ -218,6 +222,9 @@ enum Scenario {
         #[arg(long, default_value_t = 2_000.0)]
         rate: f64,
     },
+    /// The crash loop: SIGKILL at random moments under a mixed workload,
+    /// restart on the same data, check every acknowledged write.
+    Crash(crash::Options),
     /// Run the bare baseline server.
     Baseline {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -656,6 +663,7 @@ fn main() -> Result<()> {
             smoke,
         } => audio::run(runs, file, seconds, smoke),
         Scenario::AudioPeak { file, probe } => audio::peak(&file, probe),
+        Scenario::Crash(options) => runtime()?.block_on(crash::run(options)),
         Scenario::Baseline { bind } => {
             runtime()?.block_on(baseline::serve(&bind))
         }

@@ -87,13 +87,17 @@ impl<'a> Messages<'a> {
                 t.messages_streaming.insert(key, &[])?;
             }
             let value = codec::encode(&message)?;
-            if t.messages
+            let taken = match t
+                .messages
                 .compare_and_swap(key, None::<&[u8]>, Some(value))?
-                .is_ok()
             {
-                return Ok(message);
-            }
-            if streaming {
+                Ok(()) => return Ok(message),
+                Err(e) => e.current,
+            };
+            // The number was taken. The marker goes only if what took it
+            // is not streaming: a streaming reply there (a concurrent
+            // append's placeholder) has put the same marker, and needs it.
+            if streaming && !is_streaming(taken.as_deref()) {
                 t.messages_streaming.remove(key)?;
             }
             seq += 1;
@@ -214,6 +218,16 @@ impl<'a> Messages<'a> {
             t.messages_streaming.remove(&key)?;
         }
         Ok(failed)
+    }
+}
+
+/// Whether a stored value is a message still streaming (one that cannot
+/// be read counts as streaming: its marker stays, which is harmless).
+fn is_streaming(value: Option<&[u8]>) -> bool {
+    match value.map(codec::decode::<Message>) {
+        Some(Ok(message)) => message.status == MessageStatus::Streaming,
+        Some(Err(_)) => true,
+        None => false,
     }
 }
 
@@ -354,6 +368,75 @@ mod tests {
             MessageStatus::Complete
         );
         assert_eq!(msgs.fail_interrupted().unwrap(), 0);
+    }
+
+    /// Two exchanges appended at once on one session race for numbers:
+    /// the loser of a number never removes the marker of the streaming
+    /// reply that won it. Found by the crash loop (`palaver-bench crash`):
+    /// a whole answer over HTTP racing a WebSocket question removed the
+    /// other reply's marker, and a crash then left that reply `streaming`
+    /// for good.
+    #[tokio::test]
+    async fn a_reply_that_loses_its_number_leaves_the_winners_marker() {
+        let store = Store::temporary().unwrap();
+        let s = store
+            .sessions()
+            .create(UserId::new(), "t".into(), None)
+            .await
+            .unwrap();
+        let msgs = store.messages();
+        // One exchange: its placeholder took seq 2 (streaming, marked).
+        let (_, winner) = msgs.append_exchange_nowait(s.id, "first".into()).unwrap();
+        assert_eq!(winner.seq, 2);
+        // Another exchange's placeholder, computed the same next number.
+        let loser = msgs
+            .insert_from(
+                2,
+                new_message(
+                    s.id,
+                    Role::Assistant,
+                    String::new(),
+                    MessageStatus::Streaming,
+                    vec![],
+                ),
+            )
+            .unwrap();
+        assert_eq!(loser.seq, 3);
+        let t = store.trees();
+        assert!(t
+            .messages_streaming
+            .contains_key(keys::message(s.id, 2))
+            .unwrap());
+        assert!(t
+            .messages_streaming
+            .contains_key(keys::message(s.id, 3))
+            .unwrap());
+        // A crash now: both replies fail at the next start.
+        assert_eq!(msgs.fail_interrupted().unwrap(), 2);
+        for seq in [2, 3] {
+            assert_eq!(
+                msgs.get(s.id, seq).unwrap().unwrap().status,
+                MessageStatus::Failed
+            );
+        }
+        // A question that loses a number to a finished message leaves no
+        // marker behind.
+        let (question, _) = msgs.append_exchange_nowait(s.id, "next".into()).unwrap();
+        msgs.insert_from(
+            question.seq,
+            new_message(
+                s.id,
+                Role::Assistant,
+                String::new(),
+                MessageStatus::Streaming,
+                vec![],
+            ),
+        )
+        .unwrap();
+        assert!(!t
+            .messages_streaming
+            .contains_key(keys::message(s.id, question.seq))
+            .unwrap());
     }
 
     #[tokio::test]

@@ -377,8 +377,15 @@ impl<'a> Run<'a> {
                 _ = cancelled => return Err(Stop::Cancelled),
             }
         }
+        // The stored text is what was sent: a token refused here (the
+        // reply was cancelled a moment before) is not part of the reply
+        // (API.md §7: the client's text equals the stored reply).
+        let len = text.len();
         self.text.push_str(&text);
-        self.emit(Event::Token(text))?;
+        if let Err(stop) = self.emit(Event::Token(text)) {
+            self.text.truncate(self.text.len() - len);
+            return Err(stop);
+        }
         if self.first_token.is_none() {
             self.first_token = Some(self.started.elapsed());
         }

@@ -317,3 +317,25 @@ async fn a_reply_goes_on_after_its_listener_left_unless_told_not_to() {
         }
     }
 }
+
+/// A token the run could not send (the reply was cancelled just before)
+/// is not stored: the stored reply is exactly what the client was sent.
+/// Found by the crash loop (`palaver-bench crash`): with no token delay,
+/// every cancelled reply was stored with one word more than its client saw.
+#[actix_rt::test]
+async fn a_token_refused_after_a_cancel_is_not_stored() {
+    let store = Store::temporary().unwrap();
+    let settings = settings(4, Duration::ZERO);
+    let cpu = CpuPool::start(1, 4);
+    let (job, mut events) = job(&store, "one two three").await;
+    let mut run = Run::new(&job, &store, &settings, &cpu);
+    run.token("one".into()).await.unwrap();
+    job.cancel.by_client();
+    assert!(matches!(
+        run.token(" two".into()).await,
+        Err(Stop::Cancelled)
+    ));
+    assert_eq!(run.text, "one");
+    assert_eq!(next_token(&mut events).await, "one");
+    assert!(events.try_recv().is_err(), "nothing else was sent");
+}
