@@ -28,8 +28,9 @@
 //! channels) is [`AudioError::NotAudio`]. Packets that fail to decode
 //! inside a file (a corrupted MP3 frame) are skipped and counted in
 //! [`Analysis::decode_errors`]; a file cut short is measured as far as it
-//! goes. Decoding is streamed packet by packet: memory does not depend on
-//! the file's size.
+//! goes. A decoder that panics on a file makes it `NotAudio` too.
+//! Decoding is streamed packet by packet: memory does not depend on the
+//! file's size.
 //!
 //! # Definitions
 //!
@@ -202,6 +203,10 @@ pub struct Report {
 /// duration is the container's frame count, or else the sum of the packet
 /// durations found by reading (not decoding) the rest of the file.
 pub fn probe(path: &Path) -> Result<Probe, AudioError> {
+    contained(|| probe_file(path))
+}
+
+fn probe_file(path: &Path) -> Result<Probe, AudioError> {
     let source = decode::Source::open(path)?;
     let format = source.format;
     let sample_rate = source.sample_rate;
@@ -218,7 +223,22 @@ pub fn probe(path: &Path) -> Result<Probe, AudioError> {
 
 /// Decodes the whole file once and measures it.
 pub fn analyze(path: &Path) -> Result<Report, AudioError> {
-    analysis::analyze(path)
+    contained(|| analysis::analyze(path))
+}
+
+/// Runs a probe or an analysis with a panic inside it turned into
+/// `NotAudio`: the decoders are third-party code fed the client's bytes,
+/// and one that panics on a file (the `audio` fuzz target found
+/// symphonia's MS-ADPCM decoder overflowing on a crafted block in builds
+/// with overflow checks) means the file is not audio palaver can use.
+/// The callers' CPU workers catch panics too; this keeps the answer
+/// `NotAudio` for every caller (a 415, not "stopped unexpectedly").
+fn contained<T>(run: impl FnOnce() -> Result<T, AudioError>) -> Result<T, AudioError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|_| {
+        Err(AudioError::NotAudio(
+            "the decoder failed on this file".into(),
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ mod validate;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Data, Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
@@ -72,9 +72,21 @@ impl Config {
             Some(path) => Some(path.clone()),
             None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()),
         };
+        Self::load_layers(file.map(Toml::file_exact), overrides)
+    }
+
+    /// What [`Config::load`] does, with the file's text given instead of
+    /// its path (`overrides.config_file` is not read): the same layers
+    /// (text < environment < flags) and the same checks. The entry point of
+    /// the config fuzz target (`fuzz/`).
+    pub fn load_str(toml: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        Self::load_layers(Some(Toml::string(toml)), overrides)
+    }
+
+    fn load_layers(file: Option<Data<Toml>>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let mut figment = Figment::new();
-        if let Some(file) = &file {
-            figment = figment.merge(Toml::file_exact(file));
+        if let Some(file) = file {
+            figment = figment.merge(file);
         }
         figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
         if let Some(bind) = overrides.bind {

@@ -260,8 +260,9 @@ fn too_large(limit: u64) -> ApiError {
 
 /// Writes the `file` field of the multipart body to a staged file, counting
 /// as it goes. Answers the staged file, the client's (cleaned) file name
-/// and the size in bytes.
-async fn stream_to_file(
+/// and the size in bytes. Public as the entry point of the upload fuzz
+/// target (`fuzz/`), which then probes the file as [`upload`] does.
+pub async fn stream_to_file(
     state: &AppState,
     req: &HttpRequest,
     payload: web::Payload,

@@ -152,7 +152,8 @@ async fn admit(
 
 /// The first credential present, in the contract's order of precedence
 /// (every access-token form takes palaver's own tokens and other issuers').
-async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, AuthError> {
+/// Public as the entry point of the credentials fuzz target (`fuzz/`).
+pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, AuthError> {
     let auth = &state.auth;
     let query: Credentials = web::Query::<Credentials>::from_query(req.query_string())
         .map(web::Query::into_inner)

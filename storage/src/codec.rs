@@ -116,6 +116,178 @@ mod tests {
         assert_eq!(untouched.map(|s| s.a), Some(2));
     }
 
+    /// The storage_codec fuzz target's seeds (`fuzz/seeds/storage_codec/`)
+    /// are the current encodings of one record of each type, behind the
+    /// target's selector byte: a record whose shape changes must have its
+    /// seed rewritten (`PALAVER_WRITE_FUZZ_SEEDS=1 cargo test -p
+    /// palaver-storage fuzz_seeds`), or the fuzzer starts from bytes the
+    /// codec refuses at once.
+    #[test]
+    fn fuzz_seeds_are_current_encodings() {
+        use crate::{
+            AnalysisStatus, ApiKey, ExternalIdentity, Family, LoggedEvent, Message, MessageStatus,
+            QuotaCounter, ReplyLog, Role, Session, ToolUse, Track, TrackAnalysis, User, UserId,
+        };
+        use uuid::Uuid;
+        let id = |n: u128| Uuid::from_u128(0x0190_c7a4_7e1c_7000_8000_0000_0000_0000 | n);
+        let user_id = UserId::from_bytes(*id(1).as_bytes());
+        let user = User {
+            id: user_id,
+            email: "ann@example.com".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".into(),
+            is_active: true,
+            is_demo: false,
+            demo_expires_at: Some(1_900_000_000),
+            created_at: 1_733_000_000_000,
+            external: Some(ExternalIdentity {
+                issuer: "django".into(),
+                id: "42".into(),
+            }),
+        };
+        let message = Message {
+            id: id(4),
+            session_id: id(3),
+            seq: 2,
+            role: Role::Assistant,
+            text: "The tempo is 120 BPM.".into(),
+            status: MessageStatus::Complete,
+            tools: vec![ToolUse {
+                tool: "tempo".into(),
+                args: r#"{"track":"x"}"#.into(),
+                success: true,
+                result: r#"{"bpm":120.0}"#.into(),
+            }],
+            created_at: 1_733_000_000_500,
+        };
+        let seeds: Vec<(&str, u8, Vec<u8>)> = vec![
+            ("user", 0, encode(&user).unwrap()),
+            (
+                "family",
+                1,
+                encode(&Family {
+                    id: id(2),
+                    user_id,
+                    current_jti: id(5),
+                    expires_at: 1_900_000_000,
+                    revoked: false,
+                })
+                .unwrap(),
+            ),
+            (
+                "api-key",
+                2,
+                encode(&ApiKey {
+                    id: id(6),
+                    user_id,
+                    name: "ci".into(),
+                    hash: [7; 32],
+                    created_at: 1_733_000_000_000,
+                    last_used_at: Some(1_733_000_060_000),
+                })
+                .unwrap(),
+            ),
+            (
+                "session",
+                3,
+                encode(&Session {
+                    id: id(3),
+                    user_id,
+                    title: "Mix notes".into(),
+                    track_id: Some(id(8)),
+                    created_at: 1_733_000_000_000,
+                    updated_at: 1_733_000_000_500,
+                })
+                .unwrap(),
+            ),
+            ("message", 4, encode(&message).unwrap()),
+            (
+                "reply-log",
+                5,
+                encode(&ReplyLog {
+                    session_id: id(3),
+                    user_id,
+                    finished_at: 1_733_000_000_500,
+                    text: "Héllo wörld".into(),
+                    events: vec![
+                        LoggedEvent::Frame(r#"c"tool":"tempo","args":{}}"#.into()),
+                        LoggedEvent::Token(6),
+                        LoggedEvent::Token(7),
+                    ],
+                    ending: vec![r#"{"type":"done"}"#.into()],
+                })
+                .unwrap(),
+            ),
+            (
+                "quota",
+                6,
+                encode(&QuotaCounter {
+                    count: 3,
+                    window_start: 1_733_000_000,
+                })
+                .unwrap(),
+            ),
+            (
+                "track",
+                7,
+                encode(&Track {
+                    id: id(8),
+                    user_id,
+                    filename: "take 1.wav".into(),
+                    size_bytes: 1644,
+                    format: "wav".into(),
+                    duration_seconds: 0.1,
+                    sample_rate: 8000,
+                    channels: 1,
+                    created_at: 1_733_000_000_000,
+                    analysis: AnalysisStatus::Failed("no audio frames".into()),
+                })
+                .unwrap(),
+            ),
+            (
+                "track-analysis",
+                8,
+                encode(&TrackAnalysis {
+                    analysis: r#"{"duration_seconds":0.1}"#.into(),
+                    overview: r#"{"envelope":[]}"#.into(),
+                })
+                .unwrap(),
+            ),
+            (
+                "key-external",
+                9,
+                crate::keys::external_user("django", "42"),
+            ),
+            (
+                "key-demo-expiry",
+                9,
+                crate::keys::demo_expiry(1_900_000_000, user_id).to_vec(),
+            ),
+            ("cursor", 10, b"0190c7a47e1c70008000".to_vec()),
+        ];
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/storage_codec");
+        let write = std::env::var_os("PALAVER_WRITE_FUZZ_SEEDS").is_some();
+        if write {
+            std::fs::create_dir_all(&dir).unwrap();
+        }
+        for (name, selector, bytes) in seeds {
+            let seed = [vec![selector], bytes].concat();
+            let path = dir.join(name);
+            if write {
+                std::fs::write(&path, &seed).unwrap();
+            } else {
+                let committed =
+                    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert_eq!(
+                    committed,
+                    seed,
+                    "{} is not the current encoding: rewrite the seeds",
+                    path.display()
+                );
+            }
+        }
+    }
+
     #[test]
     fn rejects_other_versions_and_garbage() {
         let mut bytes = encode(&Sample {

@@ -231,3 +231,23 @@ fn junk_after_a_valid_mp3_is_ignored() {
         0.1,
     );
 }
+
+/// Found by the `audio` fuzz target (fuzz/seeds/audio/): an MS-ADPCM WAV
+/// whose block makes symphonia's decoder multiply past `i32`. Builds with
+/// overflow checks (this test's) panicked inside the decoder; a release
+/// build wraps. Either way the file is refused or measured, never a panic.
+#[test]
+fn a_decoder_that_panics_is_refused_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "adpcm.wav",
+        include_bytes!("../../../fuzz/seeds/audio/crash-ms-adpcm-overflow.wav"),
+    );
+    for outcome in [probe(&path).map(drop), analyze(&path).map(drop)] {
+        match outcome {
+            Ok(()) | Err(AudioError::NotAudio(_)) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
