@@ -173,39 +173,7 @@ enum Scenario {
     /// A long steady mixed load against one palaver, sampled every
     /// `interval` s (RSS, open files, disk, latency percentiles); writes
     /// `soak.csv` and `soak.svg` into `out`.
-    Soak {
-        #[arg(long, default_value_t = 30.0)]
-        minutes: f64,
-        #[arg(long, default_value_t = 10)]
-        interval: u64,
-        /// Chat sockets (one registered user, a session each).
-        #[arg(long, default_value_t = 20)]
-        sockets: usize,
-        /// Replies per second over all chat sockets (paced).
-        #[arg(long, default_value_t = 400.0)]
-        rate: f64,
-        /// Questions per conversation before its session is deleted and a
-        /// new one started; 0: never deleted (the data grows).
-        #[arg(long, default_value_t = 100)]
-        conversation: usize,
-        /// Demo users per second (each asks one question, then expires).
-        #[arg(long, default_value_t = 2.0)]
-        demos: f64,
-        /// HTTP requests per second (reads, API keys, a login every 5 s).
-        #[arg(long, default_value_t = 20.0)]
-        http: f64,
-        /// Seconds sampled idle after the load.
-        #[arg(long, default_value_t = 0)]
-        idle: u64,
-        /// Restart on the same data after that and sample it idle.
-        #[arg(long)]
-        reopen: bool,
-        #[arg(long, default_value = "soak-out")]
-        out: std::path::PathBuf,
-        /// A server setting, e.g. `PALAVER_STORAGE__CACHE_BYTES=8388608`.
-        #[arg(long = "env", value_parser = parse_env)]
-        env: Vec<(String, String)>,
-    },
+    Soak(soak::Options),
     /// A good client's handshake latency (p50, p99) idle and during a
     /// flood of handshakes with bad tokens from other addresses, `rounds`
     /// fresh servers; the p99 ratio's median.
@@ -537,13 +505,6 @@ async fn open_loop(runs: usize, sockets: usize, seconds: u64) -> Result<()> {
     Ok(())
 }
 
-/// `KEY=VALUE` of `--env`.
-fn parse_env(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("{s}: expected KEY=VALUE"))
-}
-
 /// The load generator's runtime: two threads, like the machine's cores.
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
@@ -622,31 +583,7 @@ fn main() -> Result<()> {
             sockets,
             questions,
         } => runtime()?.block_on(cost(rounds, handshakes, sockets, questions)),
-        Scenario::Soak {
-            minutes,
-            interval,
-            sockets,
-            rate,
-            conversation,
-            demos,
-            http,
-            idle,
-            reopen,
-            out,
-            env,
-        } => runtime()?.block_on(soak::run(soak::Options {
-            minutes,
-            interval,
-            sockets,
-            rate,
-            conversation,
-            demos,
-            http,
-            idle,
-            reopen,
-            out,
-            env,
-        })),
+        Scenario::Soak(options) => runtime()?.block_on(soak::run(options)),
         Scenario::Flood {
             rounds,
             handshakes,

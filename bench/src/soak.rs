@@ -31,20 +31,46 @@ use tokio::time::MissedTickBehavior;
 use crate::scenarios::{self, Setup};
 use crate::target::Target;
 
+#[derive(clap::Args)]
 pub struct Options {
+    #[arg(long, default_value_t = 30.0)]
     pub minutes: f64,
+    #[arg(long, default_value_t = 10)]
     pub interval: u64,
+    /// Chat sockets (one registered user, a session each).
+    #[arg(long, default_value_t = 20)]
     pub sockets: usize,
+    /// Replies per second over all chat sockets (paced).
+    #[arg(long, default_value_t = 400.0)]
     pub rate: f64,
+    /// Questions per conversation before its session is deleted and a new
+    /// one started; 0: never deleted (the data grows).
+    #[arg(long, default_value_t = 100)]
     pub conversation: usize,
+    /// Demo users per second (each asks one question, then expires).
+    #[arg(long, default_value_t = 2.0)]
     pub demos: f64,
+    /// HTTP requests per second (reads, API keys, a login every 5 s).
+    #[arg(long, default_value_t = 20.0)]
     pub http: f64,
     /// Seconds sampled with no load after the run (idle memory).
+    #[arg(long, default_value_t = 0)]
     pub idle: u64,
     /// Restart on the same data after the idle phase and sample it idle.
+    #[arg(long)]
     pub reopen: bool,
+    #[arg(long, default_value = "soak-out")]
     pub out: PathBuf,
+    /// A server setting, e.g. `PALAVER_STORAGE__CACHE_BYTES=8388608`.
+    #[arg(long = "env", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
+}
+
+/// `KEY=VALUE` of `--env`.
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s}: expected KEY=VALUE"))
 }
 
 /// One window's latencies (µs) and counts.
