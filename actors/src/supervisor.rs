@@ -103,9 +103,10 @@ impl Supervisor {
         let quotas = QuotaRegistry::new(store.clone());
         let quota_keeper = QuotaKeeper::new(quotas.clone()).start();
         let connections = Arc::new(Connections::default());
-        let workers = analysis.workers;
+        let (workers, max_samples) = (analysis.workers, analysis.max_track_samples);
         let pool = AnalysisPool::start(analysis, store.clone());
-        let tracks = TrackAnalyst::new(store.clone(), pool.cpu().clone(), workers).start();
+        let tracks =
+            TrackAnalyst::new(store.clone(), pool.cpu().clone(), workers, max_samples).start();
         let supervisor = Supervisor {
             store: store.clone(),
             quotas: quotas.clone(),
@@ -451,6 +452,7 @@ pub(crate) mod tests {
                 max_streams: 4,
                 token_delay: Duration::ZERO,
                 finish_on_disconnect: true,
+                max_track_samples: u64::MAX,
                 openai: None,
             },
             WsLimits {

@@ -19,18 +19,25 @@ pub(crate) const SHORT_TERM_STEP: f64 = 0.1;
 /// Below the BS.1770 absolute gate a window counts as silent.
 const ABSOLUTE_GATE_LUFS: f64 = -70.0;
 
-pub(crate) fn analyze(path: &Path) -> Result<Report, AudioError> {
+pub(crate) fn analyze(path: &Path, max_samples: u64) -> Result<Report, AudioError> {
     let started = Instant::now();
     let mut decoding = Duration::ZERO;
     let clock = Instant::now();
     let mut source = Source::open(path)?;
     decoding += clock.elapsed();
     let mut pass = Pass::new(source.sample_rate, source.channels, source.layout)?;
+    let mut samples = 0u64;
     loop {
         let clock = Instant::now();
         let block = source.next_block()?;
         decoding += clock.elapsed();
         let Some(planes) = block else { break };
+        // Counted as decoded, whatever the container stated.
+        let frames = planes.first().map_or(0, Vec::len) as u64;
+        samples = samples.saturating_add(frames.saturating_mul(planes.len() as u64));
+        if samples > max_samples {
+            return Err(AudioError::TooLong { max_samples });
+        }
         pass.push(planes)?;
     }
     pass.finish(source.decode_errors, decoding, started)

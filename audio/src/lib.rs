@@ -125,6 +125,16 @@ pub struct Probe {
     pub duration_seconds: f64,
 }
 
+impl Probe {
+    /// The samples (frames × channels) the stated or scanned duration
+    /// amounts to: what [`analyze_at_most`] would decode.
+    pub fn samples(&self) -> u64 {
+        let frames = (self.duration_seconds * f64::from(self.sample_rate)).round();
+        // `as` saturates: a NaN or negative duration is 0, a huge one u64::MAX.
+        (frames as u64).saturating_mul(u64::from(self.channels))
+    }
+}
+
 /// A stretch of silence, in seconds from the start.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Segment {
@@ -221,9 +231,19 @@ fn probe_file(path: &Path) -> Result<Probe, AudioError> {
     })
 }
 
-/// Decodes the whole file once and measures it.
+/// Decodes the whole file once and measures it, however long it is (tools
+/// and tests; the server bounds it with [`analyze_at_most`]).
 pub fn analyze(path: &Path) -> Result<Report, AudioError> {
-    contained(|| analysis::analyze(path))
+    analyze_at_most(path, u64::MAX)
+}
+
+/// [`analyze`], stopped with [`AudioError::TooLong`] as soon as more than
+/// `max_samples` samples (frames × channels) have been decoded. The bound is
+/// on what is decoded, not on what the container states: a few kilobytes of
+/// FLAC can hold hours of 192 kHz 7.1 audio (constant subframes), and the
+/// analysis's time grows with the samples, not the bytes.
+pub fn analyze_at_most(path: &Path, max_samples: u64) -> Result<Report, AudioError> {
+    contained(|| analysis::analyze(path, max_samples))
 }
 
 /// Runs a probe or an analysis with a panic inside it turned into

@@ -760,6 +760,7 @@ async fn verify(iterations: u32, rounds: u32) -> Result<()> {
             max_streams: 16,
             token_delay: Duration::ZERO,
             finish_on_disconnect: true,
+            max_track_samples: u64::MAX,
             openai: None,
         },
         WsLimits {

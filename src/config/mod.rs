@@ -243,6 +243,7 @@ mod tests {
             "max_upload_bytes",
             "max_tracks_per_user",
             "retention",
+            "max_track_duration",
             "token",
             "format",
             "level",

@@ -336,6 +336,10 @@ pub struct StorageConfig {
     /// their messages; 0 = kept until their owner deletes them.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// The longest track accepted and analysed, counted as stereo 48 kHz
+    /// audio (the bound is on samples: `Config::max_track_samples`).
+    #[serde(with = "humantime_serde")]
+    pub max_track_duration: Duration,
 }
 
 impl Default for StorageConfig {
@@ -347,6 +351,7 @@ impl Default for StorageConfig {
             max_upload_bytes: 50 << 20,
             max_tracks_per_user: 20,
             retention: Duration::ZERO,
+            max_track_duration: Duration::from_secs(3 * 3600),
         }
     }
 }

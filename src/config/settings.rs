@@ -23,6 +23,18 @@ impl Config {
         }
     }
 
+    /// `storage.max_track_duration` as a number of samples (frames ×
+    /// channels): that long of stereo 48 kHz audio. What an analysis costs
+    /// grows with the samples, so a track with more channels or a higher
+    /// rate may be proportionally shorter.
+    pub fn max_track_samples(&self) -> u64 {
+        const STEREO_48K: u64 = 2 * 48_000;
+        self.storage
+            .max_track_duration
+            .as_secs()
+            .saturating_mul(STEREO_48K)
+    }
+
     /// `storage.retention` as the supervisor's sweep takes it.
     pub fn session_retention(&self) -> palaver_actors::SessionRetention {
         palaver_actors::SessionRetention {
@@ -190,6 +202,7 @@ impl Config {
             max_streams: a.max_streams,
             token_delay: a.token_delay,
             finish_on_disconnect: a.finish_on_disconnect,
+            max_track_samples: self.max_track_samples(),
             openai,
         })
     }

@@ -113,6 +113,9 @@ impl Config {
         {
             return bad("storage.retention", "must be 0s (keep) or at least 1s");
         }
+        if self.storage.max_track_duration < std::time::Duration::from_secs(1) {
+            return bad("storage.max_track_duration", "must be at least 1s");
+        }
         if self.storage.cache_bytes < (1 << 20) {
             return bad("storage.cache_bytes", "must be at least 1 MiB");
         }

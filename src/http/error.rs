@@ -48,6 +48,10 @@ pub enum ApiError {
     RequestTimeout(u64),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 413 `payload_too_large` for an upload that is more audio than
+    /// `storage.max_track_duration` allows (the message says how much).
+    #[error("{0}")]
+    TrackTooLong(String),
     #[error("the server is not ready: {0}")]
     NotReady(String),
     /// 409 `not_ready`: a track's analysis is still running (`Retry-After`),
@@ -171,7 +175,9 @@ impl ApiError {
             ApiError::NotFound => ErrorCode::NotFound,
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             ApiError::EmailTaken => ErrorCode::EmailTaken,
-            ApiError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            ApiError::PayloadTooLarge { .. } | ApiError::TrackTooLong(_) => {
+                ErrorCode::PayloadTooLarge
+            }
             ApiError::RequestTimeout(_) => ErrorCode::RequestTimeout,
             ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             ApiError::NotReady(_) | ApiError::AnalysisNotReady { .. } => ErrorCode::NotReady,
@@ -207,7 +213,9 @@ impl ResponseError for ApiError {
             ApiError::EmailTaken
             | ApiError::AnalysisNotReady { .. }
             | ApiError::TrackLimit { .. } => StatusCode::CONFLICT,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } | ApiError::TrackTooLong(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::AnalysisFailed(_) => StatusCode::BAD_GATEWAY,

@@ -202,7 +202,7 @@ error_response!(
     PayloadTooLarge,
     "413",
     ErrorCode::PayloadTooLarge,
-    "payload_too_large: over server.max_json_bytes, or storage.max_upload_bytes for an upload"
+    "payload_too_large: over server.max_json_bytes, or storage.max_upload_bytes for an upload, or more audio than storage.max_track_duration"
 );
 error_response!(
     RequestTimeout,

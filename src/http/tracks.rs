@@ -155,7 +155,7 @@ async fn upload(
     let outcome = receive(&state, who.0.user.id, &req, payload).await;
     telemetry::track_upload(match &outcome {
         Ok(_) => "accepted",
-        Err(ApiError::PayloadTooLarge { .. }) => "too_large",
+        Err(ApiError::PayloadTooLarge { .. } | ApiError::TrackTooLong(_)) => "too_large",
         Err(ApiError::UnsupportedMediaType(_)) => "not_audio",
         Err(ApiError::TrackLimit { .. }) => "limit",
         Err(ApiError::RequestTimeout(_)) => "timeout",
@@ -227,11 +227,23 @@ async fn receive(
             tracing::debug!(reason = %why, "upload refused: not audio");
             return Err(ApiError::UnsupportedMediaType(NOT_AUDIO.into()));
         }
-        Ok(Err(e @ AudioError::Io(_))) => return Err(ApiError::internal(e)),
+        Ok(Err(e @ (AudioError::Io(_) | AudioError::TooLong { .. }))) => {
+            return Err(ApiError::internal(e))
+        }
         // A file that crashed the decoder is not audio we can use.
         Err(CpuError::Crashed) => return Err(ApiError::UnsupportedMediaType(NOT_AUDIO.into())),
         Err(CpuError::Busy) => return Err(ApiError::Busy("the analysis workers are busy")),
     };
+    if probe.samples() > state.config.max_track_samples() {
+        return Err(ApiError::TrackTooLong(format!(
+            "the track is {:.0} s of {} Hz audio in {} channels: more than storage.max_track_duration \
+             ({} s of stereo 48 kHz audio) allows",
+            probe.duration_seconds,
+            probe.sample_rate,
+            probe.channels,
+            state.config.storage.max_track_duration.as_secs(),
+        )));
+    }
     let track = state
         .store
         .tracks()

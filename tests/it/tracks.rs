@@ -382,6 +382,36 @@ async fn an_upload_past_the_bound_is_cut_off_with_413() {
     );
 }
 
+#[tokio::test]
+async fn more_audio_than_the_duration_bound_is_413_counted_in_samples() {
+    // 1 s of stereo 48 kHz: 96 000 samples (frames × channels).
+    let server = TestServer::with(auth_options().env("PALAVER_STORAGE__MAX_TRACK_DURATION", "1s"));
+    let ann = api(&server, "ann@example.com").await;
+    // 1.2 s of stereo 44.1 kHz: 105 840 samples.
+    let res = ann.upload("long.wav", "audio/wav", &tone(1.2)).await;
+    let body = assert_error(res, 413, "payload_too_large").await;
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains("storage.max_track_duration") && message.contains("44100 Hz"),
+        "{body}"
+    );
+    let (tracks, incoming) = files_on_disk(&server.data);
+    assert!(
+        tracks.is_empty() && incoming.is_empty(),
+        "{tracks:?} {incoming:?}"
+    );
+    // 1 s of stereo 44.1 kHz (88 200) and 2 s of mono 48 kHz (exactly 96 000)
+    // are within it, and analysed.
+    let stereo = ann.uploaded("short.wav", &tone(1.0)).await;
+    let mono = ann
+        .uploaded("mono.wav", &wav(48_000, 1, &vec![0.1; 96_000]))
+        .await;
+    for track in [stereo, mono] {
+        let done = ann.analysed(track["track_id"].as_str().unwrap()).await;
+        assert_eq!(done["analysis_status"], "ready", "{done}");
+    }
+}
+
 /// The head of a chunked upload request (no length), and the first chunk:
 /// the head of its `file` part.
 fn chunked_upload(token: &str, filename: &str) -> (String, Vec<u8>) {

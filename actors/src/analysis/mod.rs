@@ -88,6 +88,9 @@ pub struct AnalysisSettings {
     /// Pause between tokens (0 = none).
     pub token_delay: Duration,
     pub finish_on_disconnect: bool,
+    /// The most samples (frames × channels) one track's analysis decodes
+    /// (`storage.max_track_duration` of stereo 48 kHz audio).
+    pub max_track_samples: u64,
     /// The `openai` engine (its settings and HTTP client), when configured.
     pub openai: Option<Arc<openai::OpenAi>>,
 }

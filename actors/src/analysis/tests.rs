@@ -23,6 +23,7 @@ fn settings(max_streams: usize, token_delay: Duration) -> AnalysisSettings {
         max_streams,
         token_delay,
         finish_on_disconnect: true,
+        max_track_samples: u64::MAX,
         openai: None,
     }
 }

@@ -33,17 +33,21 @@ pub struct TrackAnalyst {
     running: usize,
     /// At most this many at once.
     parallel: usize,
+    /// The most samples one analysis decodes (`storage.max_track_duration`).
+    max_samples: u64,
 }
 
 impl TrackAnalyst {
     /// `workers` is `analysis.workers`: the analyst uses half of them.
-    pub fn new(store: Store, cpu: CpuPool, workers: usize) -> Self {
+    /// `max_samples` bounds what one analysis decodes (frames × channels).
+    pub fn new(store: Store, cpu: CpuPool, workers: usize, max_samples: u64) -> Self {
         TrackAnalyst {
             store,
             cpu,
             waiting: VecDeque::new(),
             running: 0,
             parallel: workers.div_ceil(2).max(1),
+            max_samples,
         }
     }
 
@@ -55,17 +59,19 @@ impl TrackAnalyst {
             };
             self.running += 1;
             let (store, cpu) = (self.store.clone(), self.cpu.clone());
-            ctx.spawn(analyze(store, cpu, id).into_actor(self).map(
-                move |outcome, analyst, ctx| {
-                    analyst.running -= 1;
-                    if outcome == Outcome::Busy {
-                        analyst.waiting.push_front(id);
-                        ctx.run_later(RETRY_BUSY, |analyst, ctx| analyst.pump(ctx));
-                    } else {
-                        analyst.pump(ctx);
-                    }
-                },
-            ));
+            ctx.spawn(
+                analyze(store, cpu, id, self.max_samples)
+                    .into_actor(self)
+                    .map(move |outcome, analyst, ctx| {
+                        analyst.running -= 1;
+                        if outcome == Outcome::Busy {
+                            analyst.waiting.push_front(id);
+                            ctx.run_later(RETRY_BUSY, |analyst, ctx| analyst.pump(ctx));
+                        } else {
+                            analyst.pump(ctx);
+                        }
+                    }),
+            );
         }
     }
 }
@@ -108,7 +114,7 @@ enum Outcome {
 }
 
 /// One track's analysis, start to stored.
-async fn analyze(store: Store, cpu: CpuPool, id: Uuid) -> Outcome {
+async fn analyze(store: Store, cpu: CpuPool, id: Uuid, max_samples: u64) -> Outcome {
     let path = match store.tracks().file(id) {
         Ok(path) => path,
         Err(e) => {
@@ -117,7 +123,9 @@ async fn analyze(store: Store, cpu: CpuPool, id: Uuid) -> Outcome {
         }
     };
     let started = Instant::now();
-    let measured = cpu.run(move || palaver_audio::analyze(&path)).await;
+    let measured = cpu
+        .run(move || palaver_audio::analyze_at_most(&path, max_samples))
+        .await;
     let outcome = match measured {
         Err(CpuError::Busy) => return Outcome::Busy,
         Err(CpuError::Crashed) => Err("the analysis stopped unexpectedly".to_string()),

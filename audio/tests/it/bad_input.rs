@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use palaver_audio::{analyze, probe, AudioError, Format};
+use palaver_audio::{analyze, analyze_at_most, probe, AudioError, Format};
 
 use crate::support::{assert_near, encode, music, Rng, Signal};
 
@@ -249,5 +249,38 @@ fn a_decoder_that_panics_is_refused_not_a_panic() {
             Ok(()) | Err(AudioError::NotAudio(_)) => {}
             Err(e) => panic!("{e:?}"),
         }
+    }
+}
+
+/// A few kilobytes of FLAC can hold a great deal of audio (constant
+/// subframes): `analyze_at_most` stops at its bound on decoded samples
+/// instead of measuring all of it, and `Probe::samples` says beforehand what
+/// the container states.
+#[test]
+fn a_small_file_holding_much_audio_stops_at_the_sample_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    // 20 s of 96 kHz 6-channel silence: 11.52 million samples.
+    let wav = Signal::new(96_000, 6)
+        .silence(20.0)
+        .write_i16(&dir.path().join("quiet.wav"));
+    let flac = encode(&wav, &dir.path().join("quiet.flac"), &["-c:a", "flac"]);
+    let bytes = std::fs::metadata(&flac).unwrap().len();
+    let probed = probe(&flac).unwrap();
+    assert_eq!(probed.samples(), 20 * 96_000 * 6);
+    assert!(
+        bytes * 100 < probed.samples() * 2,
+        "the FLAC ({bytes} B) is not much smaller than its samples"
+    );
+
+    match analyze_at_most(&flac, 1_000_000) {
+        Err(AudioError::TooLong { max_samples }) => assert_eq!(max_samples, 1_000_000),
+        other => panic!("expected TooLong, got {other:?}"),
+    }
+    // Exactly the track's samples is within the bound.
+    let report = analyze_at_most(&flac, probed.samples()).unwrap();
+    assert_near("duration", report.analysis.duration_seconds, 20.0, 1e-6);
+    match analyze_at_most(&flac, probed.samples() - 1) {
+        Err(AudioError::TooLong { .. }) => {}
+        other => panic!("one sample short of the track: {other:?}"),
     }
 }
