@@ -12,7 +12,7 @@ use actix_http::error::DispatchError;
 use actix_http::{HttpService, KeepAlive, Protocol};
 use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
 use actix_web::dev::{AppConfig, Extensions};
-use actix_web::middleware::{from_fn, ErrorHandlers, NormalizePath, TrailingSlash};
+use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::rt::net::TcpStream;
 use actix_web::{web, App};
 use palaver_actors::analysis::tracks::TrackAnalyst;
@@ -112,13 +112,15 @@ impl AppState {
 }
 
 /// Registers every resource. Paths are declared without a trailing slash;
-/// `NormalizePath` trims one, so both spellings work.
+/// `http::path::TrimSlashes` trims one, so both spellings work. The router
+/// tries resources in this order, a regex for each one with a `{…}` segment:
+/// the WebSocket handshake, the most frequent request, goes first.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.configure(http::ops::config)
+    cfg.configure(http::ws::config)
+        .configure(http::ops::config)
         .configure(http::auth::config)
         .configure(http::sessions::config)
         .configure(http::tracks::config)
-        .configure(http::ws::config)
         .configure(http::openapi::config)
         .configure(http::client::config);
 }
@@ -160,7 +162,7 @@ pub async fn run(
             .wrap(from_fn(http::middleware::cors))
             .wrap(ErrorHandlers::new().default_handler(http::middleware::json_error_body))
             .wrap(from_fn(http::middleware::trace_requests))
-            .wrap(NormalizePath::new(TrailingSlash::Trim))
+            .wrap(http::path::TrimSlashes)
             .wrap(from_fn(connection::serving))
     };
     // actix-web's `HttpServer`, assembled by hand: it serves only plain

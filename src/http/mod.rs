@@ -12,6 +12,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod ops;
 pub mod origin;
+pub mod path;
 pub mod quota;
 pub mod sessions;
 pub mod tracks;

@@ -31,17 +31,23 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/ws/sessions/{id}").get(connect));
 }
 
+/// What the handshake's query string may carry (read once).
 #[derive(Default, Deserialize)]
-struct Credentials {
+struct HandshakeQuery {
     ticket: Option<String>,
     token: Option<String>,
     api_key: Option<String>,
+    /// `?resume=<message_id>:<seq>`: resume a reply right after `connected`.
+    resume: Option<String>,
 }
 
-/// `?resume=<message_id>:<seq>`: resume a reply right after `connected`.
-#[derive(Default, Deserialize)]
-struct ResumeQuery {
-    resume: Option<String>,
+impl HandshakeQuery {
+    /// The query of `req`; an unreadable one carries nothing.
+    fn of(req: &HttpRequest) -> HandshakeQuery {
+        web::Query::<HandshakeQuery>::from_query(req.query_string())
+            .map(web::Query::into_inner)
+            .unwrap_or_default()
+    }
 }
 
 /// Why a handshake is refused.
@@ -94,7 +100,8 @@ async fn connect(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let admitted = admit(&req, &state, &path).await;
+    let mut query = HandshakeQuery::of(&req);
+    let admitted = admit(&req, &state, &path, &query).await;
     let (principal, session) = match admitted {
         Ok(found) => found,
         Err(refusal) => return refuse(&req, body, &state, refusal),
@@ -124,11 +131,8 @@ async fn connect(
     let (response, outbox, incoming) = upgrade(&req, body, &state)?;
     telemetry::ws_handshake("ok");
     tracing::info!(conn = reservation.conn_id(), user_id = %user_id, session_id = %session_id, "websocket connected");
-    let resume = web::Query::<ResumeQuery>::from_query(req.query_string())
-        .map(|q| q.into_inner().resume)
-        .unwrap_or_default();
     reservation
-        .resume_at_connect(resume)
+        .resume_at_connect(query.resume.take())
         .start(outbox, incoming);
     Ok(response)
 }
@@ -137,11 +141,12 @@ async fn admit(
     req: &HttpRequest,
     state: &AppState,
     session_id: &str,
+    query: &HandshakeQuery,
 ) -> Result<(Principal, palaver_storage::Session), Refusal> {
     if !super::origin::allowed(req.headers(), &state.config.server.allowed_origins) {
         return Err(Refusal::Origin);
     }
-    let principal = authenticate(req, state).await.map_err(Refusal::Auth)?;
+    let principal = credential(req, state, query).await.map_err(Refusal::Auth)?;
     let session =
         owned_session(&state.store, principal.user.id, session_id).map_err(|e| match e {
             ApiError::NotFound => Refusal::NotFound,
@@ -154,10 +159,16 @@ async fn admit(
 /// (every access-token form takes palaver's own tokens and other issuers').
 /// Public as the entry point of the credentials fuzz target (`fuzz/`).
 pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, AuthError> {
+    credential(req, state, &HandshakeQuery::of(req)).await
+}
+
+/// [`authenticate`] with the query already read.
+async fn credential(
+    req: &HttpRequest,
+    state: &AppState,
+    query: &HandshakeQuery,
+) -> Result<Principal, AuthError> {
     let auth = &state.auth;
-    let query: Credentials = web::Query::<Credentials>::from_query(req.query_string())
-        .map(web::Query::into_inner)
-        .unwrap_or_default();
     if let Some(ticket) = &query.ticket {
         return auth.consume_ticket(ticket);
     }
