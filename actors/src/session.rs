@@ -127,6 +127,8 @@ pub struct SessionActor {
     /// A shutdown close waiting for the streaming reply's `done`.
     close_after_done: Option<Close>,
     closing: bool,
+    /// `connected` fitted in the outbox (queued before the actor ran).
+    greeted: bool,
 }
 
 /// What the handshake established.
@@ -152,7 +154,7 @@ impl SessionActor {
         let mut ctx = ctx;
         ctx.add_stream(incoming);
         let now = Instant::now();
-        let actor = SessionActor {
+        let mut actor = SessionActor {
             out,
             conn_id,
             user_id: opened.principal.user.id,
@@ -175,8 +177,39 @@ impl SessionActor {
             refunded: None,
             close_after_done: None,
             closing: false,
+            greeted: false,
         };
+        // `connected` is queued before the actor runs, so the HTTP
+        // dispatcher finds it when it first polls the 101 response's body
+        // and writes both in one `sendto` (one system call and one wake-up
+        // less per handshake; docs/BENCHMARKS.md).
+        let connected = actor.connected_frame();
+        telemetry::ws_message("out", connected.kind());
+        actor.greeted = actor.out.text(connected.to_json());
         ctx.run(actor)
+    }
+
+    /// The `connected` frame: the session, the user, the credential's
+    /// expiry and the quota standing.
+    fn connected_frame(&self) -> ServerFrame {
+        let standing = self.policy.and_then(|policy| {
+            let peeked = self.deps.quotas.peek(self.user_id, policy, now_secs());
+            peeked
+                .map_err(|e| tracing::error!(error = %e, "cannot read a quota counter"))
+                .ok()
+        });
+        ServerFrame::Connected {
+            session_id: self.session.id.hyphenated().to_string(),
+            user: ConnectedUser {
+                id: self.user_id.to_string(),
+                is_demo: self.is_demo,
+            },
+            expires_at: self.expires_at,
+            quota: standing.map(|s| QuotaView {
+                request_count: s.count,
+                request_limit: s.limit(),
+            }),
+        }
     }
 
     fn send(&mut self, frame: ServerFrame, ctx: &mut Context<Self>) {
@@ -561,27 +594,16 @@ impl Actor for SessionActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         telemetry::ws_connection_opened();
-        // `connected` goes first, then (for a credential already inside its
-        // warning window) `token_expiring`.
-        let standing = self.policy.and_then(|policy| {
-            let peeked = self.deps.quotas.peek(self.user_id, policy, now_secs());
-            peeked
-                .map_err(|e| tracing::error!(error = %e, "cannot read a quota counter"))
-                .ok()
-        });
-        let frame = ServerFrame::Connected {
-            session_id: self.session.id.hyphenated().to_string(),
-            user: ConnectedUser {
-                id: self.user_id.to_string(),
-                is_demo: self.is_demo,
-            },
-            expires_at: self.expires_at,
-            quota: standing.map(|s| QuotaView {
-                request_count: s.count,
-                request_limit: s.limit(),
-            }),
-        };
-        self.send(frame, ctx);
+        // `connected` went first (queued by `launch`), then (for a
+        // credential already inside its warning window) `token_expiring`.
+        if !self.greeted {
+            tracing::info!(
+                conn = self.conn_id,
+                "slow reader: outgoing buffer full, closing"
+            );
+            self.close(Close::SlowReader, ctx);
+            return;
+        }
         self.schedule_expiry(ctx);
         if let Some(resume) = self.resume_at_connect.take() {
             match resume
