@@ -197,6 +197,8 @@ async fn serve(config: Config) -> Result<()> {
     palaver::logging::init(&config.logging);
     raise_open_files_limit();
     let metrics = Metrics::install(config.metrics.token.clone())?;
+    // Histogram samples stay in memory until folded into their buckets.
+    actix_rt::spawn(metrics.clone().keep_up());
     let store = cli::open_store_observed(&config)?;
     let listener = TcpListener::bind(config.server.bind)
         .with_context(|| format!("cannot listen on {}", config.server.bind))?;

@@ -6,6 +6,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
@@ -26,6 +27,13 @@ const UPSTREAM_SECONDS_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
 ];
 const ROUNDS_BUCKETS: &[f64] = &[0.0, 1.0, 2.0, 3.0, 4.0, 8.0];
+
+/// How often histogram samples are folded into their buckets between scrapes
+/// (the exporter's own default when it runs the upkeep itself). The recorder
+/// keeps every sample it was given (about 8.4 bytes each) until a scrape or an
+/// upkeep folds them in: a server nobody scrapes grew by about 56 bytes per
+/// reply, 1.4 MiB a minute at 400 replies/s, without bound.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -75,6 +83,13 @@ impl Metrics {
         }
     }
 
+    /// Folds the histogram samples recorded since the last scrape or upkeep
+    /// into their buckets every [`UPKEEP_EVERY`], for as long as it runs
+    /// (spawned at start). `install_recorder` leaves this to its caller.
+    pub async fn keep_up(self) {
+        every(UPKEEP_EVERY, || self.inner.handle.run_upkeep()).await;
+    }
+
     /// One scrape in the Prometheus text format.
     pub fn render(&self) -> String {
         self.inner.process.collect();
@@ -108,6 +123,17 @@ pub fn warn_if_public(token_set: bool, serving: SocketAddr) {
             "GET /metrics is public: it is served without metrics.token on an address that is \
              not loopback; set metrics.token, or metrics.bind to a loopback address"
         );
+    }
+}
+
+/// Runs `work` every `period` (the first time after one period), for ever;
+/// a late tick delays the next ones rather than running twice.
+async fn every(period: Duration, mut work: impl FnMut()) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        work();
     }
 }
 
@@ -155,7 +181,31 @@ pub fn serve_separately(
 
 #[cfg(test)]
 mod tests {
-    use super::is_public;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{every, is_public};
+
+    // Paused time: the runtime's clock jumps to the next timer, so the count
+    // is exact and the test takes no real time.
+    #[tokio::test(start_paused = true)]
+    async fn every_runs_the_work_once_per_period() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        let task = tokio::spawn(every(Duration::from_secs(5), move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }));
+        tokio::time::sleep(Duration::from_millis(4_999)).await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            0,
+            "not before the first period"
+        );
+        tokio::time::sleep(Duration::from_millis(16_000 - 4_999)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "at 5, 10 and 15 s");
+        task.abort();
+    }
 
     #[test]
     fn public_means_no_token_and_not_loopback() {
