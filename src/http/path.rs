@@ -5,10 +5,11 @@
 //! query untouched.
 //!
 //! Why not `NormalizePath`: it runs a regex over every path and rebuilds the
-//! URI through `format!` even when only the trailing slash goes, about 3 %
-//! of a WebSocket handshake's server CPU in a profile
+//! URI through `format!` and a second copy even when only the trailing slash
+//! goes, about 3 % of a WebSocket handshake's server CPU in a profile
 //! (docs/BENCHMARKS.md). Here a path with nothing to change costs one scan,
-//! and one that only loses its trailing slash one copy.
+//! and one that only loses its trailing slash one copy of the path and
+//! query.
 
 use std::future::{ready, Ready};
 
@@ -62,11 +63,14 @@ where
 /// The URI with its path normalized, or `None` when there is nothing to
 /// change (or no path to change: an empty one stays as it is).
 fn trimmed(uri: &Uri) -> Option<Uri> {
-    let path = normal_path(uri.path())?;
-    let path_and_query = match uri.query() {
-        Some(query) => Bytes::from(format!("{path}?{query}")),
-        None => Bytes::from(path),
-    };
+    let mut path_and_query = normal_path(uri.path())?;
+    if let Some(query) = uri.query() {
+        // A handshake's query holds a token: hundreds of bytes.
+        path_and_query.reserve_exact(1 + query.len());
+        path_and_query.push('?');
+        path_and_query.push_str(query);
+    }
+    let path_and_query = Bytes::from(path_and_query);
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(PathAndQuery::from_maybe_shared(path_and_query).ok()?);
     Uri::from_parts(parts).ok()
