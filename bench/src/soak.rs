@@ -18,7 +18,7 @@
 //!   5 s.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 use tokio::time::MissedTickBehavior;
 
 use crate::scenarios::{self, Setup};
-use crate::target::Target;
+use crate::target::{dir_bytes, Target};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -151,20 +151,6 @@ fn load_average() -> f64 {
 
 fn open_files(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 pub async fn run(opts: Options) -> Result<()> {

@@ -26,20 +26,7 @@ pub struct Target {
 impl Target {
     /// Bytes of palaver's database files now (0 for the baseline).
     pub fn data_bytes(&self) -> u64 {
-        fn walk(dir: &Path) -> u64 {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                return 0;
-            };
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => walk(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        }
-        self.data.as_ref().map_or(0, |d| walk(&d.join("db")))
+        self.data.as_ref().map_or(0, |d| dir_bytes(&d.join("db")))
     }
 
     /// Starts palaver (`bin`) on a loopback port with the benchmark settings.
@@ -229,4 +216,19 @@ pub fn palaver_binary() -> Result<PathBuf> {
         "no palaver binary beside {}: build it with `cargo build --release -p palaver` (or use bench/run)",
         exe.display()
     )
+}
+
+/// Bytes of the files under `dir`, recursively (0 for what cannot be read).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }

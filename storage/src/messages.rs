@@ -58,16 +58,7 @@ impl<'a> Messages<'a> {
                 vec![],
             ),
         )?;
-        let reply = self.insert_from(
-            question.seq + 1,
-            new_message(
-                session,
-                Role::Assistant,
-                String::new(),
-                MessageStatus::Streaming,
-                vec![],
-            ),
-        )?;
+        let reply = self.insert_from(question.seq + 1, placeholder(session))?;
         self.touch_or_remove(session, &[&question, &reply])?;
         Ok((question, reply))
     }
@@ -231,6 +222,17 @@ fn is_streaming(value: Option<&[u8]>) -> bool {
     }
 }
 
+/// A reply's placeholder: empty, `streaming`, until its run stores it.
+fn placeholder(session: Uuid) -> Message {
+    new_message(
+        session,
+        Role::Assistant,
+        String::new(),
+        MessageStatus::Streaming,
+        vec![],
+    )
+}
+
 fn new_message(
     session: Uuid,
     role: Role,
@@ -389,18 +391,7 @@ mod tests {
         let (_, winner) = msgs.append_exchange_nowait(s.id, "first".into()).unwrap();
         assert_eq!(winner.seq, 2);
         // Another exchange's placeholder, computed the same next number.
-        let loser = msgs
-            .insert_from(
-                2,
-                new_message(
-                    s.id,
-                    Role::Assistant,
-                    String::new(),
-                    MessageStatus::Streaming,
-                    vec![],
-                ),
-            )
-            .unwrap();
+        let loser = msgs.insert_from(2, placeholder(s.id)).unwrap();
         assert_eq!(loser.seq, 3);
         let t = store.trees();
         assert!(t
@@ -422,17 +413,7 @@ mod tests {
         // A question that loses a number to a finished message leaves no
         // marker behind.
         let (question, _) = msgs.append_exchange_nowait(s.id, "next".into()).unwrap();
-        msgs.insert_from(
-            question.seq,
-            new_message(
-                s.id,
-                Role::Assistant,
-                String::new(),
-                MessageStatus::Streaming,
-                vec![],
-            ),
-        )
-        .unwrap();
+        msgs.insert_from(question.seq, placeholder(s.id)).unwrap();
         assert!(!t
             .messages_streaming
             .contains_key(keys::message(s.id, question.seq))

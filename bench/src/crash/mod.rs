@@ -26,6 +26,7 @@ use anyhow::{bail, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::target::dir_bytes;
 use ledger::Ledger;
 use server::{Server, Settings};
 
@@ -296,20 +297,6 @@ fn take_alarms(server: &Server, life: u64) -> Vec<String> {
         }
     }
     failures
-}
-
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 struct Report<'a> {
