@@ -88,6 +88,7 @@ impl Config {
         if let Some(file) = file {
             figment = figment.merge(file);
         }
+        refuse_env_values_figment_cannot_read(std::env::vars_os())?;
         figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
         if let Some(bind) = overrides.bind {
             figment = figment.merge(Serialized::global("server.bind", bind.to_string()));
@@ -111,6 +112,75 @@ impl Config {
 }
 
 const ENV_PREFIX: &str = "PALAVER_";
+
+/// Refuses the `PALAVER_*` values figment 0.10.19 cannot read, naming the
+/// variable (never the value) and saying what to write instead. Two kinds,
+/// both found by the config fuzz target (crash 3 in docs/RELIABILITY.md):
+///
+/// - Its unescaping of a quoted value (`"..."`, alone or inside `[...]` or
+///   `{...}`) slices the text at a character count taken as a byte offset,
+///   so a backslash escape after a non-ASCII character either panics (the
+///   start ends with `exit 101`) or silently drops characters (a secret
+///   comes out shorter than it was written).
+/// - Its value parser recurses once per `[` or `{`, with no limit: a value
+///   nested a few thousand deep overflows the stack and the process aborts.
+///   The TOML file's parser has a limit and answers with an error.
+fn refuse_env_values_figment_cannot_read(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Result<(), ConfigError> {
+    let lines: Vec<String> = vars
+        .filter_map(|(name, value)| {
+            let name = name.to_string_lossy().trim().to_owned();
+            let prefixed = name
+                .get(..ENV_PREFIX.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(ENV_PREFIX));
+            if !prefixed {
+                return None;
+            }
+            let why = figment_cannot_read(&value.to_string_lossy())?;
+            Some(format!("{name} (environment): {why}"))
+        })
+        .collect();
+    if lines.is_empty() {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid(lines.join("; ")))
+}
+
+/// The most `[` and `{` an environment value may hold; the config's
+/// deepest key needs two levels, and a list of `[[auth.external]]` entries
+/// one more per entry.
+const MAX_ENV_BRACKETS: usize = 64;
+
+/// Why figment would misread this value, if it would: a quote (so some
+/// part may be read as a quoted string) and a backslash somewhere after a
+/// non-ASCII character; or more than [`MAX_ENV_BRACKETS`] brackets. The
+/// brackets are counted, not their nesting: which of them the parser takes
+/// as text depends on its quoting rules (`"..."`, and `'x'` for any one
+/// character, a quote included), and a count bounds the nesting whatever
+/// they are.
+fn figment_cannot_read(value: &str) -> Option<String> {
+    let misescaped = value.contains('"')
+        && value
+            .find(|c: char| !c.is_ascii())
+            .is_some_and(|first| value[first..].contains('\\'));
+    if misescaped {
+        return Some(
+            "a quoted value with a backslash escape after a non-ASCII character, which \
+             the config loader (figment 0.10.19) misreads; write the non-ASCII characters \
+             as \\u escapes, leave the value unquoted, or set the key in config.toml"
+                .to_owned(),
+        );
+    }
+    let brackets = value.chars().filter(|c| matches!(c, '[' | '{')).count();
+    (brackets > MAX_ENV_BRACKETS).then(|| {
+        format!(
+            "more than {MAX_ENV_BRACKETS} `[` or `{{`: the config loader (figment 0.10.19) \
+             parses nested brackets with no depth limit and could overflow its stack; \
+             set the key in config.toml"
+        )
+    })
+}
 
 /// Turns figment's error into one line per problem, naming the key and the
 /// source: `demo.request_limit in config.toml: invalid type ...` or
@@ -151,6 +221,107 @@ mod tests {
     use super::secret::REDACTED;
     use super::*;
     use std::time::Duration;
+
+    /// Fuzz crash 3: figment unescapes a quoted value at character counts
+    /// taken as byte offsets. The values it would misread are refused
+    /// before it sees them, naming the variable and never the value; the
+    /// rest (unquoted, ASCII, escapes before any non-ASCII) pass. Each case
+    /// is also given to figment's own value parser, to show the refused
+    /// ones really are misread (a panic or other text) and the passed ones
+    /// read right. The variables are given to the check, not set: tests
+    /// run in parallel.
+    #[test]
+    fn env_values_figment_would_misread_are_refused_by_name() {
+        use figment::value::Value;
+        let check = |name: &str, value: &str| {
+            refuse_env_values_figment_cannot_read(std::iter::once((name.into(), value.into())))
+        };
+        let figment_reads = |value: &str| {
+            let value = value.to_owned();
+            std::panic::catch_unwind(move || value.parse::<Value>().ok()).ok()
+        };
+        let strings = |v: Option<Value>| -> Vec<String> {
+            match v {
+                Some(Value::String(_, s)) => vec![s],
+                Some(Value::Array(_, items)) => {
+                    items.into_iter().filter_map(|i| i.into_string()).collect()
+                }
+                _ => vec![],
+            }
+        };
+        for (value, meant) in [
+            ("\"é\\n\"", vec!["é\n"]),
+            ("\"secret-é1\\tmore\"", vec!["secret-é1\tmore"]),
+            ("[\"a\", \"ü\\\\y\"]", vec!["a", "ü\\y"]),
+        ] {
+            let Err(ConfigError::Invalid(said)) = check("PALAVER_AUTH__SECRET", value) else {
+                panic!("{value:?} passed");
+            };
+            assert!(
+                said.starts_with("PALAVER_AUTH__SECRET (environment)"),
+                "{said}"
+            );
+            assert!(!said.contains(value), "{said}");
+            assert!(check(" palaver_auth__secret", value).is_err(), "{value:?}");
+            let read = figment_reads(value);
+            assert!(
+                read.clone().is_none_or(|v| strings(v) != meant),
+                "figment reads {value:?} right now: {read:?}; the check can go"
+            );
+        }
+        for (value, meant) in [
+            ("é\\n", "é\\n"),
+            ("\"a\\né\"", "a\né"),
+            ("\"\\u00e9\\n\"", "é\n"),
+            ("\"ééé\"", "ééé"),
+            ("plain", "plain"),
+        ] {
+            assert!(check("PALAVER_AUTH__SECRET", value).is_ok(), "{value:?}");
+            assert_eq!(
+                strings(figment_reads(value).flatten()),
+                [meant],
+                "{value:?}"
+            );
+        }
+        assert!(check("OTHER_SECRET", "\"é\\n\"").is_ok());
+    }
+
+    /// The other half of crash 3: figment's parser recurses per bracket
+    /// (a few thousand overflow the stack, which no test can catch), so
+    /// values with more than [`MAX_ENV_BRACKETS`] are refused, quoted or
+    /// not: `'"'` is a one-character literal to figment, so a quote cannot
+    /// be trusted to start text, and `["]",["]",[...` nests though the
+    /// brackets never look nested.
+    #[test]
+    fn env_values_with_too_many_brackets_are_refused() {
+        let check = |value: String| {
+            refuse_env_values_figment_cannot_read(std::iter::once((
+                "PALAVER_SERVER__BIND".into(),
+                value.into(),
+            )))
+        };
+        let nested = |open: &str, close: &str, n: usize| open.repeat(n) + &close.repeat(n);
+        assert!(check(nested("[", "]", MAX_ENV_BRACKETS)).is_ok());
+        assert!(check(nested("{a=", "}", MAX_ENV_BRACKETS)).is_ok());
+        assert!(check(format!("[{}]", r#"{issuer="x"},"#.repeat(20))).is_ok());
+        for many in [
+            nested("[", "]", MAX_ENV_BRACKETS + 1),
+            "{a=".repeat(MAX_ENV_BRACKETS + 1),
+            "[{".repeat(MAX_ENV_BRACKETS / 2 + 1),
+            r#"["]","#.repeat(MAX_ENV_BRACKETS + 1),
+            format!("['\"',{}", "[".repeat(MAX_ENV_BRACKETS)),
+            format!("\"{}\"", "[".repeat(10_000)),
+        ] {
+            let Err(ConfigError::Invalid(said)) = check(many.clone()) else {
+                panic!("{} brackets passed", many.len());
+            };
+            assert!(
+                said.starts_with("PALAVER_SERVER__BIND (environment): more than"),
+                "{said}"
+            );
+        }
+        assert!(check("]]]]".repeat(1_000)).is_ok());
+    }
 
     /// The shipped `config.toml` documents every key with its default: it
     /// must parse, and give exactly the built-in defaults.

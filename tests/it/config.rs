@@ -175,6 +175,7 @@ fn config_check_validates() {
     assert!(text(&missing.stderr).contains("nope.toml"));
 
     // What `serve` would refuse, `config check` refuses too.
+    let deep = "[".repeat(10_000);
     for (key, value, named) in [
         ("PALAVER_AUTH__SECRET", "too-short", "auth.secret"),
         (
@@ -208,6 +209,20 @@ fn config_check_validates() {
             "-1",
             "PALAVER_SERVER__MAX_CONNECTIONS_PER_IP",
         ),
+        // Fuzz crash 3: values figment 0.10.19 misreads (a panic, exit 101,
+        // for the first; a silently shortened secret for the second).
+        (
+            "PALAVER_METRICS__TOKEN",
+            "\"é\\n\"",
+            "PALAVER_METRICS__TOKEN",
+        ),
+        (
+            "PALAVER_AUTH__SECRET",
+            "\"ñandú-0123456789abcdef0123456789abcdef\\t\"",
+            "PALAVER_AUTH__SECRET",
+        ),
+        // And the stack figment's parser overflows (an abort, exit 134).
+        ("PALAVER_SERVER__BIND", &deep, "PALAVER_SERVER__BIND"),
     ] {
         let refused = palaver(dir.path(), &["config", "check"], &[(key, value)], "");
         assert_eq!(refused.status.code(), Some(2), "{key}");
