@@ -119,7 +119,7 @@ impl Config {
         if self.storage.cache_bytes < (1 << 20) {
             return bad("storage.cache_bytes", "must be at least 1 MiB");
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
+        if let Err(e) = crate::logging::filter(&self.logging.level) {
             return bad("logging.level", &e.to_string());
         }
         for origin in &self.server.allowed_origins {
