@@ -94,16 +94,21 @@ pub struct AnalyzeTrack {
     pub track: Uuid,
 }
 
-/// Sent by the reply hub ([`crate::replies`]) to every SessionActor that
-/// follows a reply: one frame of it, encoded once for all of them. The
-/// actor queues it into its outbox (closing itself, 1008, when that is
-/// full). No answer.
-#[derive(Clone, Debug, Message)]
+/// Sent by the reply hub ([`crate::replies`]) to a SessionActor whose
+/// socket follows a reply, for what the actor must act on. The reply's
+/// frames themselves never pass through the actor: the hub queues them
+/// straight into the socket's outbox (`socket::Sender`), under its lock.
+/// No answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
-pub struct ReplyFrame {
-    pub reply: Uuid,
-    /// The event's `seq` (0: not a numbered event).
-    pub seq: u64,
-    pub json: std::sync::Arc<str>,
-    pub part: crate::replies::Part,
+pub enum ReplyNotice {
+    /// A frame did not fit in the socket's outbox (`ws.max_buffered_bytes`):
+    /// the socket follows nothing any more and closes (1008).
+    Overflowed,
+    /// The reply this socket's question started failed: its `error` is
+    /// queued; the question's count is given back.
+    Failed { reply: Uuid },
+    /// The reply this socket's question started ended: its `done` is
+    /// queued (so a `quota` the actor sends now follows it).
+    Done { reply: Uuid },
 }

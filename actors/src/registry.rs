@@ -3,7 +3,9 @@
 //! uses it to close sockets when credentials are revoked, a user goes, a
 //! session is deleted, or the server shuts down; the handshake reserves a
 //! place in it (enforcing `ws.max_connections_per_user`) before a session
-//! actor exists. A short mutex, never held across an await.
+//! actor exists; the actor attaches its socket's outbox once `connected` is
+//! queued, from when the connection follows the session's new replies. A
+//! short mutex, never held across an await.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,8 +14,10 @@ use std::sync::Mutex;
 use actix::prelude::*;
 use palaver_storage::UserId;
 
-use crate::messages::ReplyFrame;
+use crate::messages::ReplyNotice;
 use crate::protocol::Close;
+use crate::replies::Follower;
+use crate::socket::Sender;
 use uuid::Uuid;
 
 /// Sent to a SessionActor (by the Supervisor, through the registry) to close
@@ -31,27 +35,31 @@ struct Entry {
     api_key: Option<Uuid>,
     session: Uuid,
     addr: Recipient<CloseConnection>,
-    /// Where a reply's frames go (every socket on the session follows it).
-    frames: Recipient<ReplyFrame>,
+    /// Where the reply hub's notices go (every socket on the session
+    /// follows its replies).
+    notices: Recipient<ReplyNotice>,
+    /// Where a reply's frames go: the socket's outbox, once its actor
+    /// queued `connected` (`None` before: nothing may precede it).
+    out: Option<Sender>,
 }
 
-/// Where a connection's actor is reached: to close it, and to hand it a
-/// reply's frames.
+/// Where a connection's actor is reached: to close it, and to tell it about
+/// the replies it follows.
 pub struct Reach {
     pub close: Recipient<CloseConnection>,
-    pub frames: Recipient<ReplyFrame>,
+    pub notices: Recipient<ReplyNotice>,
 }
 
 impl Reach {
     pub fn of<A>(addr: Addr<A>) -> Reach
     where
-        A: Actor + Handler<CloseConnection> + Handler<ReplyFrame>,
+        A: Actor + Handler<CloseConnection> + Handler<ReplyNotice>,
         A::Context:
-            actix::dev::ToEnvelope<A, CloseConnection> + actix::dev::ToEnvelope<A, ReplyFrame>,
+            actix::dev::ToEnvelope<A, CloseConnection> + actix::dev::ToEnvelope<A, ReplyNotice>,
     {
         Reach {
             close: addr.clone().recipient(),
-            frames: addr.recipient(),
+            notices: addr.recipient(),
         }
     }
 }
@@ -102,7 +110,8 @@ impl Connections {
             api_key,
             session,
             addr: reach.close,
-            frames: reach.frames,
+            notices: reach.notices,
+            out: None,
         });
         inner
             .by_session
@@ -129,6 +138,20 @@ impl Connections {
             if on_session.is_empty() {
                 inner.by_session.remove(&session);
             }
+        }
+    }
+
+    /// The connection's actor queued `connected`: from now on it follows
+    /// the replies that start on its session, their frames queued into
+    /// `out`.
+    pub fn attach(&self, user: UserId, id: u64, out: Sender) {
+        if let Some(entry) = self
+            .lock()
+            .by_user
+            .get_mut(&user)
+            .and_then(|v| v.iter_mut().find(|e| e.id == id))
+        {
+            entry.out = Some(out);
         }
     }
 
@@ -182,16 +205,22 @@ impl Connections {
         )
     }
 
-    /// The connections `user` has open on `session`, with where their
-    /// reply frames go: a new reply's followers.
-    pub fn on_session(&self, user: UserId, session: Uuid) -> Vec<(u64, Recipient<ReplyFrame>)> {
+    /// The connections `user` has open (and attached) on `session`, with
+    /// where their reply frames and notices go: a new reply's followers.
+    pub fn on_session(&self, user: UserId, session: Uuid) -> Vec<Follower> {
         self.lock()
             .by_user
             .get(&user)
             .into_iter()
             .flatten()
             .filter(|e| e.session == session)
-            .map(|e| (e.id, e.frames.clone()))
+            .filter_map(|e| {
+                Some(Follower {
+                    conn: e.id,
+                    out: e.out.clone()?,
+                    notices: e.notices.clone(),
+                })
+            })
             .collect()
     }
 
@@ -227,9 +256,9 @@ mod tests {
         type Result = ();
         fn handle(&mut self, _: CloseConnection, _: &mut Context<Self>) {}
     }
-    impl Handler<ReplyFrame> for Sink {
+    impl Handler<ReplyNotice> for Sink {
         type Result = ();
-        fn handle(&mut self, _: ReplyFrame, _: &mut Context<Self>) {}
+        fn handle(&mut self, _: ReplyNotice, _: &mut Context<Self>) {}
     }
 
     #[actix_rt::test]
@@ -240,8 +269,14 @@ mod tests {
         let (ann, bob) = (UserId::new(), UserId::new());
         let (s1, s2) = (Uuid::new_v4(), Uuid::new_v4());
         let a1 = registry.register(ann, None, None, s1, 10, reach()).unwrap();
-        registry.register(ann, None, None, s2, 10, reach()).unwrap();
-        registry.register(bob, None, None, s1, 10, reach()).unwrap();
+        let a2 = registry.register(ann, None, None, s2, 10, reach()).unwrap();
+        let b1 = registry.register(bob, None, None, s1, 10, reach()).unwrap();
+        let socket = crate::socket::open(actix_http::Payload::None, 1024, 1024);
+        // A connection follows replies only once its actor attached.
+        assert_eq!(registry.on_session(bob, s1).len(), 0);
+        for (user, id) in [(ann, a1), (ann, a2), (bob, b1)] {
+            registry.attach(user, id, socket.outbox.sender());
+        }
         assert_eq!(registry.close_session(s1, Close::SessionDeleted), 2);
         assert_eq!(registry.close_session(s2, Close::SessionDeleted), 1);
         registry.unregister(ann, a1);

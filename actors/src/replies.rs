@@ -4,16 +4,39 @@
 //!
 //! A reply's run publishes each event here ([`Publisher`]): under one short
 //! lock the event gets its `seq`, is encoded once, is appended to the
-//! reply's log and is handed (never waited on) to every subscribed socket.
-//! A resume takes the log's snapshot after its position and subscribes under
-//! the same lock, so it sees every event exactly once. Each socket's own
-//! actor queues what it is handed into its bounded outbox and closes itself
-//! (1008) when that is full: one slow tab never slows the reply or another
-//! tab.
+//! reply's log and is queued straight into the outbox of every socket that
+//! follows the reply (a [`Follower`]: the socket's `socket::Sender`, beside
+//! its actor's address). No frame passes through a session actor's
+//! mailbox; the actors are told only what they must act on
+//! ([`ReplyNotice`]): a socket whose outbox is full (past
+//! `ws.max_buffered_bytes`) is dropped from the reply and its actor told,
+//! which closes it (1008), so one slow tab never slows the reply or another
+//! tab; the socket that asked is told when the reply failed (its question's
+//! count is given back) and when its `done` is queued (it may ask again;
+//! its `quota` follows `done`). A socket whose actor queued a close frame
+//! is dropped at its next frame (nothing after a close is written).
+//!
+//! Every frame of a reply is queued under the hub's lock, and so is a
+//! resume's answer: `resumed`, the events after its position and the
+//! ending so far are queued, and the socket subscribed, in one step, so no
+//! live event can come before `resumed`, between the replayed ones, or
+//! twice. A socket thus receives each `seq` at most once per `resume`, and
+//! needs no record of what it was sent: the actors keep none (the mailbox
+//! lag that once made a live frame overlap a resume's replay, and that
+//! their record of delivered positions covered, is gone). The hub keeps a
+//! resume's position with the subscription only so that a position past
+//! what was sent (a client claiming events it cannot have) still gets no
+//! event at or below it. A resume that replays a stored log queues it
+//! under the lock too, so another reply's live frames never land inside
+//! it.
+//!
+//! A socket follows the replies that start on its session once its actor
+//! queued `connected` (`Connections::attach`): one opened while a reply
+//! starts follows it only by resuming it.
 //!
 //! When the reply finishes, its log is stored with the reply (one record,
 //! in the reply's own flush; see `analysis::run`) and leaves the hub once
-//! `done` is published; a later resume reads it from storage while it is
+//! `done` is queued; a later resume reads it from storage while it is
 //! within `ws.resume_window`.
 
 use std::collections::HashMap;
@@ -25,17 +48,43 @@ use palaver_storage::{LoggedEvent, MessageStatus, ReplyLog, Role, StorageError, 
 use uuid::Uuid;
 
 use crate::analysis::{Cancel, Event, Usage};
-use crate::messages::ReplyFrame;
+use crate::messages::ReplyNotice;
 use crate::protocol::{ErrorCode, ServerFrame, Status};
+use crate::socket::{Pushed, Sender};
+use crate::telemetry;
 
 /// A reply already streams on this session.
 #[derive(Debug, PartialEq, Eq)]
 pub struct InProgress;
 
 /// A socket following a reply.
-struct Subscriber {
-    conn: u64,
-    to: Recipient<ReplyFrame>,
+pub struct Follower {
+    /// The connection's id in the registry.
+    pub conn: u64,
+    /// Its outbox: the reply's frames are queued here, under the hub's lock.
+    pub out: Sender,
+    /// Its actor: told when its outbox overflowed, and (the asker's) when
+    /// the reply failed or ended.
+    pub notices: Recipient<ReplyNotice>,
+}
+
+/// Queues one frame for a follower, counted as every frame a socket sends
+/// is (a frame refused at the bound too, as when the actor queued them);
+/// `false` when it follows nothing any more: its outbox was full (its
+/// actor is told, and closes with 1008) or the socket is closing.
+fn push(follower: &Follower, kind: &'static str, json: &Arc<str>) -> bool {
+    match follower.out.shared(json.clone()) {
+        Pushed::Queued => {
+            telemetry::ws_message("out", kind);
+            true
+        }
+        Pushed::Full => {
+            telemetry::ws_message("out", kind);
+            follower.notices.do_send(ReplyNotice::Overflowed);
+            false
+        }
+        Pushed::Gone => false,
+    }
 }
 
 /// A session's reply: claimed while its question is stored, then streaming.
@@ -47,6 +96,8 @@ struct Live {
 
 struct Stream {
     id: Uuid,
+    /// The socket whose question the reply answers.
+    asker: u64,
     /// The numbered events, as sent, with their `type`: `events[i]` has
     /// `seq` `i + 1`.
     events: Vec<(&'static str, Arc<str>)>,
@@ -58,60 +109,48 @@ struct Stream {
     subscribers: Vec<Subscriber>,
 }
 
+/// A socket following a reply.
+struct Subscriber {
+    follower: Follower,
+    /// The position a resume gave (0 for the others): live events up to it
+    /// are not queued. Only a position past what was sent (the client says
+    /// it has events not sent yet) ever skips one.
+    after: u64,
+}
+
 impl Stream {
-    /// Hands a frame to every subscriber (pruning the ones that are gone);
-    /// how many there are.
-    fn publish(&mut self, frame: ReplyFrame) -> usize {
-        self.subscribers.retain(|s| s.to.connected());
-        for s in &self.subscribers {
-            s.to.do_send(frame.clone());
-        }
+    /// Queues a frame (the event `seq`, 0 for the others) for every
+    /// subscriber, dropping the ones that no longer follow; how many still
+    /// do.
+    fn publish(&mut self, kind: &'static str, json: &Arc<str>, seq: u64) -> usize {
+        self.subscribers
+            .retain(|s| (seq > 0 && seq <= s.after) || push(&s.follower, kind, json));
         self.subscribers.len()
     }
 
-    fn frame(&self, seq: u64, json: Arc<str>, part: Part) -> ReplyFrame {
-        ReplyFrame {
-            reply: self.id,
-            seq,
-            json,
-            part,
-        }
-    }
-}
-
-/// What a frame is to the socket that receives it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Part {
-    /// The question's `message` (no `seq`).
-    Message,
-    /// A numbered event (`tool_call`, `tool_result`, `token`).
-    Event(&'static str),
-    /// The engine failed: `error` `analysis_failed` (`done` follows).
-    Failed,
-    /// `done`: the reply is stored; nothing of it follows.
-    Done,
-}
-
-impl Part {
-    /// The frame's `type` (metrics).
-    pub fn kind(self) -> &'static str {
-        match self {
-            Part::Message => "message",
-            Part::Event(kind) => kind,
-            Part::Failed => "error",
-            Part::Done => "done",
+    /// Publishes the reply's `error` or `done`, then tells the asker (if it
+    /// followed the reply until then): after the frame is queued, so what
+    /// its actor sends on being told follows it.
+    fn publish_ending(&mut self, kind: &'static str, json: &Arc<str>, notice: ReplyNotice) {
+        let asker = self
+            .subscribers
+            .iter()
+            .find(|s| s.follower.conn == self.asker)
+            .map(|s| s.follower.notices.clone());
+        self.publish(kind, json, 0);
+        if let Some(asker) = asker {
+            asker.do_send(notice);
         }
     }
 }
 
 /// The answer to a `resume`.
+#[derive(Debug, PartialEq, Eq)]
 pub enum Resume {
-    /// The frames to send after `resumed`, and whether the reply is still
-    /// streaming (its live events then follow as [`ReplyFrame`]s).
-    Replay {
-        live: bool,
-        frames: Vec<(Part, u64, Arc<str>)>,
-    },
+    /// `resumed` and the reply's frames after the position were queued for
+    /// the socket (and, the reply still streaming, it follows it now), or
+    /// its outbox overflowed (its actor is told).
+    Replayed,
     /// Not a resumable reply of this session (or past the window).
     Unavailable,
 }
@@ -172,32 +211,32 @@ impl Replies {
         }
     }
 
-    /// The claimed question was stored: its reply streams to `subscribers`
+    /// The claimed question was stored: its reply streams to `followers`
     /// (the session's sockets now), each of which but `asker` (which sends
-    /// it itself, before its `quota`) is handed the `message` frame.
+    /// it itself, before its `quota`) is queued the `message` frame.
     pub fn open(
         self: &Arc<Self>,
         session: Uuid,
         reply: Uuid,
         message: Arc<str>,
         asker: u64,
-        subscribers: Vec<(u64, Recipient<ReplyFrame>)>,
+        followers: Vec<Follower>,
     ) -> Publisher {
         let id_str: Arc<str> = reply.hyphenated().to_string().into();
         let mut stream = Stream {
             id: reply,
+            asker,
             events: Vec::new(),
             token_lens: Vec::new(),
             ending: Vec::new(),
-            subscribers: Vec::with_capacity(subscribers.len()),
+            subscribers: Vec::with_capacity(followers.len()),
         };
-        for (conn, to) in subscribers {
-            if conn != asker {
-                to.do_send(stream.frame(0, message.clone(), Part::Message));
-            }
-            stream.subscribers.push(Subscriber { conn, to });
-        }
         let mut live = self.lock();
+        for follower in followers {
+            if follower.conn == asker || push(&follower, "message", &message) {
+                stream.subscribers.push(Subscriber { follower, after: 0 });
+            }
+        }
         let entry = live.entry(session).or_insert_with(|| Live {
             cancel: Arc::default(),
             stream: None,
@@ -219,24 +258,35 @@ impl Replies {
             .get_mut(&session)
             .and_then(|l| l.stream.as_mut())
         {
-            stream.subscribers.retain(|s| s.conn != conn);
+            stream.subscribers.retain(|s| s.follower.conn != conn);
         }
     }
 
-    /// A `resume` of `reply` after `after` by socket `conn` of `session`:
-    /// from the hub if it streams (the socket then follows it), else from
-    /// its stored log within the window, else, for a reply a restart
-    /// interrupted, its `done` `failed`. Anything else is unavailable,
-    /// whatever the reason (nothing about other sessions is revealed).
+    /// A `resume` of `reply` after `after` by `follower`, a socket of
+    /// `session`: queues `resumed` and the reply's frames after `after`,
+    /// from the hub if it streams (the socket then follows it, all in one
+    /// step under the lock), else from its stored log within the window,
+    /// else, for a reply a restart interrupted, its `done` `failed`.
+    /// Anything else is unavailable (nothing queued), whatever the reason
+    /// (nothing about other sessions is revealed).
     pub fn resume(
         &self,
         session: Uuid,
         user: UserId,
         reply: Uuid,
         after: u64,
-        conn: u64,
-        to: Recipient<ReplyFrame>,
+        follower: Follower,
     ) -> Result<Resume, StorageError> {
+        let resumed = |live| -> Arc<str> {
+            ServerFrame::Resumed {
+                message_id: reply.hyphenated().to_string(),
+                after,
+                live,
+            }
+            .to_json()
+            .into()
+        };
+        let live_resumed = resumed(true);
         {
             let mut live = self.lock();
             if let Some(stream) = live
@@ -244,10 +294,14 @@ impl Replies {
                 .and_then(|l| l.stream.as_mut())
                 .filter(|s| s.id == reply)
             {
+                stream
+                    .subscribers
+                    .retain(|s| s.follower.conn != follower.conn);
                 let frames = replay(&stream.events, &stream.ending, after);
-                stream.subscribers.retain(|s| s.conn != conn);
-                stream.subscribers.push(Subscriber { conn, to });
-                return Ok(Resume::Replay { live: true, frames });
+                if queue_replay(&follower, &live_resumed, &frames) {
+                    stream.subscribers.push(Subscriber { follower, after });
+                }
+                return Ok(Resume::Replayed);
             }
         }
         let now = palaver_storage::now_millis();
@@ -263,11 +317,12 @@ impl Replies {
             let mut ending: Vec<Arc<str>> = log.ending.into_iter().map(Arc::from).collect();
             let done = ending.pop();
             let mut frames = replay(&events, &ending, after);
-            frames.extend(done.map(|d| (Part::Done, 0, d)));
-            return Ok(Resume::Replay {
-                live: false,
-                frames,
-            });
+            frames.extend(done.map(|d| ("done", d)));
+            // Under the lock, so another reply's live frames (one this
+            // socket follows) do not land inside the replay.
+            let _live = self.lock();
+            queue_replay(&follower, &resumed(false), &frames);
+            return Ok(Resume::Replayed);
         }
         // No log: a reply a restart interrupted (stored `failed` at start)
         // ends `failed`; its events were never stored.
@@ -279,33 +334,41 @@ impl Replies {
                     usage: Usage::default(),
                     last_seq: after,
                 };
-                Ok(Resume::Replay {
-                    live: false,
-                    frames: vec![(Part::Done, 0, done.to_json().into())],
-                })
+                let frames = [("done", done.to_json().into())];
+                let _live = self.lock();
+                queue_replay(&follower, &resumed(false), &frames);
+                Ok(Resume::Replayed)
             }
             _ => Ok(Resume::Unavailable),
         }
     }
 }
 
-/// The frames a resume after `after` sends: the events with `seq > after`,
-/// then the ending sent so far.
+/// The frames a resume after `after` sends, with their `type`: the events
+/// with `seq > after`, then the ending sent so far.
 fn replay(
     events: &[(&'static str, Arc<str>)],
     ending: &[Arc<str>],
     after: u64,
-) -> Vec<(Part, u64, Arc<str>)> {
+) -> Vec<(&'static str, Arc<str>)> {
     let from = usize::try_from(after)
         .unwrap_or(usize::MAX)
         .min(events.len());
-    let mut frames: Vec<_> = events[from..]
-        .iter()
-        .enumerate()
-        .map(|(i, (kind, json))| (Part::Event(kind), (from + i + 1) as u64, json.clone()))
-        .collect();
-    frames.extend(ending.iter().map(|e| (Part::Failed, 0, e.clone())));
+    let mut frames = events[from..].to_vec();
+    frames.extend(ending.iter().map(|e| ("error", e.clone())));
     frames
+}
+
+/// Queues `resumed`, then `frames`, for a resuming socket (the caller holds
+/// the hub's lock); `false` if it stopped: the outbox overflowed (the actor
+/// is told) or the socket is closing.
+fn queue_replay(
+    follower: &Follower,
+    resumed: &Arc<str>,
+    frames: &[(&'static str, Arc<str>)],
+) -> bool {
+    push(follower, "resumed", resumed)
+        && frames.iter().all(|(kind, json)| push(follower, kind, json))
 }
 
 /// The start every numbered event's frame has (the field order of
@@ -393,8 +456,8 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Numbers, encodes, logs and hands out one event; `false` when no
-    /// socket follows the reply any more.
+    /// Numbers, encodes, logs and queues one event for every follower;
+    /// `false` when no socket follows the reply any more.
     pub fn event(&self, event: Event) -> bool {
         let mut live = self.hub.lock();
         let Some(stream) = self.stream(&mut live) else {
@@ -435,9 +498,9 @@ impl Publisher {
             _ => None,
         };
         stream.token_lens.push(token_len);
-        stream.events.push((kind, json.clone()));
-        let frame = stream.frame(seq, json, Part::Event(kind));
-        stream.publish(frame) > 0
+        let followed = stream.publish(kind, &json, seq) > 0;
+        stream.events.push((kind, json));
+        followed
     }
 
     /// The engine failed: `error` `analysis_failed`, kept with the log.
@@ -449,9 +512,8 @@ impl Publisher {
         let json: Arc<str> = ServerFrame::error(ErrorCode::AnalysisFailed, message)
             .to_json()
             .into();
-        stream.ending.push(json.clone());
-        let frame = stream.frame(0, json, Part::Failed);
-        stream.publish(frame);
+        stream.publish_ending("error", &json, ReplyNotice::Failed { reply: self.reply });
+        stream.ending.push(json);
     }
 
     /// The reply's log with its `done` (status and usage known), to store
@@ -510,16 +572,16 @@ impl Publisher {
         }
     }
 
-    /// The reply is stored: publishes `done` and takes the reply out of the
-    /// hub (a later resume reads the stored log).
+    /// The reply is stored: publishes `done` (then tells the asker) and
+    /// takes the reply out of the hub (a later resume reads the stored
+    /// log).
     pub fn finish(self) {
         let mut live = self.hub.lock();
         let Some(mut stream) = live.remove(&self.session).and_then(|l| l.stream) else {
             return;
         };
-        if let Some(done) = self.done.clone() {
-            let frame = stream.frame(0, done, Part::Done);
-            stream.publish(frame);
+        if let Some(done) = &self.done {
+            stream.publish_ending("done", done, ReplyNotice::Done { reply: self.reply });
         }
     }
 
@@ -548,6 +610,240 @@ impl Drop for Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::socket::tests::drain;
+    use crate::socket::{Out, Socket};
+    use actix_http::ws::Frame;
+
+    /// A session actor's stand-in: keeps the notices it is sent.
+    #[derive(Default)]
+    struct Notices(Vec<ReplyNotice>);
+
+    impl Actor for Notices {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<ReplyNotice> for Notices {
+        type Result = ();
+        fn handle(&mut self, notice: ReplyNotice, _: &mut Context<Self>) {
+            self.0.push(notice);
+        }
+    }
+
+    /// Answers the notices received so far (after every one sent before:
+    /// one mailbox, in order).
+    struct Received;
+
+    impl Message for Received {
+        type Result = Vec<ReplyNotice>;
+    }
+
+    impl Handler<Received> for Notices {
+        type Result = MessageResult<Received>;
+        fn handle(&mut self, _: Received, _: &mut Context<Self>) -> Self::Result {
+            MessageResult(std::mem::take(&mut self.0))
+        }
+    }
+
+    /// A socket bounded at `limit` bytes, and its actor's stand-in.
+    fn socket(limit: usize) -> (Socket, Addr<Notices>) {
+        let socket = crate::socket::open(actix_http::Payload::None, 1 << 16, limit);
+        (socket, Notices::default().start())
+    }
+
+    fn follower(conn: u64, socket: &Socket, notices: &Addr<Notices>) -> Follower {
+        Follower {
+            conn,
+            out: socket.outbox.sender(),
+            notices: notices.clone().recipient(),
+        }
+    }
+
+    /// The frames written to a socket so far, parsed (its close as `null`).
+    fn written(socket: &mut Socket) -> Vec<serde_json::Value> {
+        drain(&mut socket.body)
+            .0
+            .into_iter()
+            .map(|f| match f {
+                Frame::Text(b) => serde_json::from_slice(&b).unwrap(),
+                _ => serde_json::Value::Null,
+            })
+            .collect()
+    }
+
+    fn event_count(hub: &Replies, session: Uuid) -> usize {
+        hub.lock()
+            .get(&session)
+            .and_then(|l| l.stream.as_ref())
+            .map_or(0, |s| s.events.len())
+    }
+
+    /// Ends a reply as its run does: its log, stored, then `done`.
+    fn finish(mut publisher: Publisher, store: &Store, user: UserId, text: &str) {
+        let log = publisher.log(user, MessageStatus::Complete, Usage::default(), text);
+        store
+            .reply_events()
+            .put_nowait(publisher.reply, &log)
+            .unwrap();
+        publisher.finish();
+    }
+
+    /// Checks what a resume after `after` queued: `resumed`, every event
+    /// after it once and in order, then `done`.
+    fn check_resumed(frames: &[serde_json::Value], after: u64, events: u64) {
+        assert_eq!(frames[0]["type"], "resumed", "after {after}: {}", frames[0]);
+        assert_eq!(frames[0]["after"], after);
+        let seqs: Vec<u64> = frames[1..]
+            .iter()
+            .filter(|f| f["type"] == "token")
+            .map(|f| f["seq"].as_u64().unwrap())
+            .collect();
+        let wanted: Vec<u64> = (after + 1..=events).collect();
+        assert_eq!(seqs, wanted, "after {after}");
+        let last = frames.last().unwrap();
+        assert_eq!(last["type"], "done", "after {after}");
+        assert_eq!(last["last_seq"], events);
+        assert_eq!(frames.len(), 2 + wanted.len(), "after {after}");
+    }
+
+    #[actix_rt::test]
+    async fn a_resume_racing_a_live_reply_gets_resumed_first_and_each_seq_once() {
+        const EVENTS: u64 = 4000;
+        const RESUMES: u64 = 40;
+        let store = Store::temporary().unwrap();
+        let hub = Replies::new(store.clone(), Duration::from_secs(60));
+        let user = UserId::new();
+        let (session, reply) = (Uuid::now_v7(), Uuid::now_v7());
+        let (mut asker, asker_notices) = socket(1 << 20);
+        hub.claim(session).unwrap();
+        let publisher = hub.open(
+            session,
+            reply,
+            Arc::from("{}"),
+            1,
+            vec![follower(1, &asker, &asker_notices)],
+        );
+        // The run publishes from its own thread, as on the stream arbiter,
+        // while this one resumes on one new socket after another.
+        let run_store = store.clone();
+        let run = std::thread::spawn(move || {
+            let mut text = String::new();
+            for i in 0..EVENTS {
+                let token = format!("t{i} ");
+                text.push_str(&token);
+                assert!(publisher.event(Event::Token(token)));
+            }
+            finish(publisher, &run_store, user, &text);
+        });
+        let mut resumers = Vec::new();
+        for k in 0..RESUMES {
+            // Wait (without sleeping) until the reply is that far.
+            while event_count(&hub, session) < (k * 50) as usize && !run.is_finished() {
+                std::thread::yield_now();
+            }
+            // Positions behind, at and past what was sent so far.
+            let after = [0, k * 40, k * 50, k * 50 + 30][k as usize % 4];
+            let (resumer, notices) = socket(1 << 20);
+            let answer = hub
+                .resume(
+                    session,
+                    user,
+                    reply,
+                    after,
+                    follower(10 + k, &resumer, &notices),
+                )
+                .unwrap();
+            assert_eq!(answer, Resume::Replayed);
+            resumers.push((after, resumer, notices));
+        }
+        run.join().unwrap();
+        let mut live = 0;
+        for (after, mut resumer, notices) in resumers {
+            let frames = written(&mut resumer);
+            live += usize::from(frames[0]["live"] == true);
+            check_resumed(&frames, after, EVENTS);
+            // Only the asker is told the reply ended.
+            assert_eq!(notices.send(Received).await.unwrap(), []);
+        }
+        // Most resumes met the reply streaming (else this tests little).
+        assert!(live >= RESUMES as usize / 2, "{live} of {RESUMES} live");
+        // Once it finished, from the stored log: the same frames.
+        let (mut late, notices) = socket(1 << 20);
+        hub.resume(session, user, reply, 7, follower(99, &late, &notices))
+            .unwrap();
+        let frames = written(&mut late);
+        assert_eq!(frames[0]["live"], false);
+        check_resumed(&frames, 7, EVENTS);
+        // The asker saw every event once, then `done`, and was told.
+        let seen = written(&mut asker);
+        assert_eq!(seen.len() as u64, EVENTS + 1);
+        assert!(seen[..EVENTS as usize]
+            .iter()
+            .enumerate()
+            .all(|(i, f)| f["seq"] == i as u64 + 1));
+        assert_eq!(
+            asker_notices.send(Received).await.unwrap(),
+            [ReplyNotice::Done { reply }]
+        );
+    }
+
+    #[actix_rt::test]
+    async fn a_slow_follower_is_dropped_and_told_while_the_others_get_everything() {
+        let store = Store::temporary().unwrap();
+        let hub = Replies::new(store.clone(), Duration::from_secs(60));
+        let (session, reply) = (Uuid::now_v7(), Uuid::now_v7());
+        let (mut asker, asker_notices) = socket(1 << 20);
+        // Holds the `message` and a few events, not the reply.
+        let (mut slow, slow_notices) = socket(600);
+        // Its actor queued a close: it gets nothing more, and is not told
+        // of an overflow (its queue is full all the same).
+        let (mut closing, closing_notices) = socket(10);
+        closing.outbox.control(Out::Close(1000, ""));
+        hub.claim(session).unwrap();
+        let publisher = hub.open(
+            session,
+            reply,
+            Arc::from(r#"{"type":"message"}"#),
+            1,
+            vec![
+                follower(1, &asker, &asker_notices),
+                follower(2, &slow, &slow_notices),
+                follower(3, &closing, &closing_notices),
+            ],
+        );
+        let mut text = String::new();
+        for i in 0..100 {
+            let token = format!("token {i:>4} ");
+            text.push_str(&token);
+            // The reply never waits on, nor stops for, the slow one.
+            assert!(publisher.event(Event::Token(token)));
+        }
+        publisher.failed("the engine broke".into());
+        finish(publisher, &store, UserId::new(), &text);
+
+        let fast = written(&mut asker);
+        let types: Vec<&str> = fast.iter().map(|f| f["type"].as_str().unwrap()).collect();
+        // The asker queued its own `message`.
+        assert_eq!(types.len(), 102);
+        assert_eq!(types[..100], ["token"; 100]);
+        assert_eq!(types[100..], ["error", "done"]);
+        assert_eq!(
+            asker_notices.send(Received).await.unwrap(),
+            [ReplyNotice::Failed { reply }, ReplyNotice::Done { reply }]
+        );
+
+        let got = written(&mut slow);
+        assert_eq!(got[0]["type"], "message");
+        assert!(got.len() > 1 && got.len() < 20, "{}", got.len());
+        assert!(got[1..].iter().all(|f| f["type"] == "token"));
+        assert_eq!(
+            slow_notices.send(Received).await.unwrap(),
+            [ReplyNotice::Overflowed],
+            "told once, then dropped"
+        );
+
+        assert_eq!(written(&mut closing), [serde_json::Value::Null]);
+        assert_eq!(closing_notices.send(Received).await.unwrap(), []);
+    }
 
     #[test]
     fn stored_events_expand_to_the_frames_sent() {

@@ -6,6 +6,9 @@
 //! the protocol of API.md §7, and never blocks: storage and analysis run as
 //! futures and report back as messages or stream items; a question's first
 //! step (question.rs: validate, reserve, admit) is one short synchronous call.
+//! A reply's frames do not pass through it: the reply hub (replies.rs)
+//! queues them into the socket's outbox and tells the actor only what it
+//! must act on ([`ReplyNotice`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,14 +20,14 @@ use uuid::Uuid;
 
 use crate::analysis::{AnalysisPool, Cancel, Sink};
 use crate::auth::{now_secs, Auth, AuthError, Principal};
-use crate::messages::ReplyFrame;
+use crate::messages::ReplyNotice;
 use crate::protocol::{
     message_json, ClientFrame, Close, ConnectedUser, ErrorCode, QuotaView, ServerFrame,
 };
 use crate::question::{Asking, Refusal, Stored};
 use crate::quota::{Policy, QuotaRegistry};
 use crate::registry::{CloseConnection, Connections};
-use crate::replies::{Part, Replies, Resume};
+use crate::replies::{Follower, Replies, Resume};
 use crate::socket::{Incoming, Out, Outbox, Received};
 use crate::telemetry;
 
@@ -82,16 +85,6 @@ enum Streaming {
     Running,
 }
 
-/// What this socket has sent of one reply (a resume and the live frames
-/// already queued for the socket may overlap: nothing is sent twice).
-#[derive(Clone, Copy)]
-struct Delivered {
-    reply: Uuid,
-    seq: u64,
-    failed: bool,
-    done: bool,
-}
-
 pub struct SessionActor {
     deps: Arc<SessionDeps>,
     conn_id: u64,
@@ -111,8 +104,6 @@ pub struct SessionActor {
     streaming: Option<Streaming>,
     /// The reply this socket's question started (its `done` ends `streaming`).
     current_reply: Option<Uuid>,
-    /// The reply this socket followed last, and how far.
-    delivered: Option<Delivered>,
     /// `?resume=<message_id>:<seq>`, acted on right after `connected`.
     resume_at_connect: Option<String>,
     /// The next expiry event (warning, then close).
@@ -169,7 +160,6 @@ impl SessionActor {
             frames_in_window: 0,
             streaming: None,
             current_reply: None,
-            delivered: None,
             resume_at_connect: opened.resume,
             expiry_timer: None,
             warned: false,
@@ -186,7 +176,24 @@ impl SessionActor {
         let connected = actor.connected_frame();
         telemetry::ws_message("out", connected.kind());
         actor.greeted = actor.out.text(connected.to_json());
+        if actor.greeted {
+            // From now on (not before: `connected` is first) the session's
+            // new replies are queued into this socket.
+            actor
+                .deps
+                .connections
+                .attach(actor.user_id, conn_id, actor.out.sender());
+        }
         ctx.run(actor)
+    }
+
+    /// This socket as a reply's follower (for the reply hub).
+    fn follower(&self, ctx: &mut Context<Self>) -> Follower {
+        Follower {
+            conn: self.conn_id,
+            out: self.out.sender(),
+            notices: ctx.address().recipient(),
+        }
     }
 
     /// The `connected` frame: the session, the user, the credential's
@@ -418,12 +425,26 @@ impl SessionActor {
         // One reply streams per session, whichever socket asked.
         let in_progress =
             || ServerFrame::error(ErrorCode::StreamInProgress, "a reply is still streaming");
-        if self.streaming.is_some() {
+        if matches!(self.streaming, Some(Streaming::Starting { .. })) {
             return self.send(in_progress(), ctx);
         }
         let Ok(cancel) = self.deps.replies.claim(self.session.id) else {
             return self.send(in_progress(), ctx);
         };
+        if self.streaming.is_some() {
+            // Running, but the hub gave the session's place back: the
+            // reply ended, its `done` is in the outbox and its
+            // `ReplyNotice::Done` on the way (the client answered `done`
+            // before this actor was told). Do now what the notice would.
+            // (A `Failed` notice is sent before the reply is even stored,
+            // and a context handles its mailbox before its stream: it has
+            // been handled, and the refund is told here.)
+            self.reply_done(ctx);
+            if self.closing {
+                self.deps.replies.release(self.session.id);
+                return;
+            }
+        }
         // Validated, given a place in the pool and counted in one step; a
         // refusal leaves nothing behind (question.rs).
         let counting = self.policy.map(|policy| (self.user_id, policy));
@@ -504,6 +525,8 @@ impl SessionActor {
         }
         let reply = stored.reply.id;
         self.current_reply = Some(reply);
+        // Every socket of the session attached in the registry, this one
+        // included (attached at launch).
         let followers = self
             .deps
             .connections
@@ -517,57 +540,57 @@ impl SessionActor {
     }
 
     /// `resume` (or `?resume=`): `resumed`, then the reply's events after
-    /// `after` as first sent, then (live) the rest as it streams.
+    /// `after` as first sent, then (live) the rest as it streams, all
+    /// queued by the reply hub (so no live event lands before `resumed` or
+    /// among the replayed ones).
     fn on_resume(&mut self, message_id: &str, after: u64, ctx: &mut Context<Self>) {
-        let unavailable = |act: &mut Self, ctx: &mut Context<Self>| {
-            act.send(
-                ServerFrame::error(
-                    ErrorCode::ResumeUnavailable,
-                    "this reply cannot be resumed; reload the history",
-                ),
-                ctx,
-            )
-        };
         let Ok(reply) = Uuid::parse_str(message_id) else {
-            return unavailable(self, ctx);
+            return self.resume_unavailable(ctx);
         };
-        let resumed = self.deps.replies.resume(
-            self.session.id,
-            self.user_id,
-            reply,
-            after,
-            self.conn_id,
-            ctx.address().recipient(),
-        );
-        let (live, frames) = match resumed {
-            Ok(Resume::Replay { live, frames }) => (live, frames),
-            Ok(Resume::Unavailable) => return unavailable(self, ctx),
+        let follower = self.follower(ctx);
+        match self
+            .deps
+            .replies
+            .resume(self.session.id, self.user_id, reply, after, follower)
+        {
+            Ok(Resume::Replayed) => {}
+            Ok(Resume::Unavailable) => self.resume_unavailable(ctx),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read a reply's events");
-                return unavailable(self, ctx);
+                self.resume_unavailable(ctx);
             }
-        };
+        }
+    }
+
+    fn resume_unavailable(&mut self, ctx: &mut Context<Self>) {
         self.send(
-            ServerFrame::Resumed {
-                message_id: reply.hyphenated().to_string(),
-                after,
-                live,
-            },
+            ServerFrame::error(
+                ErrorCode::ResumeUnavailable,
+                "this reply cannot be resumed; reload the history",
+            ),
             ctx,
         );
-        let mut delivered = Delivered {
-            reply,
-            seq: after,
-            failed: false,
-            done: false,
-        };
-        for (part, seq, json) in frames {
-            delivered.seq = delivered.seq.max(seq);
-            delivered.failed |= part == Part::Failed;
-            delivered.done |= part == Part::Done;
-            self.send_shared(part.kind(), json, ctx);
+    }
+
+    /// This socket's reply ended (its `done` is queued): another question
+    /// may start; a refunded count is told (after `done`), a shutdown close
+    /// that waited for it happens.
+    fn reply_done(&mut self, ctx: &mut Context<Self>) {
+        self.streaming = None;
+        self.current_reply = None;
+        if let Some(s) = self.refunded.take() {
+            self.send(
+                ServerFrame::Quota {
+                    request_count: s.count,
+                    request_limit: s.limit(),
+                    reset_in: s.reset_in,
+                },
+                ctx,
+            );
         }
-        self.delivered = Some(delivered);
+        if let Some(why) = self.close_after_done.take() {
+            self.close(why, ctx);
+        }
     }
 }
 
@@ -691,54 +714,27 @@ impl StreamHandler<Result<Received, ProtocolError>> for SessionActor {
     }
 }
 
-impl Handler<ReplyFrame> for SessionActor {
+impl Handler<ReplyNotice> for SessionActor {
     type Result = ();
 
-    fn handle(&mut self, frame: ReplyFrame, ctx: &mut Self::Context) {
-        // What a resume already sent is not sent again.
-        let mut delivered = match self.delivered {
-            Some(d) if d.reply == frame.reply => d,
-            _ => Delivered {
-                reply: frame.reply,
-                seq: 0,
-                failed: false,
-                done: false,
-            },
-        };
-        let again = match frame.part {
-            Part::Event(_) => frame.seq <= delivered.seq,
-            Part::Failed => delivered.failed,
-            Part::Done => delivered.done,
-            Part::Message => false,
-        };
-        if again {
-            return;
-        }
-        delivered.seq = delivered.seq.max(frame.seq);
-        delivered.failed |= frame.part == Part::Failed;
-        delivered.done |= frame.part == Part::Done;
-        self.delivered = Some(delivered);
-        let asked_here = self.current_reply == Some(frame.reply);
-        if asked_here && frame.part == Part::Failed {
-            self.refund();
-        }
-        self.send_shared(frame.part.kind(), frame.json, ctx);
-        if asked_here && frame.part == Part::Done {
-            self.streaming = None;
-            self.current_reply = None;
-            if let Some(s) = self.refunded.take() {
-                self.send(
-                    ServerFrame::Quota {
-                        request_count: s.count,
-                        request_limit: s.limit(),
-                        reset_in: s.reset_in,
-                    },
-                    ctx,
-                );
+    fn handle(&mut self, notice: ReplyNotice, ctx: &mut Self::Context) {
+        match notice {
+            ReplyNotice::Overflowed => {
+                if !self.closing {
+                    tracing::info!(
+                        conn = self.conn_id,
+                        "slow reader: outgoing buffer full, closing"
+                    );
+                }
+                self.close(Close::SlowReader, ctx);
             }
-            if let Some(why) = self.close_after_done.take() {
-                self.close(why, ctx);
+            ReplyNotice::Failed { reply } if self.current_reply == Some(reply) => self.refund(),
+            ReplyNotice::Done { reply } if self.current_reply == Some(reply) => {
+                self.reply_done(ctx)
             }
+            // A reply this socket did not ask, or one already seen ended
+            // (see `on_question`).
+            ReplyNotice::Failed { .. } | ReplyNotice::Done { .. } => {}
         }
     }
 }

@@ -6,6 +6,9 @@
 //! response's body ([`Body`]): the connection's own dispatcher encodes them
 //! when it can write, several per chunk. There is no task and no channel per
 //! connection, and an idle socket costs the queue's header and nothing else.
+//! The actor holds the [`Outbox`]; the reply hub holds a [`Sender`] to the
+//! same queue, and pushes a reply's frames into it directly (no message
+//! through the actor's mailbox per frame).
 //!
 //! This replaces actix-ws, whose writer task, channel and body queue cost
 //! about 2.7 KiB per idle connection (docs/BENCHMARKS.md).
@@ -38,7 +41,7 @@ const PONG_OVERHEAD: usize = 16;
 pub enum Out {
     Text(String),
     /// A frame encoded once and sent to several sockets (a reply's events).
-    Shared(std::sync::Arc<str>),
+    Shared(Arc<str>),
     Ping,
     Pong(Bytes),
     Close(u16, &'static str),
@@ -74,10 +77,10 @@ pub enum Received {
 pub fn open(payload: Payload, max_message_bytes: usize, max_buffered_bytes: usize) -> Socket {
     let shared = Arc::new(Mutex::new(Queue::default()));
     Socket {
-        outbox: Outbox {
+        outbox: Outbox(Sender {
             shared: shared.clone(),
             limit: max_buffered_bytes,
-        },
+        }),
         incoming: Incoming {
             payload,
             buf: BytesMut::new(),
@@ -108,6 +111,8 @@ struct Queue {
     incoming_waker: Option<Waker>,
     /// The outbox is gone: the body ends once the queue is empty.
     sender_gone: bool,
+    /// A close frame is queued: nothing pushed after it would be written.
+    close_queued: bool,
     /// The close frame was written: nothing more is.
     closed: bool,
     /// Given up on (the client did not read its close in time): the body
@@ -130,23 +135,79 @@ fn lock(shared: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
     shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The sending end, bounded in bytes (`ws.max_buffered_bytes`).
-pub struct Outbox {
+/// What became of a frame pushed into a socket's queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued: it will be written.
+    Queued,
+    /// Not queued: it would pass the bound (`ws.max_buffered_bytes`), the
+    /// client reads too slowly.
+    Full,
+    /// Not queued, and nothing more will be written: a close frame is
+    /// queued or written, the connection is gone, or its actor is.
+    Gone,
+}
+
+/// A sending end of a socket's queue that several may hold (the reply hub
+/// keeps one per socket that follows a reply), bounded in bytes like the
+/// [`Outbox`] it comes from. Dropping it tells the body nothing: only the
+/// actor's `Outbox` going ends the body.
+#[derive(Clone)]
+pub struct Sender {
     shared: Arc<Mutex<Queue>>,
     limit: usize,
 }
 
+impl Sender {
+    /// Queues a text frame shared with other sockets (a reply's).
+    pub fn shared(&self, json: Arc<str>) -> Pushed {
+        self.push(Out::Shared(json))
+    }
+
+    fn push(&self, out: Out) -> Pushed {
+        let cost = out.cost();
+        let mut queue = lock(&self.shared);
+        if queue.close_queued
+            || queue.closed
+            || queue.abandoned
+            || queue.disconnected
+            || queue.sender_gone
+        {
+            // Nothing more will be written (the body stops at the close
+            // and discards what follows): the frame is dropped here.
+            return Pushed::Gone;
+        }
+        if cost > 0 && queue.bytes + cost > self.limit {
+            return Pushed::Full;
+        }
+        if matches!(out, Out::Close(..)) {
+            queue.close_queued = true;
+        }
+        queue.bytes += cost;
+        queue.frames.push_back(out);
+        if let Some(waker) = queue.body_waker.take() {
+            waker.wake();
+        }
+        Pushed::Queued
+    }
+}
+
+/// The actor's sending end, bounded in bytes (`ws.max_buffered_bytes`);
+/// dropping it ends the body once what is queued is written.
+pub struct Outbox(Sender);
+
 impl Outbox {
     /// Queues a text frame; `false` (and nothing queued) if that would pass
-    /// the bound.
+    /// the bound. A frame for a closing socket is dropped (`true`): the
+    /// actor learns the socket is gone from its incoming stream.
     pub fn text(&self, json: String) -> bool {
-        self.push(Out::Text(json))
+        self.0.push(Out::Text(json)) != Pushed::Full
     }
 
     /// Queues a text frame shared with other sockets; `false` (and nothing
     /// queued) past the bound.
-    pub fn shared(&self, json: std::sync::Arc<str>) -> bool {
-        self.push(Out::Shared(json))
+    pub fn shared(&self, json: Arc<str>) -> bool {
+        self.0.shared(json) != Pushed::Full
     }
 
     /// Queues the pong of a client's ping (payload cut to 125 bytes);
@@ -155,42 +216,29 @@ impl Outbox {
         // A copy: the ping's bytes are a slice of the whole chunk it was
         // read in, which a queued pong would otherwise keep alive.
         let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
-        self.push(Out::Pong(Bytes::copy_from_slice(payload)))
+        self.0.push(Out::Pong(Bytes::copy_from_slice(payload))) != Pushed::Full
     }
 
-    /// Queues a ping or a close, which are never refused.
+    /// Queues a ping or a close, which are never refused (nothing is queued
+    /// after a close).
     pub fn control(&self, out: Out) {
-        self.push(out);
+        self.0.push(out);
     }
 
-    fn push(&self, out: Out) -> bool {
-        let cost = out.cost();
-        let mut queue = lock(&self.shared);
-        if queue.closed || queue.abandoned || queue.disconnected {
-            // Nothing more will be written: the frame is dropped, and the
-            // actor learns the socket is gone from its incoming stream.
-            return true;
-        }
-        if cost > 0 && queue.bytes + cost > self.limit {
-            return false;
-        }
-        queue.bytes += cost;
-        queue.frames.push_back(out);
-        if let Some(waker) = queue.body_waker.take() {
-            waker.wake();
-        }
-        true
+    /// Another sending end to the same queue (for the reply hub).
+    pub fn sender(&self) -> Sender {
+        self.0.clone()
     }
 
     /// A handle for giving up on the connection later (see [`Abandon`]).
     pub fn abandon_handle(&self) -> Abandon {
-        Abandon(Arc::downgrade(&self.shared))
+        Abandon(Arc::downgrade(&self.0.shared))
     }
 }
 
 impl Drop for Outbox {
     fn drop(&mut self) {
-        let mut queue = lock(&self.shared);
+        let mut queue = lock(&self.0.shared);
         queue.sender_gone = true;
         if let Some(waker) = queue.body_waker.take() {
             waker.wake();
@@ -451,7 +499,7 @@ impl Stream for Incoming {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use actix_http::error::PayloadError;
     use actix_http::BoxedPayloadStream;
@@ -485,7 +533,7 @@ mod tests {
     }
 
     /// Everything the body has ready, decoded as the client would.
-    fn drain(body: &mut Body) -> (Vec<Frame>, Poll<()>) {
+    pub(crate) fn drain(body: &mut Body) -> (Vec<Frame>, Poll<()>) {
         let mut frames = Vec::new();
         let mut codec = Codec::new().client_mode();
         loop {
@@ -608,7 +656,7 @@ mod tests {
         let chunk = poll(|cx| Pin::new(&mut socket.body).poll_next(cx));
         assert!(matches!(chunk, Poll::Ready(Some(Ok(ref b))) if b.len() < 2 * 10_010));
         // The third frame is still queued, and still counted.
-        assert_eq!(lock(&socket.outbox.shared).bytes, 10_000);
+        assert_eq!(lock(&socket.outbox.0.shared).bytes, 10_000);
         let (frames, _) = drain(&mut socket.body);
         assert_eq!(frames.len(), 1);
     }
@@ -654,7 +702,40 @@ mod tests {
         assert!(state.is_ready(), "the body ended");
         // Frames queued after the close are dropped, not kept.
         assert!(socket.outbox.text("later".into()));
-        assert_eq!(lock(&socket.outbox.shared).frames.len(), 0);
+        assert_eq!(lock(&socket.outbox.0.shared).frames.len(), 0);
+    }
+
+    #[test]
+    fn a_sender_is_told_full_or_gone_and_nothing_follows_a_queued_close() {
+        let mut socket = open(payload(vec![], false), 1024, 10);
+        let sender = socket.outbox.sender();
+        assert_eq!(sender.shared("12345".into()), Pushed::Queued);
+        assert_eq!(sender.shared("123456".into()), Pushed::Full, "11 > 10");
+        // Dropping a sender is not the actor going: the body goes on.
+        drop(sender.clone());
+        assert_eq!(sender.shared("67890".into()), Pushed::Queued);
+        // The actor queues its close while the queue is full: a frame
+        // pushed after it is not an overflow, and is never written.
+        socket.outbox.control(Out::Close(1008, "slow reader"));
+        assert_eq!(sender.shared("x".into()), Pushed::Gone);
+        assert!(socket.outbox.text("y".into()), "dropped, not refused");
+        let (frames, state) = drain(&mut socket.body);
+        assert_eq!(frames.len(), 3, "{frames:?}");
+        assert!(matches!(frames[2], Frame::Close(_)));
+        assert!(state.is_ready());
+        assert_eq!(sender.shared("z".into()), Pushed::Gone);
+
+        // The actor goes without a close: the hub's sender gets nothing in.
+        let Socket {
+            outbox, mut body, ..
+        } = open(payload(vec![], false), 1024, 1024);
+        let sender = outbox.sender();
+        assert_eq!(sender.shared("last".into()), Pushed::Queued);
+        drop(outbox);
+        assert_eq!(sender.shared("late".into()), Pushed::Gone);
+        let (frames, state) = drain(&mut body);
+        assert_eq!(frames, [Frame::Text(Bytes::from("last"))]);
+        assert!(state.is_ready());
     }
 
     #[test]
@@ -683,7 +764,7 @@ mod tests {
         let mut socket = open(payload(vec![], false), 1024, 1024);
         socket.outbox.text("never read".into());
         socket.outbox.abandon_handle().abandon();
-        assert_eq!(lock(&socket.outbox.shared).bytes, 0);
+        assert_eq!(lock(&socket.outbox.0.shared).bytes, 0);
         assert!(matches!(
             poll(|cx| Pin::new(&mut socket.body).poll_next(cx)),
             Poll::Ready(Some(Err(_)))

@@ -252,6 +252,90 @@ async fn a_scrape_after_real_traffic_is_valid_and_moved() {
     }
 }
 
+/// Every frame a socket was sent is counted once, by type, whether its
+/// actor queued it (`connected`, `quota`, `pong`) or the reply hub did (a
+/// reply's frames on every socket of the session, a resume's answer).
+#[tokio::test]
+async fn every_frame_sent_is_counted_once_by_type() {
+    let server = TestServer::with(
+        auth_options()
+            .env("PALAVER_ANALYSIS__ENGINE", "echo")
+            .env("PALAVER_ANALYSIS__TOKEN_DELAY", "20ms"),
+    );
+    let tokens = signed_in(&server, "ann@example.com").await;
+    let access = tokens["access"].as_str().unwrap().to_owned();
+    let session = new_session(&server, &access).await;
+    let path = format!("/ws/sessions/{session}/?token={access}");
+    let mut received: BTreeMap<String, f64> = BTreeMap::new();
+    let mut count = |frames: &[Value]| {
+        for f in frames {
+            *received
+                .entry(f["type"].as_str().unwrap().to_owned())
+                .or_default() += 1.0;
+        }
+    };
+    // Two sockets follow the reply; a third joins mid-way and resumes it
+    // live, the second resumes it again once it is stored.
+    let (mut one, first) = ws_connected(&server, &path, &[]).await;
+    let (mut two, second) = ws_connected(&server, &path, &[]).await;
+    count(&[first, second]);
+    send_json(
+        &mut one,
+        json!({"type": "question", "text": "a b c d e f g h"}),
+    )
+    .await;
+    let mut head = Vec::new();
+    let id = loop {
+        let f = next_frame(&mut one).await;
+        let token = f["type"] == "token";
+        head.push(f);
+        if token {
+            break head.last().unwrap()["message_id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        }
+    };
+    let (mut three, third) = ws_connected(&server, &path, &[]).await;
+    count(&[third]);
+    send_json(
+        &mut three,
+        json!({"type": "resume", "message_id": id, "after": 1}),
+    )
+    .await;
+    count(&head);
+    count(&until_done(&mut one).await);
+    count(&until_done(&mut two).await);
+    count(&until_done(&mut three).await);
+    send_json(
+        &mut two,
+        json!({"type": "resume", "message_id": id, "after": 5}),
+    )
+    .await;
+    count(&until_done(&mut two).await);
+    send_json(&mut one, json!({"type": "ping"})).await;
+    count(&[next_frame(&mut one).await]);
+    assert_eq!(received["resumed"], 2.0);
+    assert_eq!(received["token"], 8.0 * 2.0 + 7.0 + 3.0);
+
+    let res = scrape(&server.url("/metrics"), None).await;
+    let text = res.text().await.unwrap();
+    for (kind, n) in &received {
+        let counted = sample(
+            &text,
+            "palaver_ws_messages_total",
+            &[("direction", "out"), ("type", kind)],
+        );
+        assert_eq!(counted, Some(*n), "{kind}");
+    }
+    // Nothing else was counted as sent.
+    let out_types = text
+        .lines()
+        .filter(|l| l.starts_with("palaver_ws_messages_total{") && l.contains(r#"direction="out""#))
+        .count();
+    assert_eq!(out_types, received.len(), "{text}");
+}
+
 #[tokio::test]
 async fn metrics_token_protects_the_scrape() {
     let server = TestServer::with(
