@@ -17,7 +17,7 @@
 //!   a request is being served (from its head until its response body is
 //!   done, which for a WebSocket is when the socket closes).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::rt::net::TcpStream;
@@ -135,15 +135,17 @@ pub struct ConnState {
     /// body is done (a WebSocket's, until the socket closes).
     serving: Cell<u32>,
     header_timeout: Duration,
+    /// Runs while no request is being served; dropped when one starts (so
+    /// an open WebSocket keeps no timer: the dispatcher reads once more
+    /// after a request's head, before the request is served, and the next
+    /// read of an idle socket may never come).
+    head_timer: RefCell<Option<Pin<Box<Sleep>>>>,
 }
 
 /// An accepted TCP connection as the HTTP dispatcher reads and writes it.
 pub struct Conn {
     io: TcpStream,
     state: Rc<ConnState>,
-    /// Runs while no request is being served; `None` otherwise (so an open
-    /// WebSocket keeps no timer).
-    head_timer: Option<Pin<Box<Sleep>>>,
     _slot: Slot,
 }
 
@@ -154,8 +156,8 @@ impl Conn {
             state: Rc::new(ConnState {
                 serving: Cell::new(0),
                 header_timeout,
+                head_timer: RefCell::new(None),
             }),
-            head_timer: None,
             _slot: slot,
         }
     }
@@ -173,18 +175,15 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.state.serving.get() > 0 {
-            this.head_timer = None;
-        } else {
+        if this.state.serving.get() == 0 {
             // No request in progress: the dispatcher reads only to find the
             // next one. Its head must be in before the timer runs out (and
             // a body nobody reads, drained between requests, too).
             let timeout = this.state.header_timeout;
-            let timer = this
-                .head_timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            let mut head_timer = this.state.head_timer.borrow_mut();
+            let timer = head_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
             if timer.as_mut().poll(cx).is_ready() {
-                this.head_timer = None;
+                *head_timer = None;
                 telemetry::http_timeout("header");
                 tracing::debug!("no request head within server.header_timeout: closing");
                 return Poll::Ready(Err(io::Error::new(
@@ -234,6 +233,7 @@ struct Serving(Rc<ConnState>);
 impl Serving {
     fn start(state: &Rc<ConnState>) -> Serving {
         state.serving.set(state.serving.get() + 1);
+        state.head_timer.borrow_mut().take();
         Serving(state.clone())
     }
 }
@@ -246,26 +246,25 @@ impl Drop for Serving {
 
 /// The outermost middleware: marks the request as being served on its
 /// connection until its response body is done.
-pub async fn serving(
+pub async fn serving<B: MessageBody + 'static>(
     req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<ServedBody>, actix_web::Error> {
+    next: Next<B>,
+) -> Result<ServiceResponse<ServedBody<B>>, actix_web::Error> {
     let serving = req.conn_data::<Rc<ConnState>>().map(Serving::start);
     let res = next.call(req).await?;
-    Ok(res.map_body(move |_, body| ServedBody {
-        body: BoxBody::new(body),
-        serving,
-    }))
+    // The body as it is, not boxed again (one allocation less per response,
+    // held by every open WebSocket).
+    Ok(res.map_body(move |_, body| ServedBody { body, serving }))
 }
 
 /// A response body that holds its request's [`Serving`] until it ends.
-pub struct ServedBody {
-    body: BoxBody,
+pub struct ServedBody<B> {
+    body: B,
     serving: Option<Serving>,
 }
 
-impl MessageBody for ServedBody {
-    type Error = Box<dyn std::error::Error>;
+impl<B: MessageBody + Unpin> MessageBody for ServedBody<B> {
+    type Error = B::Error;
 
     fn size(&self) -> BodySize {
         self.body.size()
@@ -334,6 +333,22 @@ mod tests {
                 .is_none(),
             "an empty entry is removed"
         );
+    }
+
+    #[actix_rt::test]
+    async fn a_request_being_served_drops_the_head_timer() {
+        let state = Rc::new(ConnState {
+            serving: Cell::new(0),
+            header_timeout: Duration::from_secs(5),
+            head_timer: RefCell::new(Some(Box::pin(tokio::time::sleep(Duration::from_secs(5))))),
+        });
+        let first = Serving::start(&state);
+        assert!(state.head_timer.borrow().is_none(), "no timer while served");
+        let second = Serving::start(&state);
+        drop(first);
+        assert_eq!(state.serving.get(), 1);
+        drop(second);
+        assert_eq!(state.serving.get(), 0, "idle again: the next read arms it");
     }
 
     #[test]

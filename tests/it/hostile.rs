@@ -208,6 +208,28 @@ async fn slowloris_heads_are_cut_off_at_the_header_timeout() {
     assert!(metric(&server, "palaver_http_timeouts_total{phase=\"header\"}").await >= 2.0);
 }
 
+/// The header timeout is for a request's head only: an open WebSocket that
+/// says nothing for longer is served on (its connection's head timer goes
+/// when the handshake is served, not at the next read, which an idle
+/// socket may never do).
+#[tokio::test]
+async fn an_idle_websocket_outlives_the_header_timeout() {
+    let server = TestServer::with(auth_options().env("PALAVER_SERVER__HEADER_TIMEOUT", "1s"));
+    let (access, session) = user_with_session(&server, "idle@example.com").await;
+    let mut ws = ws_from(&server, 1, &ws_path(&session, &access))
+        .await
+        .expect("handshake");
+    assert_eq!(next_frame(&mut ws).await["type"], "connected");
+    // Time passing is what is tested: twice the bound, in silence.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    send_json(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(next_frame(&mut ws).await["type"], "pong");
+    assert_eq!(
+        metric(&server, "palaver_http_timeouts_total{phase=\"header\"}").await,
+        0.0
+    );
+}
+
 /// Slow bodies: a JSON body and a track upload trickled a byte a second get
 /// 408 `request_timeout` at their bound and the connection is closed (no
 /// staged file is left behind); a chunked body sent to an endpoint that
