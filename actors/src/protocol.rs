@@ -361,6 +361,15 @@ pub enum ServerFrame {
 }
 
 impl ServerFrame {
+    /// `quota`: where the user stands now.
+    pub fn quota(standing: &crate::quota::Standing) -> Self {
+        ServerFrame::Quota {
+            request_count: standing.count,
+            request_limit: standing.limit(),
+            reset_in: standing.reset_in,
+        }
+    }
+
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         ServerFrame::Error {
             code,

@@ -514,14 +514,7 @@ impl SessionActor {
         .into();
         self.send_shared("message", message.clone(), ctx);
         if let Some(s) = stored.standing {
-            self.send(
-                ServerFrame::Quota {
-                    request_count: s.count,
-                    request_limit: s.limit(),
-                    reset_in: s.reset_in,
-                },
-                ctx,
-            );
+            self.send(ServerFrame::quota(&s), ctx);
         }
         let reply = stored.reply.id;
         self.current_reply = Some(reply);
@@ -579,14 +572,7 @@ impl SessionActor {
         self.streaming = None;
         self.current_reply = None;
         if let Some(s) = self.refunded.take() {
-            self.send(
-                ServerFrame::Quota {
-                    request_count: s.count,
-                    request_limit: s.limit(),
-                    reset_in: s.reset_in,
-                },
-                ctx,
-            );
+            self.send(ServerFrame::quota(&s), ctx);
         }
         if let Some(why) = self.close_after_done.take() {
             self.close(why, ctx);
