@@ -517,13 +517,15 @@ impl Publisher {
     }
 
     /// The reply's log with its `done` (status and usage known), to store
-    /// with the reply; `done` itself is published by [`Publisher::finish`].
-    /// `text` is the stored reply's: its tokens, in order, are the ones
+    /// with the reply (`seq`: its place in the session, where the stored
+    /// log finds its text); `done` itself is published by
+    /// [`Publisher::finish`]. `text` is the stored reply's: its tokens, in order, are the ones
     /// published (a run keeps no token it could not send; the log is cut
     /// to what was published all the same).
     pub fn log(
         &mut self,
         user: UserId,
+        seq: u64,
         status: MessageStatus,
         usage: Usage,
         text: &str,
@@ -566,6 +568,7 @@ impl Publisher {
             session_id: self.session,
             user_id: user,
             finished_at: palaver_storage::now_millis(),
+            seq,
             text,
             events,
             ending,
@@ -677,13 +680,47 @@ mod tests {
             .map_or(0, |s| s.events.len())
     }
 
-    /// Ends a reply as its run does: its log, stored, then `done`.
-    fn finish(mut publisher: Publisher, store: &Store, user: UserId, text: &str) {
-        let log = publisher.log(user, MessageStatus::Complete, Usage::default(), text);
+    /// A session of `user` with a question and its reply's placeholder
+    /// stored, as a question leaves them: the session's id and the reply.
+    async fn exchange(store: &Store, user: UserId) -> (Uuid, palaver_storage::Message) {
+        let session = store
+            .sessions()
+            .create(user, "t".into(), None)
+            .await
+            .unwrap();
+        let (_, reply) = store
+            .messages()
+            .append_exchange_nowait(session.id, "q".into())
+            .unwrap();
+        (session.id, reply)
+    }
+
+    /// Ends a reply as its run does: its log and its text stored, then
+    /// `done`.
+    async fn finish(
+        mut publisher: Publisher,
+        store: &Store,
+        user: UserId,
+        reply: palaver_storage::Message,
+        text: &str,
+    ) {
+        let log = publisher.log(
+            user,
+            reply.seq,
+            MessageStatus::Complete,
+            Usage::default(),
+            text,
+        );
         store
             .reply_events()
             .put_nowait(publisher.reply, &log)
             .unwrap();
+        let stored = palaver_storage::Message {
+            text: text.into(),
+            status: MessageStatus::Complete,
+            ..reply
+        };
+        store.messages().update(&stored).await.unwrap();
         publisher.finish();
     }
 
@@ -712,7 +749,8 @@ mod tests {
         let store = Store::temporary().unwrap();
         let hub = Replies::new(store.clone(), Duration::from_secs(60));
         let user = UserId::new();
-        let (session, reply) = (Uuid::now_v7(), Uuid::now_v7());
+        let (session, stored) = exchange(&store, user).await;
+        let reply = stored.id;
         let (mut asker, asker_notices) = socket(1 << 20);
         hub.claim(session).unwrap();
         let publisher = hub.open(
@@ -723,8 +761,8 @@ mod tests {
             vec![follower(1, &asker, &asker_notices)],
         );
         // The run publishes from its own thread, as on the stream arbiter,
-        // while this one resumes on one new socket after another.
-        let run_store = store.clone();
+        // while this one resumes on one new socket after another (those
+        // after the last event follow the reply until it is finished).
         let run = std::thread::spawn(move || {
             let mut text = String::new();
             for i in 0..EVENTS {
@@ -732,7 +770,7 @@ mod tests {
                 text.push_str(&token);
                 assert!(publisher.event(Event::Token(token)));
             }
-            finish(publisher, &run_store, user, &text);
+            (publisher, text)
         });
         let mut resumers = Vec::new();
         for k in 0..RESUMES {
@@ -755,7 +793,8 @@ mod tests {
             assert_eq!(answer, Resume::Replayed);
             resumers.push((after, resumer, notices));
         }
-        run.join().unwrap();
+        let (publisher, text) = run.join().unwrap();
+        finish(publisher, &store, user, stored, &text).await;
         let mut live = 0;
         for (after, mut resumer, notices) in resumers {
             let frames = written(&mut resumer);
@@ -790,7 +829,9 @@ mod tests {
     async fn a_slow_follower_is_dropped_and_told_while_the_others_get_everything() {
         let store = Store::temporary().unwrap();
         let hub = Replies::new(store.clone(), Duration::from_secs(60));
-        let (session, reply) = (Uuid::now_v7(), Uuid::now_v7());
+        let user = UserId::new();
+        let (session, stored) = exchange(&store, user).await;
+        let reply = stored.id;
         let (mut asker, asker_notices) = socket(1 << 20);
         // Holds the `message` and a few events, not the reply.
         let (mut slow, slow_notices) = socket(600);
@@ -818,7 +859,7 @@ mod tests {
             assert!(publisher.event(Event::Token(token)));
         }
         publisher.failed("the engine broke".into());
-        finish(publisher, &store, UserId::new(), &text);
+        finish(publisher, &store, user, stored, &text).await;
 
         let fast = written(&mut asker);
         let types: Vec<&str> = fast.iter().map(|f| f["type"].as_str().unwrap()).collect();
@@ -906,6 +947,7 @@ mod tests {
             session_id: Uuid::now_v7(),
             user_id: UserId::new(),
             finished_at: 0,
+            seq: 2,
             text: pieces.concat(),
             events,
             ending: vec![],

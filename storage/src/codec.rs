@@ -207,6 +207,7 @@ mod tests {
                     session_id: id(3),
                     user_id,
                     finished_at: 1_733_000_000_500,
+                    seq: 2,
                     text: "Héllo wörld".into(),
                     events: vec![
                         LoggedEvent::Frame(r#"c"tool":"tempo","args":{}}"#.into()),

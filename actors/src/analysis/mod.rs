@@ -458,7 +458,7 @@ async fn run(
     let (session, user) = (job.session.id, job.session.user_id);
     let logged = match &mut job.events {
         Sink::Hub(publisher) => {
-            let log = publisher.log(user, status, usage, &reply.text);
+            let log = publisher.log(user, reply.seq, status, usage, &reply.text);
             match store.reply_events().put_nowait(reply.id, &log) {
                 Ok(()) => true,
                 Err(e) => {
