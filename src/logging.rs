@@ -13,12 +13,15 @@ use crate::config::{LogFormat, LoggingConfig};
 /// its length (the config fuzz target's one timeout: 28 s and counting for
 /// a 382-byte config). Nothing in palaver's logs needs a pattern there.
 pub fn filter(level: &str) -> Result<EnvFilter, tracing_subscriber::filter::ParseError> {
-    EnvFilter::builder().with_regex(false).parse(level)
+    filter_builder().parse(level)
+}
+
+fn filter_builder() -> tracing_subscriber::filter::Builder {
+    EnvFilter::builder().with_regex(false)
 }
 
 pub fn init(config: &LoggingConfig) {
-    let filter = EnvFilter::builder()
-        .with_regex(false)
+    let filter = filter_builder()
         .try_from_env()
         .or_else(|_| filter(&config.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));

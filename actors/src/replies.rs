@@ -680,19 +680,37 @@ mod tests {
             .map_or(0, |s| s.events.len())
     }
 
-    /// A session of `user` with a question and its reply's placeholder
-    /// stored, as a question leaves them: the session's id and the reply.
-    async fn exchange(store: &Store, user: UserId) -> (Uuid, palaver_storage::Message) {
+    /// A hub over a fresh store holding one session of a new user with a
+    /// question and its reply's placeholder, as a question leaves them.
+    struct Asked {
+        store: Store,
+        hub: Arc<Replies>,
+        user: UserId,
+        session: Uuid,
+        /// The reply's placeholder (its id is the reply's).
+        stored: palaver_storage::Message,
+    }
+
+    async fn asked() -> Asked {
+        let store = Store::temporary().unwrap();
+        let hub = Replies::new(store.clone(), Duration::from_secs(60));
+        let user = UserId::new();
         let session = store
             .sessions()
             .create(user, "t".into(), None)
             .await
             .unwrap();
-        let (_, reply) = store
+        let (_, stored) = store
             .messages()
             .append_exchange_nowait(session.id, "q".into())
             .unwrap();
-        (session.id, reply)
+        Asked {
+            store,
+            hub,
+            user,
+            session: session.id,
+            stored,
+        }
     }
 
     /// Ends a reply as its run does: its log and its text stored, then
@@ -746,10 +764,13 @@ mod tests {
     async fn a_resume_racing_a_live_reply_gets_resumed_first_and_each_seq_once() {
         const EVENTS: u64 = 4000;
         const RESUMES: u64 = 40;
-        let store = Store::temporary().unwrap();
-        let hub = Replies::new(store.clone(), Duration::from_secs(60));
-        let user = UserId::new();
-        let (session, stored) = exchange(&store, user).await;
+        let Asked {
+            store,
+            hub,
+            user,
+            session,
+            stored,
+        } = asked().await;
         let reply = stored.id;
         let (mut asker, asker_notices) = socket(1 << 20);
         hub.claim(session).unwrap();
@@ -827,10 +848,13 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_slow_follower_is_dropped_and_told_while_the_others_get_everything() {
-        let store = Store::temporary().unwrap();
-        let hub = Replies::new(store.clone(), Duration::from_secs(60));
-        let user = UserId::new();
-        let (session, stored) = exchange(&store, user).await;
+        let Asked {
+            store,
+            hub,
+            user,
+            session,
+            stored,
+        } = asked().await;
         let reply = stored.id;
         let (mut asker, asker_notices) = socket(1 << 20);
         // Holds the `message` and a few events, not the reply.

@@ -225,12 +225,20 @@ impl SessionActor {
         }
         telemetry::ws_message("out", frame.kind());
         if !self.out.text(frame.to_json()) {
+            self.close_slow_reader(ctx);
+        }
+    }
+
+    /// The outbox is full (`ws.max_buffered_bytes`): the client reads too
+    /// slowly, the socket closes 1008.
+    fn close_slow_reader(&mut self, ctx: &mut Context<Self>) {
+        if !self.closing {
             tracing::info!(
                 conn = self.conn_id,
                 "slow reader: outgoing buffer full, closing"
             );
-            self.close(Close::SlowReader, ctx);
         }
+        self.close(Close::SlowReader, ctx);
     }
 
     /// Queues a frame encoded once for several sockets (a reply's).
@@ -240,11 +248,7 @@ impl SessionActor {
         }
         telemetry::ws_message("out", kind);
         if !self.out.shared(json) {
-            tracing::info!(
-                conn = self.conn_id,
-                "slow reader: outgoing buffer full, closing"
-            );
-            self.close(Close::SlowReader, ctx);
+            self.close_slow_reader(ctx);
         }
     }
 
@@ -606,11 +610,7 @@ impl Actor for SessionActor {
         // `connected` went first (queued by `launch`), then (for a
         // credential already inside its warning window) `token_expiring`.
         if !self.greeted {
-            tracing::info!(
-                conn = self.conn_id,
-                "slow reader: outgoing buffer full, closing"
-            );
-            self.close(Close::SlowReader, ctx);
+            self.close_slow_reader(ctx);
             return;
         }
         self.schedule_expiry(ctx);
@@ -705,15 +705,7 @@ impl Handler<ReplyNotice> for SessionActor {
 
     fn handle(&mut self, notice: ReplyNotice, ctx: &mut Self::Context) {
         match notice {
-            ReplyNotice::Overflowed => {
-                if !self.closing {
-                    tracing::info!(
-                        conn = self.conn_id,
-                        "slow reader: outgoing buffer full, closing"
-                    );
-                }
-                self.close(Close::SlowReader, ctx);
-            }
+            ReplyNotice::Overflowed => self.close_slow_reader(ctx),
             ReplyNotice::Failed { reply } if self.current_reply == Some(reply) => self.refund(),
             ReplyNotice::Done { reply } if self.current_reply == Some(reply) => {
                 self.reply_done(ctx)
