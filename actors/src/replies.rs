@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use actix::prelude::*;
-use palaver_storage::{LoggedEvent, MessageStatus, ReplyLog, Role, StorageError, Store, UserId};
+use palaver_storage::{LoggedEvent, MessageStatus, Replay, Role, StorageError, Store};
 use uuid::Uuid;
 
 use crate::analysis::{Cancel, Event, Usage};
@@ -272,7 +272,6 @@ impl Replies {
     pub fn resume(
         &self,
         session: Uuid,
-        user: UserId,
         reply: Uuid,
         after: u64,
         follower: Follower,
@@ -306,30 +305,34 @@ impl Replies {
         }
         let now = palaver_storage::now_millis();
         let since = now.saturating_sub(self.window.as_millis() as u64);
-        if let Some(log) = self.store.reply_events().get(session, reply)? {
-            if log.user_id != user || log.finished_at < since {
-                return Ok(Resume::Unavailable);
+        let Some(stored) = self.store.messages().find_recent(session, reply, since)? else {
+            return Ok(Resume::Unavailable);
+        };
+        match &stored.replay {
+            Some(log) if stored.role == Role::Assistant => {
+                if log.finished_at < since {
+                    return Ok(Resume::Unavailable);
+                }
+                let Some(events) = expand_log(log, &stored.text, reply) else {
+                    tracing::error!(reply_id = %reply, "a stored reply's events do not match its text");
+                    return Ok(Resume::Unavailable);
+                };
+                let mut ending: Vec<Arc<str>> =
+                    log.ending.iter().map(|e| Arc::from(e.as_str())).collect();
+                let done = ending.pop();
+                let mut frames = replay(&events, &ending, after);
+                frames.extend(done.map(|d| ("done", d)));
+                // Under the lock, so another reply's live frames (one this
+                // socket follows) do not land inside the replay.
+                let _live = self.lock();
+                queue_replay(&follower, &resumed(false), &frames);
+                Ok(Resume::Replayed)
             }
-            let Some(events) = expand_log(&log, reply) else {
-                tracing::error!(reply_id = %reply, "a stored reply log does not match its text");
-                return Ok(Resume::Unavailable);
-            };
-            let mut ending: Vec<Arc<str>> = log.ending.into_iter().map(Arc::from).collect();
-            let done = ending.pop();
-            let mut frames = replay(&events, &ending, after);
-            frames.extend(done.map(|d| ("done", d)));
-            // Under the lock, so another reply's live frames (one this
-            // socket follows) do not land inside the replay.
-            let _live = self.lock();
-            queue_replay(&follower, &resumed(false), &frames);
-            return Ok(Resume::Replayed);
-        }
-        // No log: a reply a restart interrupted (stored `failed` at start)
-        // ends `failed`; its events were never stored.
-        match self.store.messages().find_recent(session, reply, since)? {
-            Some(m) if m.role == Role::Assistant && m.status == MessageStatus::Failed => {
+            // No events: a reply a restart interrupted (stored `failed` at
+            // start) ends `failed`; its events were never stored.
+            None if stored.role == Role::Assistant && stored.status == MessageStatus::Failed => {
                 let done = ServerFrame::Done {
-                    message_id: m.id.hyphenated().to_string().into(),
+                    message_id: stored.id.hyphenated().to_string().into(),
                     status: Status::Failed,
                     usage: Usage::default(),
                     last_seq: after,
@@ -402,10 +405,12 @@ fn compact(scratch: &mut String, kind: &str, id: &str, seq: u64, json: &str) -> 
     stored
 }
 
-/// The frames of a stored log's events, byte for byte as sent: tokens are
-/// rebuilt from their text (encoded as when they were sent), the others
-/// expanded (see [`compact`]). `None` if the lengths do not fit the text.
-fn expand_log(log: &ReplyLog, reply: Uuid) -> Option<Vec<(&'static str, Arc<str>)>> {
+/// The frames of a stored reply's events, byte for byte as sent: tokens
+/// are rebuilt from the reply's `text` (encoded as when they were sent),
+/// the others expanded (see [`compact`]). `None` if the lengths do not fit
+/// the text.
+fn expand_log(log: &Replay, text: &str, reply: Uuid) -> Option<Vec<(&'static str, Arc<str>)>> {
+    let text = log.sent_text(text)?;
     let id: Arc<str> = reply.hyphenated().to_string().into();
     let mut at = 0usize;
     let mut frames = Vec::with_capacity(log.events.len());
@@ -414,7 +419,7 @@ fn expand_log(log: &ReplyLog, reply: Uuid) -> Option<Vec<(&'static str, Arc<str>
         frames.push(match event {
             LoggedEvent::Token(len) => {
                 let end = at.checked_add(usize::try_from(*len).ok()?)?;
-                let text = log.text.get(at..end)?;
+                let text = text.get(at..end)?;
                 at = end;
                 let frame = ServerFrame::Token {
                     message_id: id.clone(),
@@ -516,23 +521,15 @@ impl Publisher {
         stream.ending.push(json);
     }
 
-    /// The reply's log with its `done` (status and usage known), to store
-    /// with the reply (`seq`: its place in the session, where the stored
-    /// log finds its text); `done` itself is published by
-    /// [`Publisher::finish`]. `text` is the stored reply's: its tokens, in order, are the ones
-    /// published (a run keeps no token it could not send; the log is cut
-    /// to what was published all the same).
-    pub fn log(
-        &mut self,
-        user: UserId,
-        seq: u64,
-        status: MessageStatus,
-        usage: Usage,
-        text: &str,
-    ) -> ReplyLog {
+    /// The reply's events with its `done` (status and usage known), to
+    /// store with the reply; `done` itself is published by
+    /// [`Publisher::finish`]. The tokens are kept as lengths: in order,
+    /// they are the start of the reply's stored text (a run keeps no token
+    /// it could not send).
+    pub fn log(&mut self, status: MessageStatus, usage: Usage) -> Replay {
         let mut live = self.hub.lock();
         let id = &self.id_str;
-        let (text, events, mut ending) = match self.stream(&mut live) {
+        let (events, mut ending) = match self.stream(&mut live) {
             Some(s) => {
                 let mut scratch = String::with_capacity(128);
                 let events = s
@@ -548,11 +545,9 @@ impl Publisher {
                     })
                     .collect::<Vec<_>>();
                 let ending = s.ending.iter().map(|e| e.to_string()).collect::<Vec<_>>();
-                let sent: usize = s.token_lens.iter().flatten().map(|&l| l as usize).sum();
-                let text = text.get(..sent).unwrap_or(text).to_owned();
-                (text, events, ending)
+                (events, ending)
             }
-            None => (String::new(), Vec::new(), Vec::new()),
+            None => (Vec::new(), Vec::new()),
         };
         let done: Arc<str> = ServerFrame::Done {
             message_id: self.id_str.clone(),
@@ -564,12 +559,8 @@ impl Publisher {
         .into();
         ending.push(done.to_string());
         self.done = Some(done);
-        ReplyLog {
-            session_id: self.session,
-            user_id: user,
+        Replay {
             finished_at: palaver_storage::now_millis(),
-            seq,
-            text,
             events,
             ending,
         }
@@ -616,6 +607,7 @@ mod tests {
     use crate::socket::tests::drain;
     use crate::socket::{Out, Socket};
     use actix_http::ws::Frame;
+    use palaver_storage::UserId;
 
     /// A session actor's stand-in: keeps the notices it is sent.
     #[derive(Default)]
@@ -685,7 +677,6 @@ mod tests {
     struct Asked {
         store: Store,
         hub: Arc<Replies>,
-        user: UserId,
         session: Uuid,
         /// The reply's placeholder (its id is the reply's).
         stored: palaver_storage::Message,
@@ -707,35 +698,24 @@ mod tests {
         Asked {
             store,
             hub,
-            user,
             session: session.id,
             stored,
         }
     }
 
-    /// Ends a reply as its run does: its log and its text stored, then
+    /// Ends a reply as its run does: its text and events stored, then
     /// `done`.
     async fn finish(
         mut publisher: Publisher,
         store: &Store,
-        user: UserId,
         reply: palaver_storage::Message,
         text: &str,
     ) {
-        let log = publisher.log(
-            user,
-            reply.seq,
-            MessageStatus::Complete,
-            Usage::default(),
-            text,
-        );
-        store
-            .reply_events()
-            .put_nowait(publisher.reply, &log)
-            .unwrap();
+        let replay = publisher.log(MessageStatus::Complete, Usage::default());
         let stored = palaver_storage::Message {
             text: text.into(),
             status: MessageStatus::Complete,
+            replay: Some(replay),
             ..reply
         };
         store.messages().update(&stored).await.unwrap();
@@ -767,7 +747,6 @@ mod tests {
         let Asked {
             store,
             hub,
-            user,
             session,
             stored,
         } = asked().await;
@@ -803,19 +782,13 @@ mod tests {
             let after = [0, k * 40, k * 50, k * 50 + 30][k as usize % 4];
             let (resumer, notices) = socket(1 << 20);
             let answer = hub
-                .resume(
-                    session,
-                    user,
-                    reply,
-                    after,
-                    follower(10 + k, &resumer, &notices),
-                )
+                .resume(session, reply, after, follower(10 + k, &resumer, &notices))
                 .unwrap();
             assert_eq!(answer, Resume::Replayed);
             resumers.push((after, resumer, notices));
         }
         let (publisher, text) = run.join().unwrap();
-        finish(publisher, &store, user, stored, &text).await;
+        finish(publisher, &store, stored, &text).await;
         let mut live = 0;
         for (after, mut resumer, notices) in resumers {
             let frames = written(&mut resumer);
@@ -828,7 +801,7 @@ mod tests {
         assert!(live >= RESUMES as usize / 2, "{live} of {RESUMES} live");
         // Once it finished, from the stored log: the same frames.
         let (mut late, notices) = socket(1 << 20);
-        hub.resume(session, user, reply, 7, follower(99, &late, &notices))
+        hub.resume(session, reply, 7, follower(99, &late, &notices))
             .unwrap();
         let frames = written(&mut late);
         assert_eq!(frames[0]["live"], false);
@@ -851,7 +824,6 @@ mod tests {
         let Asked {
             store,
             hub,
-            user,
             session,
             stored,
         } = asked().await;
@@ -883,7 +855,7 @@ mod tests {
             assert!(publisher.event(Event::Token(token)));
         }
         publisher.failed("the engine broke".into());
-        finish(publisher, &store, user, stored, &text).await;
+        finish(publisher, &store, stored, &text).await;
 
         let fast = written(&mut asker);
         let types: Vec<&str> = fast.iter().map(|f| f["type"].as_str().unwrap()).collect();
@@ -967,16 +939,13 @@ mod tests {
             &call,
         ))];
         events.extend(pieces.iter().map(|p| LoggedEvent::Token(p.len() as u32)));
-        let mut log = ReplyLog {
-            session_id: Uuid::now_v7(),
-            user_id: UserId::new(),
+        let mut log = Replay {
             finished_at: 0,
-            seq: 2,
-            text: pieces.concat(),
             events,
             ending: vec![],
         };
-        let frames = expand_log(&log, reply).unwrap();
+        let text = pieces.concat();
+        let frames = expand_log(&log, &text, reply).unwrap();
         assert_eq!(frames[0], ("tool_call", Arc::from(call.as_str())));
         for (i, piece) in pieces.iter().enumerate() {
             let sent = ServerFrame::Token {
@@ -989,9 +958,12 @@ mod tests {
         }
         // Lengths past the text, or through a character, are refused.
         log.events.push(LoggedEvent::Token(1));
-        assert!(expand_log(&log, reply).is_none());
+        assert!(expand_log(&log, &text, reply).is_none());
         log.events.pop();
         log.events[1] = LoggedEvent::Token(2);
-        assert!(expand_log(&log, reply).is_none());
+        assert!(expand_log(&log, &text, reply).is_none());
+        // A longer stored text: its start is what the tokens carried.
+        log.events[1] = LoggedEvent::Token(pieces[0].len() as u32);
+        assert!(expand_log(&log, &format!("{text} and more"), reply).is_some());
     }
 }

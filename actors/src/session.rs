@@ -548,7 +548,7 @@ impl SessionActor {
         match self
             .deps
             .replies
-            .resume(self.session.id, self.user_id, reply, after, follower)
+            .resume(self.session.id, reply, after, follower)
         {
             Ok(Resume::Replayed) => {}
             Ok(Resume::Unavailable) => self.resume_unavailable(ctx),

@@ -40,9 +40,6 @@ pub struct Supervisor {
     pool: AnalysisPool,
     /// Revocations seen since start (reported at shutdown).
     revocations: u64,
-    /// `ws.resume_window`: finished replies' events older than this are
-    /// swept (periodically, from here).
-    resume_window: Duration,
     /// `storage.retention`: sessions idle for longer are deleted (from here,
     /// which also closes sockets open on them).
     retention: SessionRetention,
@@ -113,7 +110,6 @@ impl Supervisor {
             connections: connections.clone(),
             pool: pool.clone(),
             revocations: 0,
-            resume_window: limits.resume_window,
             retention,
             sweeping: false,
         }
@@ -275,11 +271,6 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         tracing::debug!("supervisor started");
-        // Often enough that a log outlives its window by at most half of it
-        // (bounded to once a minute; a resume checks the age itself).
-        let every =
-            (self.resume_window / 2).clamp(Duration::from_millis(100), Duration::from_secs(60));
-        ctx.run_interval(every, |act, _ctx| act.sweep_reply_events());
         if let Some(idle_for) = self.retention.idle_for {
             ctx.run_interval(SessionRetention::sweep_every(idle_for), |_, ctx| {
                 ctx.notify(SweepIdleSessions)
@@ -325,20 +316,6 @@ impl Handler<SweepIdleSessions> for Supervisor {
                 Err(e) => tracing::error!(error = %e, "retention sweep failed"),
             }
         }))
-    }
-}
-
-impl Supervisor {
-    /// Removes the event logs of replies that finished longer ago than
-    /// `ws.resume_window`.
-    fn sweep_reply_events(&mut self) {
-        let window = self.resume_window.as_millis() as u64;
-        let before = palaver_storage::now_millis().saturating_sub(window);
-        match self.store.reply_events().sweep(before) {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(removed = n, "reply events past the resume window swept"),
-            Err(e) => tracing::error!(error = %e, "cannot sweep reply events"),
-        }
     }
 }
 

@@ -126,7 +126,7 @@ mod tests {
     fn fuzz_seeds_are_current_encodings() {
         use crate::{
             AnalysisStatus, ApiKey, ExternalIdentity, Family, LoggedEvent, Message, MessageStatus,
-            QuotaCounter, ReplyLog, Role, Session, ToolUse, Track, TrackAnalysis, User, UserId,
+            QuotaCounter, Replay, Role, Session, ToolUse, Track, TrackAnalysis, User, UserId,
         };
         use uuid::Uuid;
         let id = |n: u128| Uuid::from_u128(0x0190_c7a4_7e1c_7000_8000_0000_0000_0000 | n);
@@ -158,6 +158,7 @@ mod tests {
                 result: r#"{"bpm":120.0}"#.into(),
             }],
             created_at: 1_733_000_000_500,
+            replay: None,
         };
         let seeds: Vec<(&str, u8, Vec<u8>)> = vec![
             ("user", 0, encode(&user).unwrap()),
@@ -201,20 +202,20 @@ mod tests {
             ),
             ("message", 4, encode(&message).unwrap()),
             (
-                "reply-log",
+                "message-replay",
                 5,
-                encode(&ReplyLog {
-                    session_id: id(3),
-                    user_id,
-                    finished_at: 1_733_000_000_500,
-                    seq: 2,
+                encode(&Message {
                     text: "Héllo wörld".into(),
-                    events: vec![
-                        LoggedEvent::Frame(r#"c"tool":"tempo","args":{}}"#.into()),
-                        LoggedEvent::Token(6),
-                        LoggedEvent::Token(7),
-                    ],
-                    ending: vec![r#"{"type":"done"}"#.into()],
+                    replay: Some(Replay {
+                        finished_at: 1_733_000_000_900,
+                        events: vec![
+                            LoggedEvent::Frame(r#"c"tool":"tempo","args":{}}"#.into()),
+                            LoggedEvent::Token(6),
+                            LoggedEvent::Token(7),
+                        ],
+                        ending: vec![r#"{"type":"done"}"#.into()],
+                    }),
+                    ..message.clone()
                 })
                 .unwrap(),
             ),

@@ -21,7 +21,6 @@
 //! | `tracks`         | track id (16 bytes, UUID v7) | `Track` (codec)      |
 //! | `tracks_by_user` | user id ‖ created_at (u64 BE, ms) ‖ track id | empty |
 //! | `track_analyses` | track id (16 bytes)         | `TrackAnalysis` (codec) |
-//! | `reply_logs`     | reply id (16 bytes, UUID v7) | `ReplyLog` (codec)   |
 
 use uuid::Uuid;
 
@@ -168,21 +167,6 @@ pub fn message_seq(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key[16..].try_into().ok()?))
 }
 
-/// Key of a finished reply's log: the reply's id, a UUID v7, so logs sort
-/// by when their reply started and the resume sweep scans only the
-/// expired prefix (see [`uuid_v7_floor`]). The log names its session.
-pub fn reply_log(reply: Uuid) -> [u8; 16] {
-    *reply.as_bytes()
-}
-
-/// The smallest UUID v7 key created at or after `millis` (Unix ms): a v7
-/// id starts with its creation time in 48 big-endian bits.
-pub fn uuid_v7_floor(millis: u64) -> [u8; 16] {
-    let mut key = [0u8; 16];
-    key[..6].copy_from_slice(&millis.min((1 << 48) - 1).to_be_bytes()[2..]);
-    key
-}
-
 /// The smallest key greater than every key starting with `prefix`.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -222,19 +206,6 @@ pub fn normalize_email(address: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_uuid_v7_sorts_between_the_floors_of_its_millisecond_and_the_next() {
-        let id = Uuid::now_v7();
-        let millis = id.get_timestamp().unwrap().to_unix();
-        let millis = millis.0 * 1000 + u64::from(millis.1) / 1_000_000;
-        assert!(uuid_v7_floor(millis) <= reply_log(id));
-        assert!(reply_log(id) < uuid_v7_floor(millis + 1));
-        assert_eq!(
-            uuid_v7_floor(u64::MAX),
-            [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-        );
-    }
 
     #[test]
     fn deletion_key_round_trips() {

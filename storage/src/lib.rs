@@ -16,9 +16,8 @@
 //! - [`api_keys`]: API keys, stored as hashes.
 //! - [`sessions`]: sessions (conversations), listed per user newest first.
 //! - [`messages`]: a session's messages, by sequence number.
-//! - [`reply_events`]: finished replies' logs (their events, tokens kept as
-//!   lengths of their text), for resumes, and their sweep past the resume
-//!   window.
+//! - [`reply_events`]: a finished reply's events (tokens kept as lengths of
+//!   its text), kept in its message, for resumes.
 //! - [`quotas`]: per-user request counters (written through by the QuotaRegistry).
 //! - [`tracks`]: uploaded tracks, their files under `<data>/tracks/` and
 //!   their cached analysis.
@@ -51,7 +50,7 @@ pub use error::{Result, StorageError};
 pub use families::{Family, Rotation};
 pub use ids::UserId;
 pub use quotas::QuotaCounter;
-pub use reply_events::{LoggedEvent, ReplyLog};
+pub use reply_events::{LoggedEvent, Replay};
 pub use sessions::{Message, MessageStatus, Page, Role, Session, ToolUse};
 pub use store::{Store, StoreConfig};
 pub use time::now_millis;

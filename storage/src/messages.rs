@@ -249,6 +249,7 @@ fn new_message(
         status,
         tools,
         created_at: crate::now_millis(),
+        replay: None,
     }
 }
 

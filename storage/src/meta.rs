@@ -4,19 +4,28 @@
 //! in order, each recording its version when done, so an interrupted upgrade
 //! resumes where it stopped.
 
+use uuid::Uuid;
+
 use crate::codec::{self, Record};
 use crate::error::{Result, StorageError};
 use crate::keys;
+use crate::reply_events::{ReplyLogV1, ReplyLogV2};
+use crate::sessions::{Message, MessageV1};
 use crate::store::Trees;
 use crate::users::{User, UserV1};
+use crate::Replay;
 
 /// The schema this build writes.
-pub const CURRENT_SCHEMA_VERSION: u32 = 3;
+pub const CURRENT_SCHEMA_VERSION: u32 = 4;
 
 type Migration = fn(&sled::Db, &Trees) -> Result<()>;
 
 /// `MIGRATIONS[i]` upgrades a database from version `i + 1` to `i + 2`.
-const MIGRATIONS: &[Migration] = &[drop_reply_events_v1, users_gain_external];
+const MIGRATIONS: &[Migration] = &[
+    drop_reply_events_v1,
+    users_gain_external,
+    replies_keep_their_events,
+];
 
 /// 1 → 2: finished replies' logs moved from `reply_events` (keyed by
 /// session and reply, with a time index in `reply_events_by_time`) to
@@ -52,6 +61,86 @@ fn users_gain_external(_: &sled::Db, trees: &Trees) -> Result<()> {
         trees.users.insert(key, codec::encode(&User::from(old))?)?;
     }
     Ok(())
+}
+
+/// 3 → 4: a finished reply's events move from the `reply_logs` tree into
+/// the reply's own message (one write per reply fewer). Every message is
+/// rewritten in its version-2 encoding (`replay` none), then each log still
+/// kept is folded into its reply, and the tree is dropped. A log whose
+/// reply is gone, is not where the log says, or does not fit its text is
+/// left out (its resume answered `resume_unavailable` before too). Messages
+/// already rewritten and replies that already hold their events are left
+/// alone, so an interrupted run resumes harmlessly.
+fn replies_keep_their_events(db: &sled::Db, trees: &Trees) -> Result<()> {
+    for entry in trees.messages.iter() {
+        let (key, value) = entry?;
+        if value.first() == Some(&MessageV1::VERSION) {
+            let old: MessageV1 = codec::decode(&value)?;
+            trees
+                .messages
+                .insert(key, codec::encode(&Message::from(old))?)?;
+        }
+    }
+    if !db.tree_names().iter().any(|n| &n[..] == b"reply_logs") {
+        return Ok(());
+    }
+    let logs = db.open_tree("reply_logs")?;
+    for entry in logs.iter() {
+        let (key, value) = entry?;
+        let Some(reply) = keys::uuid_from(&key) else {
+            continue;
+        };
+        // A log that cannot be read was of no use to a resume either.
+        if let Some((message_key, replay)) = fold(trees, reply, &value) {
+            codec::update::<Message>(&trees.messages, &message_key, |m| {
+                m.replay.is_none() && {
+                    m.replay = Some(replay.clone());
+                    true
+                }
+            })?;
+        }
+    }
+    db.drop_tree("reply_logs")?;
+    Ok(())
+}
+
+/// Where an old log's reply is, and its events as the reply keeps them.
+fn fold(trees: &Trees, reply: Uuid, value: &[u8]) -> Option<(Vec<u8>, Replay)> {
+    let (session, seq, copy, replay) = match *value.first()? {
+        ReplyLogV1::VERSION => {
+            let log: ReplyLogV1 = codec::decode(value).ok()?;
+            // No place kept: found among its session's messages.
+            let seq = trees
+                .messages
+                .scan_prefix(keys::session(log.session_id))
+                .rev()
+                .filter_map(|entry| entry.ok())
+                .filter_map(|(_, v)| codec::decode::<Message>(&v).ok())
+                .find(|m| m.id == reply)?
+                .seq;
+            let replay = Replay {
+                finished_at: log.finished_at,
+                events: log.events,
+                ending: log.ending,
+            };
+            (log.session_id, seq, Some(log.text), replay)
+        }
+        ReplyLogV2::VERSION => {
+            let log: ReplyLogV2 = codec::decode(value).ok()?;
+            let replay = Replay {
+                finished_at: log.finished_at,
+                events: log.events,
+                ending: log.ending,
+            };
+            (log.session_id, log.seq, None, replay)
+        }
+        _ => return None,
+    };
+    let key = keys::message(session, seq).to_vec();
+    let message: Message = codec::get(&trees.messages, &key).ok()??;
+    let sent = replay.sent_text(&message.text)?;
+    let fits = message.id == reply && copy.is_none_or(|c| c == sent);
+    fits.then_some((key, replay))
 }
 
 const _: () = assert!(MIGRATIONS.len() as u32 + 1 == CURRENT_SCHEMA_VERSION);
@@ -191,6 +280,91 @@ mod tests {
         // A second run (an interrupted upgrade resumed) changes nothing.
         users_gain_external(store.db(), trees).unwrap();
         assert_eq!(store.users().get(id).unwrap().unwrap(), user);
+    }
+
+    #[test]
+    fn version_3_replies_take_in_their_logs() {
+        use crate::reply_events::LoggedEvent;
+        use crate::{MessageStatus, Role, UserId};
+        let store = Store::temporary().unwrap();
+        let (trees, db) = (store.trees(), store.db());
+        let session = Uuid::now_v7();
+        let v1 = |seq: u64, role: Role, text: &str| {
+            let m = MessageV1 {
+                id: Uuid::now_v7(),
+                session_id: session,
+                seq,
+                role,
+                text: text.into(),
+                status: MessageStatus::Complete,
+                tools: vec![],
+                created_at: 7,
+            };
+            let id = m.id;
+            trees
+                .messages
+                .insert(keys::message(session, seq), codec::encode(&m).unwrap())
+                .unwrap();
+            id
+        };
+        let question = v1(1, Role::User, "hi");
+        let by_place = v1(2, Role::Assistant, "Hello there");
+        let by_copy = v1(3, Role::Assistant, "Good day");
+        let misfit = v1(4, Role::Assistant, "Hi");
+        let unlogged = v1(5, Role::Assistant, "Bye");
+        let events = |lens: &[u32]| lens.iter().map(|&l| LoggedEvent::Token(l)).collect();
+        let logs = db.open_tree("reply_logs").unwrap();
+        let put = |id: Uuid, bytes: Vec<u8>| logs.insert(id.as_bytes(), bytes).unwrap();
+        let v2 = |seq: u64, lens: &[u32]| ReplyLogV2 {
+            session_id: session,
+            user_id: UserId::new(),
+            finished_at: 100 + seq,
+            seq,
+            events: events(lens),
+            ending: vec![format!("done {seq}")],
+        };
+        put(by_place, codec::encode(&v2(2, &[5, 6])).unwrap());
+        let copy = ReplyLogV1 {
+            session_id: session,
+            user_id: UserId::new(),
+            finished_at: 103,
+            text: "Good day".into(),
+            events: events(&[4, 4]),
+            ending: vec!["done 3".into()],
+        };
+        put(by_copy, codec::encode(&copy).unwrap());
+        // Lengths past its text; a log whose reply is gone; garbage.
+        put(misfit, codec::encode(&v2(4, &[5])).unwrap());
+        put(Uuid::now_v7(), codec::encode(&v2(9, &[1])).unwrap());
+        put(Uuid::now_v7(), vec![9, 9, 9]);
+        set_schema_version(trees, 3).unwrap();
+        migrate(db, trees).unwrap();
+        assert_eq!(schema_version(trees).unwrap(), CURRENT_SCHEMA_VERSION);
+        assert!(!db.tree_names().iter().any(|n| &n[..] == b"reply_logs"));
+        let messages = store.messages().list(session, 0, 10).unwrap().items;
+        let replays: Vec<_> = messages.iter().map(|m| (m.id, m.replay.clone())).collect();
+        let replay = |finished_at, lens: &[u32], done: &str| Replay {
+            finished_at,
+            events: events(lens),
+            ending: vec![done.into()],
+        };
+        assert_eq!(
+            replays,
+            vec![
+                (question, None),
+                (by_place, Some(replay(102, &[5, 6], "done 2"))),
+                (by_copy, Some(replay(103, &[4, 4], "done 3"))),
+                (misfit, None),
+                (unlogged, None),
+            ]
+        );
+        assert_eq!(messages[1].text, "Hello there");
+        // A second run (an interrupted upgrade resumed) changes nothing.
+        replies_keep_their_events(db, trees).unwrap();
+        assert_eq!(
+            store.messages().list(session, 0, 10).unwrap().items,
+            messages
+        );
     }
 
     #[test]

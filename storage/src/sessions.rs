@@ -12,6 +12,7 @@ use crate::deletions::Deletion;
 use crate::error::{Result, StorageError};
 use crate::ids::UserId;
 use crate::keys;
+use crate::reply_events::Replay;
 use crate::store::Store;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,11 +69,50 @@ pub struct Message {
     pub tools: Vec<ToolUse>,
     /// Unix milliseconds.
     pub created_at: u64,
+    /// A finished reply's events, for resumes (see [`crate::reply_events`]);
+    /// none for questions, streaming replies and replies stored before
+    /// schema 4 without a log.
+    pub replay: Option<Replay>,
 }
 
 impl Record for Message {
     const TREE: &'static str = "messages";
+    const VERSION: u8 = 2;
+}
+
+/// Version 1 of [`Message`], before replies kept their events (schema 4
+/// rewrites every one, see `meta`).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct MessageV1 {
+    pub id: Uuid,
+    pub session_id: Uuid,
+    pub seq: u64,
+    pub role: Role,
+    pub text: String,
+    pub status: MessageStatus,
+    pub tools: Vec<ToolUse>,
+    pub created_at: u64,
+}
+
+impl Record for MessageV1 {
+    const TREE: &'static str = "messages";
     const VERSION: u8 = 1;
+}
+
+impl From<MessageV1> for Message {
+    fn from(old: MessageV1) -> Self {
+        Message {
+            id: old.id,
+            session_id: old.session_id,
+            seq: old.seq,
+            role: old.role,
+            text: old.text,
+            status: old.status,
+            tools: old.tools,
+            created_at: old.created_at,
+            replay: None,
+        }
+    }
 }
 
 /// One page of a listing, and the cursor of the next one.
@@ -286,25 +326,16 @@ impl<'a> Sessions<'a> {
         self.remove_contents(id)
     }
 
-    /// Removes a session's record, messages, streaming markers and the
-    /// logs of its replies.
+    /// Removes a session's record, messages (its replies' events with
+    /// them) and streaming markers.
     fn remove_contents(&self, id: Uuid) -> Result<()> {
         let t = self.store.trees();
         t.sessions.remove(keys::session(id))?;
         for key in t.messages_streaming.scan_prefix(keys::session(id)).keys() {
             t.messages_streaming.remove(key?)?;
         }
-        for entry in t.messages.scan_prefix(keys::session(id)) {
-            let (key, value) = entry?;
-            // A reply's log is keyed by the reply's id; a message that
-            // cannot be read goes all the same (its log, if any, with the
-            // sweep).
-            if let Ok(message) = codec::decode::<Message>(&value) {
-                if message.role == Role::Assistant {
-                    t.reply_logs.remove(keys::reply_log(message.id))?;
-                }
-            }
-            t.messages.remove(key)?;
+        for key in t.messages.scan_prefix(keys::session(id)).keys() {
+            t.messages.remove(key?)?;
         }
         Ok(())
     }

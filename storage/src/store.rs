@@ -13,7 +13,6 @@ use crate::error::{Result, StorageError};
 use crate::families::Families;
 use crate::messages::Messages;
 use crate::quotas::Quotas;
-use crate::reply_events::ReplyEvents;
 use crate::sessions::Sessions;
 use crate::tracks::Tracks;
 use crate::users::Users;
@@ -76,9 +75,6 @@ pub(crate) struct Trees {
     pub tracks_by_user: sled::Tree,
     /// track id → `TrackAnalysis`: the cached analysis documents.
     pub track_analyses: sled::Tree,
-    /// reply id → `ReplyLog`: a finished reply's events, for resumes
-    /// (API.md §7), kept `ws.resume_window`.
-    pub reply_logs: sled::Tree,
 }
 
 struct Inner {
@@ -155,7 +151,6 @@ impl Store {
             tracks: db.open_tree("tracks")?,
             tracks_by_user: db.open_tree("tracks_by_user")?,
             track_analyses: db.open_tree("track_analyses")?,
-            reply_logs: db.open_tree("reply_logs")?,
         };
         meta::migrate(&db, &trees)?;
         let committer = Committer::start(db.clone(), fsync_file, observer)?;
@@ -195,10 +190,6 @@ impl Store {
 
     pub fn messages(&self) -> Messages<'_> {
         Messages::new(self)
-    }
-
-    pub fn reply_events(&self) -> ReplyEvents<'_> {
-        ReplyEvents::new(self)
     }
 
     pub fn quotas(&self) -> Quotas<'_> {

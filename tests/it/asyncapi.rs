@@ -121,6 +121,7 @@ fn stored_message() -> Message {
             result: r#"{"lufs": -9.8}"#.into(),
         }],
         created_at: 1_700_000_000_000,
+        replay: None,
     }
 }
 

@@ -411,7 +411,7 @@ impl<'a> Run<'a> {
 }
 
 /// Answers `job` with the configured engine and stores the reply (with its
-/// event log, for resumes, in the same flush); returns the stored reply and
+/// events, for resumes, in the same record); returns the stored reply and
 /// its usage (the caller sends `Done`).
 async fn run(
     job: &mut Job,
@@ -455,30 +455,14 @@ async fn run(
     reply.tools = std::mem::take(&mut run.tools);
     reply.status = status;
     drop(run);
-    let (session, user) = (job.session.id, job.session.user_id);
-    let logged = match &mut job.events {
-        Sink::Hub(publisher) => {
-            let log = publisher.log(user, reply.seq, status, usage, &reply.text);
-            match store.reply_events().put_nowait(reply.id, &log) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot keep a reply's events");
-                    false
-                }
-            }
-        }
-        Sink::Channel(_) => false,
-    };
-    // The log rides on this flush.
+    if let Sink::Hub(publisher) = &mut job.events {
+        reply.replay = Some(publisher.log(status, usage));
+    }
+    // The events ride on the reply's own write.
     match store.messages().update(&reply).await {
         Ok(()) => {}
         Err(palaver_storage::StorageError::NotFound) => {
-            tracing::debug!(session_id = %session, "session deleted while answering");
-            if logged {
-                if let Err(e) = store.reply_events().remove(reply.id) {
-                    tracing::error!(error = %e, "cannot remove a reply's events");
-                }
-            }
+            tracing::debug!(session_id = %job.session.id, "session deleted while answering");
         }
         Err(e) => tracing::error!(error = %e, "cannot store a reply"),
     }

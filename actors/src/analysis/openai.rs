@@ -989,6 +989,7 @@ mod tests {
             status,
             tools: vec![],
             created_at: 0,
+            replay: None,
         }
     }
 
