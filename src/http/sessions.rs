@@ -162,13 +162,14 @@ pub struct Answer {
 }
 
 pub fn session_view(store: &Store, s: &Session) -> Result<SessionView, ApiError> {
+    let activity = store.sessions().activity(s)?;
     Ok(SessionView {
         id: s.id.hyphenated().to_string(),
         title: s.title.clone(),
         track_id: s.track_id.map(|t| t.hyphenated().to_string()),
         created_at: rfc3339_millis(s.created_at),
-        updated_at: rfc3339_millis(s.updated_at),
-        message_count: store.sessions().message_count(s.id)?,
+        updated_at: rfc3339_millis(activity.updated_at),
+        message_count: activity.message_count,
     })
 }
 

@@ -51,7 +51,7 @@ pub use families::{Family, Rotation};
 pub use ids::UserId;
 pub use quotas::QuotaCounter;
 pub use reply_events::{LoggedEvent, Replay};
-pub use sessions::{Message, MessageStatus, Page, Role, Session, ToolUse};
+pub use sessions::{Activity, Message, MessageStatus, Page, Role, Session, ToolUse};
 pub use store::{Store, StoreConfig};
 pub use time::now_millis;
 pub use tracks::{AnalysisStatus, NewTrack, Track, TrackAnalysis};

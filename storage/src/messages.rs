@@ -35,13 +35,13 @@ impl<'a> Messages<'a> {
     ) -> Result<Message> {
         let next = self.store.sessions().message_count(session)? + 1;
         let message = self.insert_from(next, new_message(session, role, text, status, tools))?;
-        self.touch_or_remove(session, &[&message])?;
+        self.check_session(session, &[&message])?;
         Ok(message)
     }
 
     /// Appends a question and its reply's placeholder (`Streaming`) with
     /// the next two sequence numbers: one look for the last number and one
-    /// touch of the session serve both. Not yet durable.
+    /// check of the session serve both. Not yet durable.
     pub fn append_exchange_nowait(
         &self,
         session: Uuid,
@@ -59,7 +59,7 @@ impl<'a> Messages<'a> {
             ),
         )?;
         let reply = self.insert_from(question.seq + 1, placeholder(session))?;
-        self.touch_or_remove(session, &[&question, &reply])?;
+        self.check_session(session, &[&question, &reply])?;
         Ok((question, reply))
     }
 
@@ -95,10 +95,14 @@ impl<'a> Messages<'a> {
         }
     }
 
-    /// Touches the session of messages just inserted, which also finds
-    /// whether it was deleted meanwhile: then they must not stay as orphans.
-    fn touch_or_remove(&self, session: Uuid, inserted: &[&Message]) -> Result<()> {
-        if self.store.sessions().touch(session)? {
+    /// Finds whether the session of messages just inserted was deleted
+    /// meanwhile: then they must not stay as orphans. (A deletion removes
+    /// the session's record before it scans its messages, so a session
+    /// read here after the insert either is gone, or its deletion's scan
+    /// finds these messages.) The session itself is not rewritten: its
+    /// last activity is its newest message's (`Sessions::activity`).
+    fn check_session(&self, session: Uuid, inserted: &[&Message]) -> Result<()> {
+        if self.store.sessions().exists(session)? {
             return Ok(());
         }
         let t = self.store.trees();

@@ -23,7 +23,17 @@ pub struct Session {
     pub track_id: Option<Uuid>,
     /// Unix milliseconds.
     pub created_at: u64,
-    /// Unix milliseconds; moves on rename and on every new message.
+    /// Unix milliseconds: creation or the last rename. A session's last
+    /// activity also counts its newest message ([`Sessions::activity`]):
+    /// a new message does not rewrite the session.
+    pub updated_at: u64,
+}
+
+/// A session's message count and last activity (see [`Sessions::activity`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Activity {
+    pub message_count: u64,
+    /// Unix milliseconds.
     pub updated_at: u64,
 }
 
@@ -211,16 +221,38 @@ impl<'a> Sessions<'a> {
         .await
     }
 
-    /// Marks a session as touched now (a new message); `false` if there is
-    /// no such session.
-    pub(crate) fn touch(&self, id: Uuid) -> Result<bool> {
-        let now = crate::now_millis();
-        let touched =
-            codec::update::<Session>(&self.store.trees().sessions, &keys::session(id), |s| {
-                s.updated_at = now;
-                true
-            })?;
-        Ok(touched.is_some())
+    /// Whether the session exists (a read: messages just inserted check
+    /// that their session was not deleted meanwhile).
+    pub(crate) fn exists(&self, id: Uuid) -> Result<bool> {
+        Ok(self
+            .store
+            .trees()
+            .sessions
+            .contains_key(keys::session(id))?)
+    }
+
+    /// How many messages `session` has and when it was last active: its
+    /// `updated_at` (creation, rename) or its newest message's creation,
+    /// whichever is later. One read of the newest message.
+    pub fn activity(&self, session: &Session) -> Result<Activity> {
+        let last = self
+            .store
+            .trees()
+            .messages
+            .scan_prefix(keys::session(session.id))
+            .next_back()
+            .transpose()?;
+        let Some((key, value)) = last else {
+            return Ok(Activity {
+                message_count: 0,
+                updated_at: session.updated_at,
+            });
+        };
+        let newest: Message = codec::decode(&value)?;
+        Ok(Activity {
+            message_count: keys::message_seq(&key).unwrap_or(0),
+            updated_at: session.updated_at.max(newest.created_at),
+        })
     }
 
     async fn update(&self, id: Uuid, change: impl Fn(&mut Session)) -> Result<Session> {
@@ -271,8 +303,8 @@ impl<'a> Sessions<'a> {
         for entry in t.sessions.iter() {
             let (_, value) = entry?;
             if let Ok(session) = codec::decode::<Session>(&value) {
-                if session.updated_at < before {
-                    idle.push((session.updated_at, session.id));
+                if let Some(at) = self.idle_since(&session, before) {
+                    idle.push((at, session.id));
                 }
             }
         }
@@ -280,9 +312,9 @@ impl<'a> Sessions<'a> {
         idle.truncate(limit);
         let mut deleted = Vec::with_capacity(idle.len());
         for (_, id) in idle {
-            // Touched since the scan (a question came in): it stays.
+            // Active since the scan (a question came in): it stays.
             match self.get(id)? {
-                Some(s) if s.updated_at < before => {}
+                Some(s) if self.idle_since(&s, before).is_some() => {}
                 _ => continue,
             }
             let mark = Deletion::Session(id);
@@ -295,6 +327,16 @@ impl<'a> Sessions<'a> {
             self.store.durable().await?;
         }
         Ok(deleted)
+    }
+
+    /// When `session` was last active, if that is before `before` (a
+    /// session whose newest message cannot be read is not idle).
+    fn idle_since(&self, session: &Session, before: u64) -> Option<u64> {
+        if session.updated_at >= before {
+            return None;
+        }
+        let at = self.activity(session).ok()?.updated_at;
+        (at < before).then_some(at)
     }
 
     /// Deletes every session of a user (when the user goes). Durable.
@@ -455,7 +497,7 @@ mod tests {
         let store = Store::temporary().unwrap();
         let ann = UserId::new();
         let mut ids = Vec::new();
-        for title in ["old", "older", "fresh"] {
+        for title in ["old", "older", "fresh", "chatty"] {
             ids.push(
                 store
                     .sessions()
@@ -465,20 +507,41 @@ mod tests {
                     .id,
             );
         }
-        let (old, older, fresh) = (ids[0], ids[1], ids[2]);
+        let (old, older, fresh, chatty) = (ids[0], ids[1], ids[2], ids[3]);
         let messages = store.messages();
-        messages
-            .append(old, Role::User, "q".into(), MessageStatus::Complete, vec![])
-            .await
-            .unwrap();
-        // Last activity: `older` before `old`, both long ago; `fresh` now.
-        for (id, at) in [(old, 2_000), (older, 1_000)] {
+        for id in [old, chatty] {
+            messages
+                .append(id, Role::User, "q".into(), MessageStatus::Complete, vec![])
+                .await
+                .unwrap();
+        }
+        // `old`'s message was its last activity, long ago.
+        codec::update::<Message>(&store.trees().messages, &keys::message(old, 1), |m| {
+            m.created_at = 2_000;
+            true
+        })
+        .unwrap();
+        // Created or renamed long ago: `older` before `old`'s message;
+        // `chatty` before both, but its message is new; `fresh` now.
+        for (id, at) in [(old, 1_500), (older, 1_000), (chatty, 500)] {
             codec::update::<Session>(&store.trees().sessions, &keys::session(id), |s| {
                 s.updated_at = at;
                 true
             })
             .unwrap();
         }
+        let activity = |id| {
+            let session = store.sessions().get(id).unwrap().unwrap();
+            store.sessions().activity(&session).unwrap()
+        };
+        assert_eq!(
+            activity(old),
+            Activity {
+                message_count: 1,
+                updated_at: 2_000
+            }
+        );
+        assert!(activity(chatty).updated_at > 2_000);
         let cutoff = crate::now_millis() - 60_000;
         let first = store.sessions().delete_idle(cutoff, 1).await.unwrap();
         assert_eq!(first, vec![older]);
@@ -487,7 +550,9 @@ mod tests {
         assert!(store.sessions().get(old).unwrap().is_none());
         assert_eq!(store.sessions().message_count(old).unwrap(), 0);
         let left = store.sessions().list(ann, None, 50).unwrap();
-        assert_eq!(left.items.iter().map(|s| s.id).collect::<Vec<_>>(), [fresh]);
+        let mut left: Vec<_> = left.items.iter().map(|s| s.id).collect();
+        left.sort();
+        assert_eq!(left, [fresh, chatty]);
         assert!(store
             .sessions()
             .delete_idle(cutoff, 10)
