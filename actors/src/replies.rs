@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use actix::prelude::*;
-use palaver_storage::{LoggedEvent, MessageStatus, Replay, Role, StorageError, Store};
+use palaver_storage::{LoggedEvent, MessageStatus, Replay, ReplyUsage, Role, StorageError, Store};
 use uuid::Uuid;
 
 use crate::analysis::{Cancel, Event, Usage};
@@ -319,7 +319,17 @@ impl Replies {
                 };
                 let mut ending: Vec<Arc<str>> =
                     log.ending.iter().map(|e| Arc::from(e.as_str())).collect();
-                let done = ending.pop();
+                let done = match log.usage {
+                    // Rebuilt as it was sent (the same function).
+                    Some(usage) => Some(done_frame(
+                        &reply.hyphenated().to_string(),
+                        stored.status,
+                        usage,
+                        events.len(),
+                    )),
+                    // A log of schema 2 or 3 kept its `done` as sent.
+                    None => ending.pop(),
+                };
                 let mut frames = replay(&events, &ending, after);
                 frames.extend(done.map(|d| ("done", d)));
                 // Under the lock, so another reply's live frames (one this
@@ -403,6 +413,23 @@ fn compact(scratch: &mut String, kind: &str, id: &str, seq: u64, json: &str) -> 
     stored.push(letter);
     stored.push_str(rest);
     stored
+}
+
+/// A reply's `done`: as published, and as a resume rebuilds it from the
+/// stored reply.
+fn done_frame(id: &str, status: MessageStatus, usage: ReplyUsage, events: usize) -> Arc<str> {
+    ServerFrame::Done {
+        message_id: id.into(),
+        status: status.into(),
+        usage: Usage {
+            tokens: usage.tokens,
+            first_token_ms: usage.first_token_ms,
+            total_ms: usage.total_ms,
+        },
+        last_seq: events as u64,
+    }
+    .to_json()
+    .into()
 }
 
 /// The frames of a stored reply's events, byte for byte as sent: tokens
@@ -529,7 +556,7 @@ impl Publisher {
     pub fn log(&mut self, status: MessageStatus, usage: Usage) -> Replay {
         let mut live = self.hub.lock();
         let id = &self.id_str;
-        let (events, mut ending) = match self.stream(&mut live) {
+        let (events, ending) = match self.stream(&mut live) {
             Some(s) => {
                 let mut scratch = String::with_capacity(128);
                 let events = s
@@ -549,20 +576,17 @@ impl Publisher {
             }
             None => (Vec::new(), Vec::new()),
         };
-        let done: Arc<str> = ServerFrame::Done {
-            message_id: self.id_str.clone(),
-            status: status.into(),
-            usage,
-            last_seq: events.len() as u64,
-        }
-        .to_json()
-        .into();
-        ending.push(done.to_string());
-        self.done = Some(done);
+        let usage = ReplyUsage {
+            tokens: usage.tokens,
+            first_token_ms: usage.first_token_ms,
+            total_ms: usage.total_ms,
+        };
+        self.done = Some(done_frame(&self.id_str, status, usage, events.len()));
         Replay {
             finished_at: palaver_storage::now_millis(),
             events,
             ending,
+            usage: Some(usage),
         }
     }
 
@@ -711,7 +735,12 @@ mod tests {
         reply: palaver_storage::Message,
         text: &str,
     ) {
-        let replay = publisher.log(MessageStatus::Complete, Usage::default());
+        let usage = Usage {
+            tokens: 7,
+            first_token_ms: 3,
+            total_ms: 40,
+        };
+        let replay = publisher.log(MessageStatus::Complete, usage);
         let stored = palaver_storage::Message {
             text: text.into(),
             status: MessageStatus::Complete,
@@ -809,6 +838,8 @@ mod tests {
         // The asker saw every event once, then `done`, and was told.
         let seen = written(&mut asker);
         assert_eq!(seen.len() as u64, EVENTS + 1);
+        // The stored reply's `done` is rebuilt as it was sent.
+        assert_eq!(frames.last(), seen.last());
         assert!(seen[..EVENTS as usize]
             .iter()
             .enumerate()
@@ -943,6 +974,7 @@ mod tests {
             finished_at: 0,
             events,
             ending: vec![],
+            usage: None,
         };
         let text = pieces.concat();
         let frames = expand_log(&log, &text, reply).unwrap();

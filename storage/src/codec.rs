@@ -126,7 +126,8 @@ mod tests {
     fn fuzz_seeds_are_current_encodings() {
         use crate::{
             AnalysisStatus, ApiKey, ExternalIdentity, Family, LoggedEvent, Message, MessageStatus,
-            QuotaCounter, Replay, Role, Session, ToolUse, Track, TrackAnalysis, User, UserId,
+            QuotaCounter, Replay, ReplyUsage, Role, Session, ToolUse, Track, TrackAnalysis, User,
+            UserId,
         };
         use uuid::Uuid;
         let id = |n: u128| Uuid::from_u128(0x0190_c7a4_7e1c_7000_8000_0000_0000_0000 | n);
@@ -213,7 +214,12 @@ mod tests {
                             LoggedEvent::Token(6),
                             LoggedEvent::Token(7),
                         ],
-                        ending: vec![r#"{"type":"done"}"#.into()],
+                        ending: vec![],
+                        usage: Some(ReplyUsage {
+                            tokens: 2,
+                            first_token_ms: 12,
+                            total_ms: 340,
+                        }),
                     }),
                     ..message.clone()
                 })

@@ -50,7 +50,7 @@ pub use error::{Result, StorageError};
 pub use families::{Family, Rotation};
 pub use ids::UserId;
 pub use quotas::QuotaCounter;
-pub use reply_events::{LoggedEvent, Replay};
+pub use reply_events::{LoggedEvent, Replay, ReplyUsage};
 pub use sessions::{Activity, Message, MessageStatus, Page, Role, Session, ToolUse};
 pub use store::{Store, StoreConfig};
 pub use time::now_millis;

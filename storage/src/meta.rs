@@ -122,6 +122,7 @@ fn fold(trees: &Trees, reply: Uuid, value: &[u8]) -> Option<(Vec<u8>, Replay)> {
                 finished_at: log.finished_at,
                 events: log.events,
                 ending: log.ending,
+                usage: None,
             };
             (log.session_id, seq, Some(log.text), replay)
         }
@@ -131,6 +132,7 @@ fn fold(trees: &Trees, reply: Uuid, value: &[u8]) -> Option<(Vec<u8>, Replay)> {
                 finished_at: log.finished_at,
                 events: log.events,
                 ending: log.ending,
+                usage: None,
             };
             (log.session_id, log.seq, None, replay)
         }
@@ -347,6 +349,7 @@ mod tests {
             finished_at,
             events: events(lens),
             ending: vec![done.into()],
+            usage: None,
         };
         assert_eq!(
             replays,

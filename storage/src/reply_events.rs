@@ -29,9 +29,22 @@ pub struct Replay {
     pub finished_at: u64,
     /// The numbered events, `events[i]` carrying `seq` `i + 1`.
     pub events: Vec<LoggedEvent>,
-    /// What ended the reply, as sent (an `error`, then `done`), replayed
-    /// after the events whatever the resume's position.
+    /// What ended the reply before `done`, as sent (an `error`), replayed
+    /// after the events whatever the resume's position. A log of schema 2
+    /// or 3 (`usage` none) has its `done` as sent here too, last.
     pub ending: Vec<String>,
+    /// The `done`'s usage, from which the actors rebuild it (with the
+    /// reply's id and status and the number of events): a few bytes where
+    /// the frame as sent is about 170, kept as long as the reply.
+    pub usage: Option<ReplyUsage>,
+}
+
+/// What a reply's `done` reports beyond its id, status and last `seq`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyUsage {
+    pub tokens: u64,
+    pub first_token_ms: u64,
+    pub total_ms: u64,
 }
 
 impl Replay {
@@ -101,6 +114,7 @@ mod tests {
             finished_at: 1,
             events,
             ending: vec![],
+            usage: None,
         }
     }
 
