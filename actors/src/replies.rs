@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use actix::prelude::*;
-use palaver_storage::{LoggedEvent, MessageStatus, Replay, ReplyUsage, Role, StorageError, Store};
+use palaver_storage::{LoggedEvent, MessageStatus, Replay, Role, StorageError, Store};
 use uuid::Uuid;
 
 use crate::analysis::{Cancel, Event, Usage};
@@ -324,7 +324,7 @@ impl Replies {
                     Some(usage) => Some(done_frame(
                         &reply.hyphenated().to_string(),
                         stored.status,
-                        usage,
+                        usage.into(),
                         events.len(),
                     )),
                     // A log of schema 2 or 3 kept its `done` as sent.
@@ -417,15 +417,11 @@ fn compact(scratch: &mut String, kind: &str, id: &str, seq: u64, json: &str) -> 
 
 /// A reply's `done`: as published, and as a resume rebuilds it from the
 /// stored reply.
-fn done_frame(id: &str, status: MessageStatus, usage: ReplyUsage, events: usize) -> Arc<str> {
+fn done_frame(id: &str, status: MessageStatus, usage: Usage, events: usize) -> Arc<str> {
     ServerFrame::Done {
         message_id: id.into(),
         status: status.into(),
-        usage: Usage {
-            tokens: usage.tokens,
-            first_token_ms: usage.first_token_ms,
-            total_ms: usage.total_ms,
-        },
+        usage,
         last_seq: events as u64,
     }
     .to_json()
@@ -433,11 +429,10 @@ fn done_frame(id: &str, status: MessageStatus, usage: ReplyUsage, events: usize)
 }
 
 /// The frames of a stored reply's events, byte for byte as sent: tokens
-/// are rebuilt from the reply's `text` (encoded as when they were sent),
-/// the others expanded (see [`compact`]). `None` if the lengths do not fit
-/// the text.
+/// are rebuilt from the reply's `text`, whose start they are (encoded as
+/// when they were sent), the others expanded (see [`compact`]). `None` if
+/// the lengths do not fit the text.
 fn expand_log(log: &Replay, text: &str, reply: Uuid) -> Option<Vec<(&'static str, Arc<str>)>> {
-    let text = log.sent_text(text)?;
     let id: Arc<str> = reply.hyphenated().to_string().into();
     let mut at = 0usize;
     let mut frames = Vec::with_capacity(log.events.len());
@@ -576,17 +571,12 @@ impl Publisher {
             }
             None => (Vec::new(), Vec::new()),
         };
-        let usage = ReplyUsage {
-            tokens: usage.tokens,
-            first_token_ms: usage.first_token_ms,
-            total_ms: usage.total_ms,
-        };
         self.done = Some(done_frame(&self.id_str, status, usage, events.len()));
         Replay {
             finished_at: palaver_storage::now_millis(),
             events,
             ending,
-            usage: Some(usage),
+            usage: Some(usage.into()),
         }
     }
 

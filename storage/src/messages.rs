@@ -181,20 +181,8 @@ impl<'a> Messages<'a> {
     /// the first created before `not_before` (Unix ms): a bounded scan for
     /// a recent message known only by its id.
     pub fn find_recent(&self, session: Uuid, id: Uuid, not_before: u64) -> Result<Option<Message>> {
-        let t = self.store.trees();
-        for entry in t.messages.scan_prefix(keys::session(session)).rev() {
-            let (_, value) = entry?;
-            let message: Message = codec::decode(&value)?;
-            if message.id == id {
-                return Ok(Some(message));
-            }
-            if message.created_at < not_before {
-                break;
-            }
-        }
-        Ok(None)
+        find_recent_in(&self.store.trees().messages, session, id, not_before)
     }
-
     /// Turns every reply left `Streaming` by a crash into `Failed`. Run at
     /// start, before anything streams. Returns how many.
     pub fn fail_interrupted(&self) -> Result<usize> {
@@ -214,6 +202,27 @@ impl<'a> Messages<'a> {
         }
         Ok(failed)
     }
+}
+
+/// [`Messages::find_recent`] over the `messages` tree itself (the
+/// migrations run before there is a `Store`).
+pub(crate) fn find_recent_in(
+    messages: &sled::Tree,
+    session: Uuid,
+    id: Uuid,
+    not_before: u64,
+) -> Result<Option<Message>> {
+    for entry in messages.scan_prefix(keys::session(session)).rev() {
+        let (_, value) = entry?;
+        let message: Message = codec::decode(&value)?;
+        if message.id == id {
+            return Ok(Some(message));
+        }
+        if message.created_at < not_before {
+            break;
+        }
+    }
+    Ok(None)
 }
 
 /// Whether a stored value is a message still streaming (one that cannot

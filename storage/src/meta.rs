@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::codec::{self, Record};
 use crate::error::{Result, StorageError};
 use crate::keys;
+use crate::messages::find_recent_in;
 use crate::reply_events::{ReplyLogV1, ReplyLogV2};
 use crate::sessions::{Message, MessageV1};
 use crate::store::Trees;
@@ -106,37 +107,41 @@ fn replies_keep_their_events(db: &sled::Db, trees: &Trees) -> Result<()> {
 
 /// Where an old log's reply is, and its events as the reply keeps them.
 fn fold(trees: &Trees, reply: Uuid, value: &[u8]) -> Option<(Vec<u8>, Replay)> {
-    let (session, seq, copy, replay) = match *value.first()? {
+    let (session, seq, copy, finished_at, events, ending) = match *value.first()? {
         ReplyLogV1::VERSION => {
             let log: ReplyLogV1 = codec::decode(value).ok()?;
             // No place kept: found among its session's messages.
-            let seq = trees
-                .messages
-                .scan_prefix(keys::session(log.session_id))
-                .rev()
-                .filter_map(|entry| entry.ok())
-                .filter_map(|(_, v)| codec::decode::<Message>(&v).ok())
-                .find(|m| m.id == reply)?
+            let seq = find_recent_in(&trees.messages, log.session_id, reply, 0)
+                .ok()??
                 .seq;
-            let replay = Replay {
-                finished_at: log.finished_at,
-                events: log.events,
-                ending: log.ending,
-                usage: None,
-            };
-            (log.session_id, seq, Some(log.text), replay)
+            let copy = Some(log.text);
+            (
+                log.session_id,
+                seq,
+                copy,
+                log.finished_at,
+                log.events,
+                log.ending,
+            )
         }
         ReplyLogV2::VERSION => {
             let log: ReplyLogV2 = codec::decode(value).ok()?;
-            let replay = Replay {
-                finished_at: log.finished_at,
-                events: log.events,
-                ending: log.ending,
-                usage: None,
-            };
-            (log.session_id, log.seq, None, replay)
+            (
+                log.session_id,
+                log.seq,
+                None,
+                log.finished_at,
+                log.events,
+                log.ending,
+            )
         }
         _ => return None,
+    };
+    let replay = Replay {
+        finished_at,
+        events,
+        ending,
+        usage: None,
     };
     let key = keys::message(session, seq).to_vec();
     let message: Message = codec::get(&trees.messages, &key).ok()??;

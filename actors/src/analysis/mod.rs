@@ -47,7 +47,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palaver_storage::{Message, MessageStatus, Session, Store, ToolUse};
+use palaver_storage::{Message, MessageStatus, ReplyUsage, Session, Store, ToolUse};
 use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 
@@ -126,6 +126,27 @@ pub struct Usage {
     pub tokens: u64,
     pub first_token_ms: u64,
     pub total_ms: u64,
+}
+
+/// As a stored reply keeps it (its `done` is rebuilt from it).
+impl From<Usage> for ReplyUsage {
+    fn from(u: Usage) -> Self {
+        ReplyUsage {
+            tokens: u.tokens,
+            first_token_ms: u.first_token_ms,
+            total_ms: u.total_ms,
+        }
+    }
+}
+
+impl From<ReplyUsage> for Usage {
+    fn from(u: ReplyUsage) -> Self {
+        Usage {
+            tokens: u.tokens,
+            first_token_ms: u.first_token_ms,
+            total_ms: u.total_ms,
+        }
+    }
 }
 
 /// Stops a job: by its client (`cancel`: the reply ends `cancelled`) or by
