@@ -687,16 +687,9 @@ mod tests {
     }
 
     /// A hub over a fresh store holding one session of a new user with a
-    /// question and its reply's placeholder, as a question leaves them.
-    struct Asked {
-        store: Store,
-        hub: Arc<Replies>,
-        session: Uuid,
-        /// The reply's placeholder (its id is the reply's).
-        stored: palaver_storage::Message,
-    }
-
-    async fn asked() -> Asked {
+    /// question and its reply's placeholder (whose id is the reply's), as a
+    /// question leaves them: the store, the hub, the session, the placeholder.
+    async fn asked() -> (Store, Arc<Replies>, Uuid, palaver_storage::Message) {
         let store = Store::temporary().unwrap();
         let hub = Replies::new(store.clone(), Duration::from_secs(60));
         let user = UserId::new();
@@ -709,12 +702,7 @@ mod tests {
             .messages()
             .append_exchange_nowait(session.id, "q".into())
             .unwrap();
-        Asked {
-            store,
-            hub,
-            session: session.id,
-            stored,
-        }
+        (store, hub, session.id, stored)
     }
 
     /// Ends a reply as its run does: its text and events stored, then
@@ -763,12 +751,7 @@ mod tests {
     async fn a_resume_racing_a_live_reply_gets_resumed_first_and_each_seq_once() {
         const EVENTS: u64 = 4000;
         const RESUMES: u64 = 40;
-        let Asked {
-            store,
-            hub,
-            session,
-            stored,
-        } = asked().await;
+        let (store, hub, session, stored) = asked().await;
         let reply = stored.id;
         let (mut asker, asker_notices) = socket(1 << 20);
         hub.claim(session).unwrap();
@@ -842,12 +825,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_slow_follower_is_dropped_and_told_while_the_others_get_everything() {
-        let Asked {
-            store,
-            hub,
-            session,
-            stored,
-        } = asked().await;
+        let (store, hub, session, stored) = asked().await;
         let reply = stored.id;
         let (mut asker, asker_notices) = socket(1 << 20);
         // Holds the `message` and a few events, not the reply.
