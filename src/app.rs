@@ -176,7 +176,7 @@ pub async fn run(
     let server = builder
         .listen("palaver", listener, move || {
             let per_ip = per_ip.clone();
-            let drain_signal = drain_signal.clone();
+            let worker_drain = connection::WorkerDrain::new(drain_signal.clone());
             let accept = move |tcp: TcpStream| {
                 let peer = tcp.peer_addr().ok();
                 let slot = per_ip.admit(peer);
@@ -215,10 +215,7 @@ pub async fn run(
                     // (spec-following clients never do).
                     .client_disconnect_timeout(Duration::ZERO)
                     .local_addr(addr)
-                    .graceful_shutdown_signal(move || {
-                        let signal = drain_signal.clone();
-                        async move { signal.notified().await }
-                    })
+                    .graceful_shutdown_signal(move || worker_drain.drained())
                     .on_connect_ext(|conn: &Conn, data: &mut Extensions| {
                         data.insert(conn.state());
                     })

@@ -16,6 +16,9 @@
 //! - [`serving`]: the outermost middleware, which tells the connection when
 //!   a request is being served (from its head until its response body is
 //!   done, which for a WebSocket is when the socket closes).
+//! - [`WorkerDrain`]: the shutdown's drain as one worker's connections see
+//!   it (a kept-alive connection ends after its response, an idle one at
+//!   once), waited for once per worker rather than once per connection.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -26,9 +29,10 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use actix_server::GracefulShutdownSignal;
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
@@ -292,6 +296,121 @@ impl<B: MessageBody + Unpin> MessageBody for ServedBody<B> {
     }
 }
 
+/// The server's drain as one worker's connections see it. actix-http asks
+/// each connection for a future that resolves when the server starts a
+/// graceful shutdown (its keep-alive ends then: a connection between
+/// requests closes, one serving closes after its response). The server's
+/// own signal costs a boxed watch receiver and its wait per connection
+/// (about 180 bytes held by every open WebSocket); here one task per worker
+/// waits for it and wakes its connections, each of which holds an `Rc`
+/// and a slot for its waker.
+pub struct WorkerDrain {
+    /// The server's signal, waited for (by one task) from the first
+    /// connection on.
+    signal: RefCell<Option<GracefulShutdownSignal>>,
+    draining: Cell<bool>,
+    waiting: RefCell<Wakers>,
+}
+
+/// Wakers in reusable slots (a slot's index is its connection's key).
+#[derive(Default)]
+struct Wakers {
+    slots: Vec<Option<Waker>>,
+    free: Vec<usize>,
+}
+
+impl WorkerDrain {
+    pub fn new(signal: GracefulShutdownSignal) -> Rc<WorkerDrain> {
+        Rc::new(WorkerDrain {
+            signal: RefCell::new(Some(signal)),
+            draining: Cell::new(false),
+            waiting: RefCell::default(),
+        })
+    }
+
+    /// A connection's future: resolves once this worker drains.
+    pub fn drained(self: &Rc<Self>) -> Drained {
+        if let Some(signal) = self.signal.borrow_mut().take() {
+            // Spawned here, not in `new`: the factory that makes the worker's
+            // service may run outside its runtime.
+            let drain = self.clone();
+            actix_rt::spawn(async move {
+                signal.notified().await;
+                drain.start();
+            });
+        }
+        Drained {
+            drain: self.clone(),
+            slot: None,
+        }
+    }
+
+    /// The drain began: every connection waiting is woken.
+    fn start(&self) {
+        self.draining.set(true);
+        let woken: Vec<Waker> = self
+            .waiting
+            .borrow_mut()
+            .slots
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
+        woken.into_iter().for_each(Waker::wake);
+    }
+}
+
+/// One connection's wait for its worker's drain.
+pub struct Drained {
+    drain: Rc<WorkerDrain>,
+    slot: Option<usize>,
+}
+
+impl Future for Drained {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.drain.draining.get() {
+            return Poll::Ready(());
+        }
+        // Polled on every turn of the connection's dispatcher: the waker
+        // is cloned only when it changed.
+        let mut waiting = this.drain.waiting.borrow_mut();
+        match this.slot {
+            Some(at) => {
+                let slot = &mut waiting.slots[at];
+                if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *slot = Some(cx.waker().clone());
+                }
+            }
+            None => {
+                let waker = Some(cx.waker().clone());
+                this.slot = Some(match waiting.free.pop() {
+                    Some(at) => {
+                        waiting.slots[at] = waker;
+                        at
+                    }
+                    None => {
+                        waiting.slots.push(waker);
+                        waiting.slots.len() - 1
+                    }
+                });
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Drained {
+    fn drop(&mut self) {
+        if let Some(at) = self.slot {
+            let mut waiting = self.drain.waiting.borrow_mut();
+            waiting.slots[at] = None;
+            waiting.free.push(at);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,5 +478,59 @@ mod tests {
             .collect();
         assert!(table.open.lock().unwrap().is_empty(), "nothing counted");
         drop(slots);
+    }
+
+    /// Counts its wakes.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn waker() -> (Arc<Wakes>, Waker) {
+        let wakes = Arc::new(Wakes(Default::default()));
+        (wakes.clone(), Waker::from(wakes))
+    }
+
+    fn poll(drained: &mut Drained, waker: &Waker) -> Poll<()> {
+        Pin::new(drained).poll(&mut Context::from_waker(waker))
+    }
+
+    #[actix_rt::test]
+    async fn a_drain_wakes_each_waiting_connection_and_slots_are_reused() {
+        let drain = WorkerDrain::new(actix_server::Server::build().graceful_shutdown_signal());
+        let ((a_wakes, a_waker), (b_wakes, b_waker)) = (waker(), waker());
+        let (mut a, mut b) = (drain.drained(), drain.drained());
+        assert!(poll(&mut a, &a_waker).is_pending());
+        assert!(poll(&mut b, &b_waker).is_pending());
+        assert!(
+            poll(&mut a, &a_waker).is_pending(),
+            "polled again, still one slot"
+        );
+        assert_eq!(drain.waiting.borrow().slots.len(), 2);
+        // A connection that closed gives its slot to the next.
+        drop(b);
+        let (c_wakes, c_waker) = waker();
+        let mut c = drain.drained();
+        assert!(poll(&mut c, &c_waker).is_pending());
+        assert_eq!(
+            drain.waiting.borrow().slots.len(),
+            2,
+            "the freed slot reused"
+        );
+
+        drain.start();
+        assert_eq!(a_wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(c_wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(b_wakes.0.load(Ordering::SeqCst), 0, "gone before the drain");
+        assert!(poll(&mut a, &a_waker).is_ready());
+        assert!(poll(&mut c, &c_waker).is_ready());
+        // A connection that comes during the drain ends at once.
+        let mut d = drain.drained();
+        assert!(poll(&mut d, &a_waker).is_ready());
+        drop((a, c, d));
+        assert!(drain.waiting.borrow().slots.iter().all(Option::is_none));
     }
 }
