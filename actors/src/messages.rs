@@ -6,6 +6,7 @@ use palaver_storage::{StorageError, UserId};
 use uuid::Uuid;
 
 use crate::analysis::cpu::{CpuError, Queued};
+use crate::protocol::Close;
 
 /// Sent by the HTTP server's shutdown path to the [`crate::Supervisor`] once
 /// the listener stopped accepting and in-flight requests finished. The
@@ -94,13 +95,24 @@ pub struct AnalyzeTrack {
     pub track: Uuid,
 }
 
-/// Sent by the reply hub ([`crate::replies`]) to a SessionActor whose
-/// socket follows a reply, for what the actor must act on. The reply's
-/// frames themselves never pass through the actor: the hub queues them
-/// straight into the socket's outbox (`socket::Sender`), under its lock.
-/// No answer.
+/// Sent to a SessionActor, through the one address the connection
+/// registry keeps for it (one per connection, not one per message type:
+/// an idle connection's memory, docs/BENCHMARKS.md). No answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
+pub enum ToSocket {
+    /// By the Supervisor (revocations, deletions, shutdown): close the
+    /// socket for this reason (its code and reason).
+    Close(Close),
+    /// By the reply hub, about a reply the socket follows.
+    Reply(ReplyNotice),
+}
+
+/// What the reply hub ([`crate::replies`]) tells a SessionActor whose
+/// socket follows a reply: what the actor must act on. The reply's
+/// frames themselves never pass through the actor: the hub queues them
+/// straight into the socket's outbox (`socket::Sender`), under its lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplyNotice {
     /// A frame did not fit in the socket's outbox (`ws.max_buffered_bytes`):
     /// the socket follows nothing any more and closes (1008).

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use palaver_storage::{Message, Session, StorageError, Store, UserId};
+use palaver_storage::{Exchange, Message, Session, StorageError, Store, UserId};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -119,9 +119,10 @@ impl Reserved {
             quotas,
         } = self;
         match store_question(&store, session, text).await {
-            Ok((question, reply)) => Ok(Stored {
-                question,
-                reply,
+            Ok(exchange) => Ok(Stored {
+                question: exchange.question,
+                reply: exchange.reply,
+                session: exchange.session,
                 standing,
                 slot,
             }),
@@ -142,6 +143,9 @@ pub struct Stored {
     pub question: Message,
     /// The placeholder reply (`streaming`).
     pub reply: Message,
+    /// The session, as read when the question was stored (what the
+    /// question is answered against).
+    pub session: Session,
     /// Where the user stands after this question was counted.
     pub standing: Option<Standing>,
     slot: Slot,
@@ -150,17 +154,17 @@ pub struct Stored {
 impl Stored {
     /// Hands the question to the pool; its events arrive on the receiver,
     /// ending with exactly one `Done` (after the reply is stored).
-    pub fn submit(self, session: Session, cancel: Arc<Cancel>) -> mpsc::UnboundedReceiver<Event> {
+    pub fn submit(self, cancel: Arc<Cancel>) -> mpsc::UnboundedReceiver<Event> {
         let (events, receiver) = mpsc::unbounded_channel();
-        self.submit_to(session, cancel, Sink::Channel(events));
+        self.submit_to(cancel, Sink::Channel(events));
         receiver
     }
 
     /// Hands the question to the pool, its events going to `sink` (the
     /// reply hub, for the WebSocket).
-    pub fn submit_to(self, session: Session, cancel: Arc<Cancel>, sink: Sink) {
+    pub fn submit_to(self, cancel: Arc<Cancel>, sink: Sink) {
         self.slot.submit(Job {
-            session,
+            session: self.session,
             question: self.question,
             reply: self.reply,
             events: sink,
@@ -175,10 +179,10 @@ async fn store_question(
     store: &Store,
     session: Uuid,
     text: String,
-) -> Result<(Message, Message), StorageError> {
-    let (question, reply) = store.messages().append_exchange_nowait(session, text)?;
+) -> Result<Exchange, StorageError> {
+    let exchange = store.messages().append_exchange_nowait(session, text)?;
     store.durable().await?;
-    Ok((question, reply))
+    Ok(exchange)
 }
 
 #[cfg(test)]
@@ -247,7 +251,8 @@ mod tests {
         assert_eq!(stored.question.text, "hi there");
         assert_eq!(stored.reply.status, MessageStatus::Streaming);
         let reply_id = stored.reply.id;
-        let mut events = stored.submit(session.clone(), Arc::default());
+        assert_eq!(stored.session.id, session.id);
+        let mut events = stored.submit(Arc::default());
         let mut text = String::new();
         loop {
             match events.recv().await.expect("events until done") {

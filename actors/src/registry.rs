@@ -14,19 +14,11 @@ use std::sync::Mutex;
 use actix::prelude::*;
 use palaver_storage::UserId;
 
-use crate::messages::ReplyNotice;
+use crate::messages::ToSocket;
 use crate::protocol::Close;
 use crate::replies::Follower;
 use crate::socket::Sender;
 use uuid::Uuid;
-
-/// Sent to a SessionActor (by the Supervisor, through the registry) to close
-/// its socket for `why` (its code and reason). No answer.
-#[derive(Clone, Debug, Message)]
-#[rtype(result = "()")]
-pub struct CloseConnection {
-    pub why: Close,
-}
 
 struct Entry {
     id: u64,
@@ -34,34 +26,12 @@ struct Entry {
     /// The API key the connection was opened with (directly or by ticket).
     api_key: Option<Uuid>,
     session: Uuid,
-    addr: Recipient<CloseConnection>,
-    /// Where the reply hub's notices go (every socket on the session
-    /// follows its replies).
-    notices: Recipient<ReplyNotice>,
+    /// Its actor: told to close, and (every socket on the session follows
+    /// its replies) about the replies it follows.
+    actor: Recipient<ToSocket>,
     /// Where a reply's frames go: the socket's outbox, once its actor
     /// queued `connected` (`None` before: nothing may precede it).
     out: Option<Sender>,
-}
-
-/// Where a connection's actor is reached: to close it, and to tell it about
-/// the replies it follows.
-pub struct Reach {
-    pub close: Recipient<CloseConnection>,
-    pub notices: Recipient<ReplyNotice>,
-}
-
-impl Reach {
-    pub fn of<A>(addr: Addr<A>) -> Reach
-    where
-        A: Actor + Handler<CloseConnection> + Handler<ReplyNotice>,
-        A::Context:
-            actix::dev::ToEnvelope<A, CloseConnection> + actix::dev::ToEnvelope<A, ReplyNotice>,
-    {
-        Reach {
-            close: addr.clone().recipient(),
-            notices: addr.recipient(),
-        }
-    }
 }
 
 /// Too many connections for one user.
@@ -78,9 +48,10 @@ pub struct Connections {
 struct Inner {
     /// A user's connections (at most `ws.max_connections_per_user`).
     by_user: HashMap<UserId, Vec<Entry>>,
-    /// Who is connected to a session, so deleting one does not look at
-    /// every connection.
-    by_session: HashMap<Uuid, Vec<(UserId, u64)>>,
+    /// Whose connections are open on a session, and how many, so deleting
+    /// one does not look at every connection. (A socket opens only on a
+    /// session of its user: one owner per session.)
+    by_session: HashMap<Uuid, (UserId, usize)>,
 }
 
 impl Connections {
@@ -96,7 +67,7 @@ impl Connections {
         api_key: Option<Uuid>,
         session: Uuid,
         max: usize,
-        reach: Reach,
+        actor: Recipient<ToSocket>,
     ) -> Result<u64, TooMany> {
         let mut inner = self.lock();
         let entries = inner.by_user.entry(user).or_default();
@@ -109,15 +80,12 @@ impl Connections {
             family,
             api_key,
             session,
-            addr: reach.close,
-            notices: reach.notices,
+            actor,
             out: None,
         });
-        inner
-            .by_session
-            .entry(session)
-            .or_default()
-            .push((user, id));
+        let (owner, open) = inner.by_session.entry(session).or_insert((user, 0));
+        debug_assert_eq!(*owner, user, "a socket opens only on its user's session");
+        *open += 1;
         Ok(id)
     }
 
@@ -133,9 +101,9 @@ impl Connections {
         if entries.is_empty() {
             inner.by_user.remove(&user);
         }
-        if let Some(on_session) = inner.by_session.get_mut(&session) {
-            on_session.retain(|&(_, c)| c != id);
-            if on_session.is_empty() {
+        if let Some((_, open)) = inner.by_session.get_mut(&session) {
+            *open -= 1;
+            if *open == 0 {
                 inner.by_session.remove(&session);
             }
         }
@@ -189,20 +157,12 @@ impl Connections {
     /// Closes every connection open on a session.
     pub fn close_session(&self, session: Uuid, why: Close) -> usize {
         let inner = self.lock();
-        let Some(on_session) = inner.by_session.get(&session) else {
+        let Some((user, _)) = inner.by_session.get(&session) else {
             return 0;
         };
-        let mut users: Vec<UserId> = Vec::new();
-        for &(user, _) in on_session {
-            if !users.contains(&user) {
-                users.push(user);
-            }
-        }
-        close(
-            users.iter().filter_map(|u| inner.by_user.get(u)).flatten(),
-            why,
-            |e| e.session == session,
-        )
+        close(inner.by_user.get(user).into_iter().flatten(), why, |e| {
+            e.session == session
+        })
     }
 
     /// The connections `user` has open (and attached) on `session`, with
@@ -218,7 +178,7 @@ impl Connections {
                 Some(Follower {
                     conn: e.id,
                     out: e.out.clone()?,
-                    notices: e.notices.clone(),
+                    actor: e.actor.clone(),
                 })
             })
             .collect()
@@ -238,7 +198,7 @@ fn close<'a>(
 ) -> usize {
     let mut closed = 0;
     for e in entries.filter(|e| which(e)) {
-        e.addr.do_send(CloseConnection { why });
+        e.actor.do_send(ToSocket::Close(why));
         closed += 1;
     }
     closed
@@ -252,44 +212,48 @@ mod tests {
     impl Actor for Sink {
         type Context = Context<Self>;
     }
-    impl Handler<CloseConnection> for Sink {
+    impl Handler<ToSocket> for Sink {
         type Result = ();
-        fn handle(&mut self, _: CloseConnection, _: &mut Context<Self>) {}
-    }
-    impl Handler<ReplyNotice> for Sink {
-        type Result = ();
-        fn handle(&mut self, _: ReplyNotice, _: &mut Context<Self>) {}
+        fn handle(&mut self, _: ToSocket, _: &mut Context<Self>) {}
     }
 
     #[actix_rt::test]
     async fn sessions_are_indexed_and_the_index_follows_unregistration() {
         let registry = Connections::default();
         let sink = Sink.start();
-        let reach = || Reach::of(sink.clone());
+        let reach = || sink.clone().recipient();
         let (ann, bob) = (UserId::new(), UserId::new());
-        let (s1, s2) = (Uuid::new_v4(), Uuid::new_v4());
+        // Ann's sessions s1 and s2, Bob's s3.
+        let (s1, s2, s3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         let a1 = registry.register(ann, None, None, s1, 10, reach()).unwrap();
         let a2 = registry.register(ann, None, None, s2, 10, reach()).unwrap();
-        let b1 = registry.register(bob, None, None, s1, 10, reach()).unwrap();
+        let a3 = registry.register(ann, None, None, s1, 10, reach()).unwrap();
+        let b1 = registry.register(bob, None, None, s3, 10, reach()).unwrap();
         let socket = crate::socket::open(actix_http::Payload::None, 1024, 1024);
         // A connection follows replies only once its actor attached.
-        assert_eq!(registry.on_session(bob, s1).len(), 0);
-        for (user, id) in [(ann, a1), (ann, a2), (bob, b1)] {
+        assert_eq!(registry.on_session(ann, s1).len(), 0);
+        for (user, id) in [(ann, a1), (ann, a2), (ann, a3), (bob, b1)] {
             registry.attach(user, id, socket.outbox.sender());
         }
         assert_eq!(registry.close_session(s1, Close::SessionDeleted), 2);
         assert_eq!(registry.close_session(s2, Close::SessionDeleted), 1);
+        assert_eq!(registry.close_session(s3, Close::SessionDeleted), 1);
         registry.unregister(ann, a1);
         assert_eq!(registry.close_session(s1, Close::SessionDeleted), 1);
         assert_eq!(
             registry.close_session(Uuid::new_v4(), Close::SessionDeleted),
             0
         );
-        assert_eq!(registry.on_session(ann, s1).len(), 0);
+        assert_eq!(registry.on_session(ann, s1).len(), 1);
         assert_eq!(registry.on_session(ann, s2).len(), 1);
-        assert_eq!(registry.on_session(bob, s1).len(), 1);
-        assert!(registry.register(ann, None, None, s1, 1, reach()).is_err());
+        assert_eq!(registry.on_session(bob, s3).len(), 1);
+        assert_eq!(registry.on_session(bob, s1).len(), 0, "not Bob's");
+        assert!(registry.register(ann, None, None, s1, 2, reach()).is_err());
+        // The last connection on a session takes its index entry.
+        registry.unregister(ann, a3);
+        assert_eq!(registry.close_session(s1, Close::SessionDeleted), 0);
         let inner = registry.lock();
-        assert_eq!(inner.by_session.values().map(Vec::len).sum::<usize>(), 2);
+        assert_eq!(inner.by_session.len(), 2, "s2 and s3 left");
+        assert!(!inner.by_session.contains_key(&s1));
     }
 }

@@ -48,7 +48,7 @@ use palaver_storage::{LoggedEvent, MessageStatus, Replay, Role, StorageError, St
 use uuid::Uuid;
 
 use crate::analysis::{Cancel, Event, Usage};
-use crate::messages::ReplyNotice;
+use crate::messages::{ReplyNotice, ToSocket};
 use crate::protocol::{ErrorCode, ServerFrame, Status};
 use crate::socket::{Pushed, Sender};
 use crate::telemetry;
@@ -65,7 +65,7 @@ pub struct Follower {
     pub out: Sender,
     /// Its actor: told when its outbox overflowed, and (the asker's) when
     /// the reply failed or ended.
-    pub notices: Recipient<ReplyNotice>,
+    pub actor: Recipient<ToSocket>,
 }
 
 /// Queues one frame for a follower, counted as every frame a socket sends
@@ -80,7 +80,9 @@ fn push(follower: &Follower, kind: &'static str, json: &Arc<str>) -> bool {
         }
         Pushed::Full => {
             telemetry::ws_message("out", kind);
-            follower.notices.do_send(ReplyNotice::Overflowed);
+            follower
+                .actor
+                .do_send(ToSocket::Reply(ReplyNotice::Overflowed));
             false
         }
         Pushed::Gone => false,
@@ -136,10 +138,10 @@ impl Stream {
             .subscribers
             .iter()
             .find(|s| s.follower.conn == self.asker)
-            .map(|s| s.follower.notices.clone());
+            .map(|s| s.follower.actor.clone());
         self.publish(kind, json, 0);
         if let Some(asker) = asker {
-            asker.do_send(notice);
+            asker.do_send(ToSocket::Reply(notice));
         }
     }
 }
@@ -631,10 +633,13 @@ mod tests {
         type Context = Context<Self>;
     }
 
-    impl Handler<ReplyNotice> for Notices {
+    impl Handler<ToSocket> for Notices {
         type Result = ();
-        fn handle(&mut self, notice: ReplyNotice, _: &mut Context<Self>) {
-            self.0.push(notice);
+        fn handle(&mut self, notice: ToSocket, _: &mut Context<Self>) {
+            match notice {
+                ToSocket::Reply(notice) => self.0.push(notice),
+                ToSocket::Close(why) => panic!("the hub closes nothing ({why:?})"),
+            }
         }
     }
 
@@ -663,7 +668,7 @@ mod tests {
         Follower {
             conn,
             out: socket.outbox.sender(),
-            notices: notices.clone().recipient(),
+            actor: notices.clone().recipient(),
         }
     }
 
@@ -698,10 +703,11 @@ mod tests {
             .create(user, "t".into(), None)
             .await
             .unwrap();
-        let (_, stored) = store
+        let stored = store
             .messages()
             .append_exchange_nowait(session.id, "q".into())
-            .unwrap();
+            .unwrap()
+            .reply;
         (store, hub, session.id, stored)
     }
 

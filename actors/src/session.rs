@@ -20,13 +20,13 @@ use uuid::Uuid;
 
 use crate::analysis::{AnalysisPool, Cancel, Sink};
 use crate::auth::{now_secs, Auth, AuthError, Principal};
-use crate::messages::ReplyNotice;
+use crate::messages::{ReplyNotice, ToSocket};
 use crate::protocol::{
     message_json, ClientFrame, Close, ConnectedUser, ErrorCode, QuotaView, ServerFrame,
 };
 use crate::question::{Asking, Refusal, Stored};
 use crate::quota::{Policy, QuotaRegistry};
-use crate::registry::{CloseConnection, Connections};
+use crate::registry::Connections;
 use crate::replies::{Follower, Replies, Resume};
 use crate::socket::{Incoming, Out, Outbox, Received};
 use crate::telemetry;
@@ -90,12 +90,16 @@ pub struct SessionActor {
     conn_id: u64,
     user_id: UserId,
     is_demo: bool,
-    session: Session,
+    /// The session the socket is on (what a question is answered against
+    /// is read when it is stored: `Stored::session`).
+    session_id: Uuid,
     /// When the credential expires (Unix seconds), if it does.
     expires_at: Option<u64>,
     policy: Option<Policy>,
     out: Outbox,
     last_heard: Instant,
+    /// When the next ping (and idle check) is due.
+    next_ping: Instant,
     /// The server's pings not answered yet (their pongs are not counted
     /// against the rate limit).
     pings_unanswered: u32,
@@ -106,15 +110,16 @@ pub struct SessionActor {
     current_reply: Option<Uuid>,
     /// `?resume=<message_id>:<seq>`, acted on right after `connected`.
     resume_at_connect: Option<String>,
-    /// The next expiry event (warning, then close).
-    expiry_timer: Option<SpawnHandle>,
+    /// The connection's one timer (`tick`): the next ping, expiry warning
+    /// or expiry, whichever comes first.
+    timer: Option<SpawnHandle>,
     /// `token_expiring` was sent for the current credential.
     warned: bool,
     /// Asked to stop while a question was starting: stop once it started.
     stop_when_started: bool,
     /// The streaming reply failed and its question's count was given back:
     /// where the user stands now, told after `done`.
-    refunded: Option<crate::quota::Standing>,
+    refunded: Option<Box<crate::quota::Standing>>,
     /// A shutdown close waiting for the streaming reply's `done`.
     close_after_done: Option<Close>,
     closing: bool,
@@ -145,23 +150,25 @@ impl SessionActor {
         let mut ctx = ctx;
         ctx.add_stream(incoming);
         let now = Instant::now();
+        let deps_ping_interval = deps.limits.ping_interval;
         let mut actor = SessionActor {
             out,
             conn_id,
             user_id: opened.principal.user.id,
             is_demo: opened.principal.user.is_demo,
             expires_at: opened.principal.expires_at(),
-            session: opened.session,
+            session_id: opened.session.id,
             policy: opened.policy,
             deps,
             last_heard: now,
+            next_ping: now + deps_ping_interval,
             pings_unanswered: 0,
             window_started: now,
             frames_in_window: 0,
             streaming: None,
             current_reply: None,
             resume_at_connect: opened.resume,
-            expiry_timer: None,
+            timer: None,
             warned: false,
             stop_when_started: false,
             refunded: None,
@@ -192,7 +199,7 @@ impl SessionActor {
         Follower {
             conn: self.conn_id,
             out: self.out.sender(),
-            notices: ctx.address().recipient(),
+            actor: ctx.address().recipient(),
         }
     }
 
@@ -206,7 +213,7 @@ impl SessionActor {
                 .ok()
         });
         ServerFrame::Connected {
-            session_id: self.session.id.hyphenated().to_string(),
+            session_id: self.session_id.hyphenated().to_string(),
             user: ConnectedUser {
                 id: self.user_id.to_string(),
                 is_demo: self.is_demo,
@@ -259,7 +266,7 @@ impl SessionActor {
         }
         self.closing = true;
         telemetry::ws_close(code);
-        tracing::info!(conn = self.conn_id, user_id = %self.user_id, session_id = %self.session.id, code, reason, "websocket closed");
+        tracing::info!(conn = self.conn_id, user_id = %self.user_id, session_id = %self.session_id, code, reason, "websocket closed");
         self.out.control(Out::Close(code, reason));
         // A reader that never reads never receives the close: give up on it
         // after a while so what is queued for it is released.
@@ -271,46 +278,54 @@ impl SessionActor {
         ctx.stop();
     }
 
-    /// Arms the one expiry timer: the `token_expiring` warning first (once
-    /// per credential), then the 4001 close at expiry.
-    fn schedule_expiry(&mut self, ctx: &mut Context<Self>) {
-        if let Some(handle) = self.expiry_timer.take() {
+    /// The connection's timer: does what is due (the ping with the idle
+    /// check; the `token_expiring` warning, once per credential; the 4001
+    /// close at expiry) and arms itself for whichever comes next. One timer
+    /// rather than one per duty: an idle connection holds one (its memory,
+    /// docs/BENCHMARKS.md). Called again when the credential changes.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.timer.take() {
             ctx.cancel_future(handle);
         }
-        let Some(expires_at) = self.expires_at else {
-            return;
-        };
-        // To the millisecond: a timer rounded to whole seconds would leave up
-        // to a second after expiry in which the socket still admits questions.
-        let left = Duration::from_millis(
-            expires_at
-                .saturating_mul(1000)
-                .saturating_sub(palaver_storage::now_millis()),
-        );
-        let warn_in = left.saturating_sub(self.deps.limits.expiry_warning);
-        let close_at_expiry = |ctx: &mut Context<Self>| {
-            ctx.run_later(left, |act, ctx| act.close(Close::CredentialExpired, ctx))
-        };
-        self.expiry_timer = Some(if self.warned {
-            close_at_expiry(ctx)
-        } else if warn_in.is_zero() {
-            // Already inside the warning window: warn now, close at expiry.
-            self.warned = true;
-            self.send(
-                ServerFrame::TokenExpiring {
-                    expires_in: left.as_secs(),
-                },
-                ctx,
+        let now = Instant::now();
+        if now >= self.next_ping {
+            if self.last_heard.elapsed() >= self.deps.limits.idle_timeout {
+                tracing::info!(conn = self.conn_id, "idle timeout: closing");
+                return self.close(Close::IdleTimeout, ctx);
+            }
+            self.out.control(Out::Ping);
+            self.pings_unanswered = self.pings_unanswered.saturating_add(1);
+            self.next_ping = now + self.deps.limits.ping_interval;
+        }
+        let mut next = self.next_ping - now;
+        if let Some(expires_at) = self.expires_at {
+            // To the millisecond: a timer rounded to whole seconds would
+            // leave up to a second after expiry in which the socket still
+            // admits questions.
+            let left = Duration::from_millis(
+                expires_at
+                    .saturating_mul(1000)
+                    .saturating_sub(palaver_storage::now_millis()),
             );
-            close_at_expiry(ctx)
-        } else {
-            ctx.run_later(warn_in, |act, ctx| {
-                act.warned = true;
-                let expires_in = act.expires_at.map_or(0, |at| at.saturating_sub(now_secs()));
-                act.send(ServerFrame::TokenExpiring { expires_in }, ctx);
-                act.schedule_expiry(ctx);
-            })
-        });
+            if left.is_zero() {
+                return self.close(Close::CredentialExpired, ctx);
+            }
+            let warn_in = left.saturating_sub(self.deps.limits.expiry_warning);
+            if !self.warned && warn_in.is_zero() {
+                self.warned = true;
+                self.send(
+                    ServerFrame::TokenExpiring {
+                        expires_in: left.as_secs(),
+                    },
+                    ctx,
+                );
+            }
+            next = next.min(if self.warned { left } else { warn_in });
+        }
+        self.timer = Some(ctx.run_later(next, |act, ctx| {
+            act.timer = None;
+            act.tick(ctx);
+        }));
     }
 
     /// Counts a frame against `ws.max_messages_per_minute`; `false` when the
@@ -360,7 +375,7 @@ impl SessionActor {
             ClientFrame::Ping => self.send(ServerFrame::Pong, ctx),
             ClientFrame::Question { text, id } => self.on_question(text, id, ctx),
             // Any socket of the session stops its reply.
-            ClientFrame::Cancel => self.deps.replies.cancel(self.session.id),
+            ClientFrame::Cancel => self.deps.replies.cancel(self.session_id),
             ClientFrame::Refresh { token } => self.on_refresh(token, ctx),
             ClientFrame::Resume { message_id, after } => self.on_resume(&message_id, after, ctx),
         }
@@ -395,7 +410,7 @@ impl SessionActor {
                     .connections
                     .set_family(self.user_id, self.conn_id, principal.family());
                 self.warned = false;
-                self.schedule_expiry(ctx);
+                self.tick(ctx);
                 self.send(
                     ServerFrame::Refreshed {
                         expires_at: self.expires_at,
@@ -432,7 +447,7 @@ impl SessionActor {
         if matches!(self.streaming, Some(Streaming::Starting { .. })) {
             return self.send(in_progress(), ctx);
         }
-        let Ok(cancel) = self.deps.replies.claim(self.session.id) else {
+        let Ok(cancel) = self.deps.replies.claim(self.session_id) else {
             return self.send(in_progress(), ctx);
         };
         if self.streaming.is_some() {
@@ -445,7 +460,7 @@ impl SessionActor {
             // been handled, and the refund is told here.)
             self.reply_done(ctx);
             if self.closing {
-                self.deps.replies.release(self.session.id);
+                self.deps.replies.release(self.session_id);
                 return;
             }
         }
@@ -457,7 +472,7 @@ impl SessionActor {
             Err(refusal) => return self.refuse(refusal, ctx),
         };
         self.streaming = Some(Streaming::Starting { cancel });
-        let start = reserved.store(self.session.id);
+        let start = reserved.store(self.session_id);
         ctx.spawn(start.into_actor(self).map(move |result, act, ctx| {
             match result {
                 Ok(stored) => act.started(stored, client_id, ctx),
@@ -474,7 +489,7 @@ impl SessionActor {
     /// A question that did not start: nothing streams, the client is told why.
     fn refuse(&mut self, refusal: Refusal, ctx: &mut Context<Self>) {
         self.streaming = None;
-        self.deps.replies.release(self.session.id);
+        self.deps.replies.release(self.session_id);
         let frame = match refusal {
             Refusal::TooLong { max } => ServerFrame::error(
                 ErrorCode::QuestionTooLong,
@@ -527,12 +542,12 @@ impl SessionActor {
         let followers = self
             .deps
             .connections
-            .on_session(self.user_id, self.session.id);
+            .on_session(self.user_id, self.session_id);
         let publisher =
             self.deps
                 .replies
-                .open(self.session.id, reply, message, self.conn_id, followers);
-        stored.submit_to(self.session.clone(), cancel, Sink::Hub(publisher));
+                .open(self.session_id, reply, message, self.conn_id, followers);
+        stored.submit_to(cancel, Sink::Hub(publisher));
         self.streaming = Some(Streaming::Running);
     }
 
@@ -548,7 +563,7 @@ impl SessionActor {
         match self
             .deps
             .replies
-            .resume(self.session.id, reply, after, follower)
+            .resume(self.session_id, reply, after, follower)
         {
             Ok(Resume::Replayed) => {}
             Ok(Resume::Unavailable) => self.resume_unavailable(ctx),
@@ -596,7 +611,7 @@ impl SessionActor {
             .refund(self.user_id, policy, now)
             .and_then(|()| quotas.peek(self.user_id, policy, now))
         {
-            Ok(standing) => self.refunded = Some(standing),
+            Ok(standing) => self.refunded = Some(Box::new(standing)),
             Err(e) => tracing::error!(error = %e, "quota refund failed"),
         }
     }
@@ -613,7 +628,7 @@ impl Actor for SessionActor {
             self.close_slow_reader(ctx);
             return;
         }
-        self.schedule_expiry(ctx);
+        self.tick(ctx);
         if let Some(resume) = self.resume_at_connect.take() {
             match resume
                 .rsplit_once(':')
@@ -629,16 +644,6 @@ impl Actor for SessionActor {
                 ),
             }
         }
-        let ping_every = self.deps.limits.ping_interval;
-        ctx.run_interval(ping_every, |act, ctx| {
-            if act.last_heard.elapsed() >= act.deps.limits.idle_timeout {
-                tracing::info!(conn = act.conn_id, "idle timeout: closing");
-                act.close(Close::IdleTimeout, ctx);
-            } else {
-                act.out.control(Out::Ping);
-                act.pings_unanswered = act.pings_unanswered.saturating_add(1);
-            }
-        });
     }
 
     fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
@@ -655,7 +660,7 @@ impl Actor for SessionActor {
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         telemetry::ws_connection_closed();
         self.deps.connections.unregister(self.user_id, self.conn_id);
-        self.deps.replies.unsubscribe(self.session.id, self.conn_id);
+        self.deps.replies.unsubscribe(self.session_id, self.conn_id);
     }
 }
 
@@ -700,10 +705,19 @@ impl StreamHandler<Result<Received, ProtocolError>> for SessionActor {
     }
 }
 
-impl Handler<ReplyNotice> for SessionActor {
+impl Handler<ToSocket> for SessionActor {
     type Result = ();
 
-    fn handle(&mut self, notice: ReplyNotice, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: ToSocket, ctx: &mut Self::Context) {
+        match msg {
+            ToSocket::Reply(notice) => self.on_reply_notice(notice, ctx),
+            ToSocket::Close(why) => self.on_close_asked(why, ctx),
+        }
+    }
+}
+
+impl SessionActor {
+    fn on_reply_notice(&mut self, notice: ReplyNotice, ctx: &mut Context<Self>) {
         match notice {
             ReplyNotice::Overflowed => self.close_slow_reader(ctx),
             ReplyNotice::Failed { reply } if self.current_reply == Some(reply) => self.refund(),
@@ -715,22 +729,17 @@ impl Handler<ReplyNotice> for SessionActor {
             ReplyNotice::Failed { .. } | ReplyNotice::Done { .. } => {}
         }
     }
-}
 
-impl Handler<CloseConnection> for SessionActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: CloseConnection, ctx: &mut Self::Context) {
+    /// Told to close (by the Supervisor, through the registry).
+    fn on_close_asked(&mut self, why: Close, ctx: &mut Context<Self>) {
         // Shutdown closes after the streams finished: a reply's `done` may
         // still be on its way through the event stream, so let it arrive
         // first (bounded). Revocations close at once.
-        if msg.why == Close::Shutdown && matches!(self.streaming, Some(Streaming::Running)) {
-            self.close_after_done = Some(msg.why);
-            ctx.run_later(Duration::from_secs(1), move |act, ctx| {
-                act.close(msg.why, ctx)
-            });
+        if why == Close::Shutdown && matches!(self.streaming, Some(Streaming::Running)) {
+            self.close_after_done = Some(why);
+            ctx.run_later(Duration::from_secs(1), move |act, ctx| act.close(why, ctx));
             return;
         }
-        self.close(msg.why, ctx);
+        self.close(why, ctx);
     }
 }

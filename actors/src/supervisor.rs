@@ -23,7 +23,7 @@ use crate::messages::{Drain, RevokeReason, Revoked, SessionDeleted, Shutdown};
 use crate::protocol::Close;
 use crate::quota::Policy;
 use crate::quota::{QuotaKeeper, QuotaRegistry};
-use crate::registry::{Connections, Reach};
+use crate::registry::Connections;
 use crate::replies::Replies;
 use crate::session::{Opened, SessionActor, SessionDeps, WsLimits};
 use crate::socket::{Incoming, Outbox};
@@ -204,7 +204,7 @@ impl Supervisor {
                 principal.api_key(),
                 session.id,
                 max_per_user,
-                Reach::of(ctx.address()),
+                ctx.address().recipient(),
             )
             .map_err(|_| SpawnRefused::TooMany)?;
         // From here a refusal drops this, which unregisters.

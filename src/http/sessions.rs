@@ -395,7 +395,7 @@ async fn ask(
         Refusal::Storage(e) => e.into(),
     })?;
     let question = stored.question.clone();
-    let mut events = stored.submit(session, Arc::new(Cancel::default()));
+    let mut events = stored.submit(Arc::new(Cancel::default()));
     let mut failure = None;
     while let Some(event) = events.recv().await {
         match event {

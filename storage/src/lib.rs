@@ -49,6 +49,7 @@ pub use api_keys::ApiKey;
 pub use error::{Result, StorageError};
 pub use families::{Family, Rotation};
 pub use ids::UserId;
+pub use messages::Exchange;
 pub use quotas::QuotaCounter;
 pub use reply_events::{LoggedEvent, Replay, ReplyUsage};
 pub use sessions::{Activity, Message, MessageStatus, Page, Role, Session, ToolUse};

@@ -11,11 +11,21 @@ use uuid::Uuid;
 use crate::codec;
 use crate::error::{Result, StorageError};
 use crate::keys;
-use crate::sessions::{Message, MessageStatus, Page, Role, ToolUse};
+use crate::sessions::{Message, MessageStatus, Page, Role, Session, ToolUse};
 use crate::store::Store;
 
 pub struct Messages<'a> {
     store: &'a Store,
+}
+
+/// A question and its reply's placeholder, just appended, with their
+/// session as read right after.
+#[derive(Debug)]
+pub struct Exchange {
+    pub question: Message,
+    /// The placeholder (`Streaming`).
+    pub reply: Message,
+    pub session: Session,
 }
 
 impl<'a> Messages<'a> {
@@ -41,12 +51,10 @@ impl<'a> Messages<'a> {
 
     /// Appends a question and its reply's placeholder (`Streaming`) with
     /// the next two sequence numbers: one look for the last number and one
-    /// check of the session serve both. Not yet durable.
-    pub fn append_exchange_nowait(
-        &self,
-        session: Uuid,
-        question: String,
-    ) -> Result<(Message, Message)> {
+    /// read of the session serve both (the session as it is now comes
+    /// back with them: what the question is answered against). Not yet
+    /// durable.
+    pub fn append_exchange_nowait(&self, session: Uuid, question: String) -> Result<Exchange> {
         let next = self.store.sessions().message_count(session)? + 1;
         let question = self.insert_from(
             next,
@@ -59,8 +67,12 @@ impl<'a> Messages<'a> {
             ),
         )?;
         let reply = self.insert_from(question.seq + 1, placeholder(session))?;
-        self.check_session(session, &[&question, &reply])?;
-        Ok((question, reply))
+        let session = self.check_session(session, &[&question, &reply])?;
+        Ok(Exchange {
+            question,
+            reply,
+            session,
+        })
     }
 
     /// Inserts `message` with the first free sequence number from `seq` on
@@ -101,9 +113,10 @@ impl<'a> Messages<'a> {
     /// read here after the insert either is gone, or its deletion's scan
     /// finds these messages.) The session itself is not rewritten: its
     /// last activity is its newest message's (`Sessions::activity`).
-    fn check_session(&self, session: Uuid, inserted: &[&Message]) -> Result<()> {
-        if self.store.sessions().exists(session)? {
-            return Ok(());
+    /// Returns the session as read.
+    fn check_session(&self, session: Uuid, inserted: &[&Message]) -> Result<Session> {
+        if let Some(found) = self.store.sessions().get(session)? {
+            return Ok(found);
         }
         let t = self.store.trees();
         for message in inserted {
@@ -402,7 +415,11 @@ mod tests {
             .unwrap();
         let msgs = store.messages();
         // One exchange: its placeholder took seq 2 (streaming, marked).
-        let (_, winner) = msgs.append_exchange_nowait(s.id, "first".into()).unwrap();
+        let exchange = msgs.append_exchange_nowait(s.id, "first".into()).unwrap();
+        // The session comes back as read after the inserts.
+        assert_eq!(exchange.session.id, s.id);
+        assert_eq!(exchange.session.title, s.title);
+        let winner = exchange.reply;
         assert_eq!(winner.seq, 2);
         // Another exchange's placeholder, computed the same next number.
         let loser = msgs.insert_from(2, placeholder(s.id)).unwrap();
@@ -426,7 +443,10 @@ mod tests {
         }
         // A question that loses a number to a finished message leaves no
         // marker behind.
-        let (question, _) = msgs.append_exchange_nowait(s.id, "next".into()).unwrap();
+        let question = msgs
+            .append_exchange_nowait(s.id, "next".into())
+            .unwrap()
+            .question;
         msgs.insert_from(question.seq, placeholder(s.id)).unwrap();
         assert!(!t
             .messages_streaming

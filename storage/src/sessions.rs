@@ -221,16 +221,6 @@ impl<'a> Sessions<'a> {
         .await
     }
 
-    /// Whether the session exists (a read: messages just inserted check
-    /// that their session was not deleted meanwhile).
-    pub(crate) fn exists(&self, id: Uuid) -> Result<bool> {
-        Ok(self
-            .store
-            .trees()
-            .sessions
-            .contains_key(keys::session(id))?)
-    }
-
     /// How many messages `session` has and when it was last active: its
     /// `updated_at` (creation, rename) or its newest message's creation,
     /// whichever is later. One read of the newest message.
