@@ -150,7 +150,7 @@ impl SessionActor {
         let mut ctx = ctx;
         ctx.add_stream(incoming);
         let now = Instant::now();
-        let deps_ping_interval = deps.limits.ping_interval;
+        let ping_every = deps.limits.ping_interval;
         let mut actor = SessionActor {
             out,
             conn_id,
@@ -161,7 +161,7 @@ impl SessionActor {
             policy: opened.policy,
             deps,
             last_heard: now,
-            next_ping: now + deps_ping_interval,
+            next_ping: now + ping_every,
             pings_unanswered: 0,
             window_started: now,
             frames_in_window: 0,
