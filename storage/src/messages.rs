@@ -2,9 +2,18 @@
 //!
 //! A new message takes the next sequence number with a compare-and-swap
 //! insert (no lock, no transaction). A reply still being written has status
-//! `Streaming` and a marker in `messages_streaming`; at start every marked
-//! message is turned `Failed` (a crash interrupted it), so history never shows
-//! a reply that will not finish.
+//! `Streaming`, and its session a marker in `messages_streaming`: the lowest
+//! number a reply of the session may have streamed at since the server
+//! started. At start every marked session's messages from there on that are
+//! still `Streaming` are turned `Failed` (a crash interrupted them), so
+//! history never shows a reply that will not finish; then the markers go.
+//! A session is marked once per run (numbers only grow), not set and
+//! cleared around every reply: two writes per reply fewer
+//! (docs/BENCHMARKS.md). Markers of a version before that (one per reply,
+//! keyed by session and number) are still honoured at start.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use uuid::Uuid;
 
@@ -17,6 +26,23 @@ use crate::store::Store;
 pub struct Messages<'a> {
     store: &'a Store,
 }
+
+/// The sessions marked in this run and the number each marker says (see
+/// the module's comment): a reply needs no write of its own when its
+/// session's marker is already at or below its number.
+#[derive(Default)]
+pub(crate) struct StreamingMarks(Mutex<HashMap<Uuid, u64>>);
+
+impl StreamingMarks {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, u64>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// How many sessions' markers a run remembers before it forgets them all
+/// (a forgotten one costs a read and a write the next time its session
+/// streams; the marker itself is never lost).
+const REMEMBERED_MARKS: usize = 100_000;
 
 /// A question and its reply's placeholder, just appended, with their
 /// session as read right after.
@@ -79,32 +105,53 @@ impl<'a> Messages<'a> {
     /// (a compare-and-swap insert: a concurrent append takes the next).
     fn insert_from(&self, mut seq: u64, mut message: Message) -> Result<Message> {
         let t = self.store.trees();
-        let streaming = message.status == MessageStatus::Streaming;
+        if message.status == MessageStatus::Streaming {
+            // The marker first: a marker with no streaming message after it
+            // is harmless at start, a streaming message without one would
+            // stay `streaming` forever after a crash. (Written to the log
+            // before the message, it is durable with it or before.) The
+            // message's number will be `seq` or, lost to a concurrent
+            // append, a later one: covered either way.
+            self.mark_streaming(message.session_id, seq)?;
+        }
         loop {
             message.seq = seq;
             let key = keys::message(message.session_id, seq);
-            // The marker first: a marker without its message is harmless at
-            // start, a streaming message without its marker would stay
-            // `streaming` forever after a crash.
-            if streaming {
-                t.messages_streaming.insert(key, &[])?;
-            }
             let value = codec::encode(&message)?;
-            let taken = match t
+            match t
                 .messages
                 .compare_and_swap(key, None::<&[u8]>, Some(value))?
             {
                 Ok(()) => return Ok(message),
-                Err(e) => e.current,
-            };
-            // The number was taken. The marker goes only if what took it
-            // is not streaming: a streaming reply there (a concurrent
-            // append's placeholder) has put the same marker, and needs it.
-            if streaming && !is_streaming(taken.as_deref()) {
-                t.messages_streaming.remove(key)?;
+                Err(_) => seq += 1,
             }
-            seq += 1;
         }
+    }
+
+    /// Makes sure a reply streaming at `seq` or later in `session` is found
+    /// at the next start: lowers the session's marker to `seq` unless this
+    /// run marked it at `seq` or below already (then nothing is written,
+    /// which is every reply but a session's first of the run). Under the
+    /// marks' lock, so a concurrent append of the same session finds the
+    /// marker written before it goes on to insert its own reply.
+    fn mark_streaming(&self, session: Uuid, seq: u64) -> Result<()> {
+        let mut marks = self.store.streaming_marks().lock();
+        if marks.get(&session).is_some_and(|&from| from <= seq) {
+            return Ok(());
+        }
+        let mut lowest = seq;
+        self.store
+            .trees()
+            .messages_streaming
+            .fetch_and_update(keys::session(session), |old| {
+                lowest = old.and_then(marked_from).map_or(seq, |from| from.min(seq));
+                Some(lowest.to_be_bytes().to_vec())
+            })?;
+        if marks.len() >= REMEMBERED_MARKS {
+            marks.clear();
+        }
+        marks.insert(session, lowest);
+        Ok(())
     }
 
     /// Finds whether the session of messages just inserted was deleted
@@ -118,11 +165,11 @@ impl<'a> Messages<'a> {
         if let Some(found) = self.store.sessions().get(session)? {
             return Ok(found);
         }
+        // (A marker left behind is harmless: at the next start it finds
+        // no message and goes.)
         let t = self.store.trees();
         for message in inserted {
-            let key = keys::message(session, message.seq);
-            t.messages.remove(key)?;
-            t.messages_streaming.remove(key)?;
+            t.messages.remove(keys::message(session, message.seq))?;
         }
         Err(StorageError::NotFound)
     }
@@ -149,15 +196,13 @@ impl<'a> Messages<'a> {
         let value = codec::encode(message)?;
         // Only over an existing message (atomically): a session deleted
         // meanwhile stays deleted.
+        // The session's streaming marker stays until the next start (see
+        // the module's comment).
         let replaced = t
             .messages
             .fetch_and_update(key, |old| old.map(|_| value.clone()))?;
         if replaced.is_none() {
-            t.messages_streaming.remove(key)?;
             return Err(StorageError::NotFound);
-        }
-        if message.status != MessageStatus::Streaming {
-            t.messages_streaming.remove(key)?;
         }
         self.store.durable().await
     }
@@ -196,23 +241,41 @@ impl<'a> Messages<'a> {
     pub fn find_recent(&self, session: Uuid, id: Uuid, not_before: u64) -> Result<Option<Message>> {
         find_recent_in(&self.store.trees().messages, session, id, not_before)
     }
-    /// Turns every reply left `Streaming` by a crash into `Failed`. Run at
-    /// start, before anything streams. Returns how many.
+    /// Turns every reply left `Streaming` by a crash into `Failed`: in each
+    /// marked session, its messages from the marker's number on. Run at
+    /// start, before anything streams; the markers go. Returns how many.
     pub fn fail_interrupted(&self) -> Result<usize> {
         let t = self.store.trees();
         let mut failed = 0;
-        for key in t.messages_streaming.iter().keys() {
-            let key = key?;
-            if let Some(value) = t.messages.get(&key)? {
+        for entry in t.messages_streaming.iter() {
+            let (key, value) = entry?;
+            let (start, end) = match <[u8; 16]>::try_from(key.as_ref()) {
+                // A session's marker: from its number (a value that cannot
+                // be read: the whole session) to the session's end.
+                Ok(session) => {
+                    let session = Uuid::from_bytes(session);
+                    let from = marked_from(value.as_ref()).unwrap_or(0);
+                    (
+                        keys::message(session, from).to_vec(),
+                        keys::prefix_end(&keys::session(session)),
+                    )
+                }
+                // A marker of one reply (session ‖ number), as versions
+                // before per-session markers wrote.
+                Err(_) => (key.to_vec(), keys::prefix_end(&key)),
+            };
+            for entry in t.messages.range(start..end) {
+                let (message_key, value) = entry?;
                 let mut message: Message = codec::decode(&value)?;
                 if message.status == MessageStatus::Streaming {
                     message.status = MessageStatus::Failed;
-                    t.messages.insert(&key, codec::encode(&message)?)?;
+                    t.messages.insert(&message_key, codec::encode(&message)?)?;
                     failed += 1;
                 }
             }
             t.messages_streaming.remove(&key)?;
         }
+        self.store.streaming_marks().lock().clear();
         Ok(failed)
     }
 }
@@ -238,14 +301,11 @@ pub(crate) fn find_recent_in(
     Ok(None)
 }
 
-/// Whether a stored value is a message still streaming (one that cannot
-/// be read counts as streaming: its marker stays, which is harmless).
-fn is_streaming(value: Option<&[u8]>) -> bool {
-    match value.map(codec::decode::<Message>) {
-        Some(Ok(message)) => message.status == MessageStatus::Streaming,
-        Some(Err(_)) => true,
-        None => false,
-    }
+/// The number a session's streaming marker holds.
+fn marked_from(value: impl AsRef<[u8]>) -> Option<u64> {
+    <[u8; 8]>::try_from(value.as_ref())
+        .ok()
+        .map(u64::from_be_bytes)
 }
 
 /// A reply's placeholder: empty, `streaming`, until its run stores it.
@@ -399,14 +459,21 @@ mod tests {
         assert_eq!(msgs.fail_interrupted().unwrap(), 0);
     }
 
+    /// The session's streaming marker, if any.
+    fn marker(store: &Store, session: Uuid) -> Option<u64> {
+        let t = store.trees();
+        let value = t.messages_streaming.get(keys::session(session)).unwrap()?;
+        marked_from(value)
+    }
+
     /// Two exchanges appended at once on one session race for numbers:
-    /// the loser of a number never removes the marker of the streaming
-    /// reply that won it. Found by the crash loop (`palaver-bench crash`):
-    /// a whole answer over HTTP racing a WebSocket question removed the
-    /// other reply's marker, and a crash then left that reply `streaming`
-    /// for good.
+    /// the reply that loses its number is covered by its session's marker
+    /// all the same. (With a marker per reply, found by the crash loop,
+    /// `palaver-bench crash`: the loser removed the marker of the reply
+    /// that won its number, and a crash then left that reply `streaming`
+    /// for good.)
     #[tokio::test]
-    async fn a_reply_that_loses_its_number_leaves_the_winners_marker() {
+    async fn a_reply_that_loses_its_number_is_covered_by_its_sessions_marker() {
         let store = Store::temporary().unwrap();
         let s = store
             .sessions()
@@ -421,19 +488,12 @@ mod tests {
         assert_eq!(exchange.session.title, s.title);
         let winner = exchange.reply;
         assert_eq!(winner.seq, 2);
+        assert_eq!(marker(&store, s.id), Some(2));
         // Another exchange's placeholder, computed the same next number.
         let loser = msgs.insert_from(2, placeholder(s.id)).unwrap();
         assert_eq!(loser.seq, 3);
-        let t = store.trees();
-        assert!(t
-            .messages_streaming
-            .contains_key(keys::message(s.id, 2))
-            .unwrap());
-        assert!(t
-            .messages_streaming
-            .contains_key(keys::message(s.id, 3))
-            .unwrap());
-        // A crash now: both replies fail at the next start.
+        assert_eq!(marker(&store, s.id), Some(2));
+        // A crash now: both replies fail at the next start, the marker goes.
         assert_eq!(msgs.fail_interrupted().unwrap(), 2);
         for seq in [2, 3] {
             assert_eq!(
@@ -441,17 +501,97 @@ mod tests {
                 MessageStatus::Failed
             );
         }
-        // A question that loses a number to a finished message leaves no
-        // marker behind.
-        let question = msgs
-            .append_exchange_nowait(s.id, "next".into())
-            .unwrap()
-            .question;
-        msgs.insert_from(question.seq, placeholder(s.id)).unwrap();
-        assert!(!t
-            .messages_streaming
-            .contains_key(keys::message(s.id, question.seq))
-            .unwrap());
+        assert_eq!(marker(&store, s.id), None);
+    }
+
+    /// A session is marked once per run: later replies (higher numbers)
+    /// write no marker; a start clears the markers and what the run
+    /// remembers of them, so the next run marks afresh.
+    #[tokio::test]
+    async fn a_session_is_marked_once_per_run_at_its_first_replys_number() {
+        let store = Store::temporary().unwrap();
+        let sessions = store.sessions();
+        let s1 = sessions
+            .create(UserId::new(), "a".into(), None)
+            .await
+            .unwrap();
+        let s2 = sessions
+            .create(UserId::new(), "b".into(), None)
+            .await
+            .unwrap();
+        let msgs = store.messages();
+        let first = msgs.append_exchange_nowait(s1.id, "q".into()).unwrap();
+        msgs.update(&Message {
+            status: MessageStatus::Complete,
+            ..first.reply
+        })
+        .await
+        .unwrap();
+        let second = msgs.append_exchange_nowait(s1.id, "q".into()).unwrap();
+        assert_eq!(second.reply.seq, 4);
+        assert_eq!(marker(&store, s1.id), Some(2), "the first reply's number");
+        assert_eq!(marker(&store, s2.id), None, "no reply, no marker");
+        // Finished replies are left alone; the one still streaming fails.
+        assert_eq!(msgs.fail_interrupted().unwrap(), 1);
+        assert_eq!(
+            msgs.get(s1.id, 2).unwrap().unwrap().status,
+            MessageStatus::Complete
+        );
+        assert_eq!(
+            msgs.get(s1.id, 4).unwrap().unwrap().status,
+            MessageStatus::Failed
+        );
+        assert_eq!(marker(&store, s1.id), None);
+        // The next run marks the session again, at its new reply.
+        let third = msgs.append_exchange_nowait(s1.id, "q".into()).unwrap();
+        assert_eq!(marker(&store, s1.id), Some(third.reply.seq));
+    }
+
+    /// A database written before per-session markers holds one marker per
+    /// streaming reply (session ‖ number, empty): the first start of this
+    /// version still fails those replies, and only those.
+    #[tokio::test]
+    async fn a_marker_of_one_reply_from_an_older_version_is_honoured() {
+        let store = Store::temporary().unwrap();
+        let s = store
+            .sessions()
+            .create(UserId::new(), "t".into(), None)
+            .await
+            .unwrap();
+        let msgs = store.messages();
+        let t = store.trees();
+        // Two replies left streaming, as an older version stored them: the
+        // marked one is failed; an unmarked one (which that version would
+        // not have left) is not looked at.
+        for _ in 0..2 {
+            let message = new_message(
+                s.id,
+                Role::Assistant,
+                "half".into(),
+                MessageStatus::Streaming,
+                vec![],
+            );
+            let seq = msgs.store.sessions().message_count(s.id).unwrap() + 1;
+            t.messages
+                .insert(
+                    keys::message(s.id, seq),
+                    codec::encode(&Message { seq, ..message }).unwrap(),
+                )
+                .unwrap();
+        }
+        t.messages_streaming
+            .insert(keys::message(s.id, 1), &[])
+            .unwrap();
+        assert_eq!(msgs.fail_interrupted().unwrap(), 1);
+        assert_eq!(
+            msgs.get(s.id, 1).unwrap().unwrap().status,
+            MessageStatus::Failed
+        );
+        assert_eq!(
+            msgs.get(s.id, 2).unwrap().unwrap().status,
+            MessageStatus::Streaming
+        );
+        assert!(t.messages_streaming.is_empty());
     }
 
     #[tokio::test]

@@ -86,6 +86,8 @@ struct Inner {
     path: Option<PathBuf>,
     /// Held while a track upload is admitted (see `tracks`).
     tracks_lock: Mutex<()>,
+    /// The sessions whose streaming marker this run wrote (see `messages`).
+    streaming_marks: crate::messages::StreamingMarks,
 }
 
 impl Store {
@@ -161,6 +163,7 @@ impl Store {
                 db,
                 path,
                 tracks_lock: Mutex::new(()),
+                streaming_marks: Default::default(),
             }),
         };
         store.recover()?;
@@ -211,6 +214,10 @@ impl Store {
     }
 
     /// Track uploads are admitted one at a time (the per-user bound).
+    pub(crate) fn streaming_marks(&self) -> &crate::messages::StreamingMarks {
+        &self.inner.streaming_marks
+    }
+
     pub(crate) fn tracks_lock(&self) -> &Mutex<()> {
         &self.inner.tracks_lock
     }
