@@ -344,14 +344,20 @@ mod tests {
     use super::*;
     use crate::UserId;
 
-    #[tokio::test]
-    async fn append_list_and_count() {
+    /// A fresh store with one session in it.
+    async fn with_session() -> (Store, Session) {
         let store = Store::temporary().unwrap();
-        let s = store
+        let session = store
             .sessions()
             .create(UserId::new(), "t".into(), None)
             .await
             .unwrap();
+        (store, session)
+    }
+
+    #[tokio::test]
+    async fn append_list_and_count() {
+        let (store, s) = with_session().await;
         for i in 0..5 {
             let m = store
                 .messages()
@@ -382,12 +388,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_appends_get_distinct_seqs() {
-        let store = Store::temporary().unwrap();
-        let s = store
-            .sessions()
-            .create(UserId::new(), "t".into(), None)
-            .await
-            .unwrap();
+        let (store, s) = with_session().await;
         let tasks: Vec<_> = (0..40)
             .map(|i| {
                 let store = store.clone();
@@ -417,12 +418,7 @@ mod tests {
 
     #[tokio::test]
     async fn interrupted_replies_fail_at_start_and_finished_ones_do_not() {
-        let store = Store::temporary().unwrap();
-        let s = store
-            .sessions()
-            .create(UserId::new(), "t".into(), None)
-            .await
-            .unwrap();
+        let (store, s) = with_session().await;
         let msgs = store.messages();
         let mut done = msgs
             .append(
@@ -448,15 +444,14 @@ mod tests {
         done.status = MessageStatus::Complete;
         msgs.update(&done).await.unwrap();
         assert_eq!(msgs.fail_interrupted().unwrap(), 1);
-        assert_eq!(
-            msgs.get(s.id, cut.seq).unwrap().unwrap().status,
-            MessageStatus::Failed
-        );
-        assert_eq!(
-            msgs.get(s.id, done.seq).unwrap().unwrap().status,
-            MessageStatus::Complete
-        );
+        assert_eq!(status(&msgs, s.id, cut.seq), MessageStatus::Failed);
+        assert_eq!(status(&msgs, s.id, done.seq), MessageStatus::Complete);
         assert_eq!(msgs.fail_interrupted().unwrap(), 0);
+    }
+
+    /// A stored message's status.
+    fn status(msgs: &Messages<'_>, session: Uuid, seq: u64) -> MessageStatus {
+        msgs.get(session, seq).unwrap().unwrap().status
     }
 
     /// The session's streaming marker, if any.
@@ -474,12 +469,7 @@ mod tests {
     /// for good.)
     #[tokio::test]
     async fn a_reply_that_loses_its_number_is_covered_by_its_sessions_marker() {
-        let store = Store::temporary().unwrap();
-        let s = store
-            .sessions()
-            .create(UserId::new(), "t".into(), None)
-            .await
-            .unwrap();
+        let (store, s) = with_session().await;
         let msgs = store.messages();
         // One exchange: its placeholder took seq 2 (streaming, marked).
         let exchange = msgs.append_exchange_nowait(s.id, "first".into()).unwrap();
@@ -496,10 +486,7 @@ mod tests {
         // A crash now: both replies fail at the next start, the marker goes.
         assert_eq!(msgs.fail_interrupted().unwrap(), 2);
         for seq in [2, 3] {
-            assert_eq!(
-                msgs.get(s.id, seq).unwrap().unwrap().status,
-                MessageStatus::Failed
-            );
+            assert_eq!(status(&msgs, s.id, seq), MessageStatus::Failed);
         }
         assert_eq!(marker(&store, s.id), None);
     }
@@ -533,14 +520,8 @@ mod tests {
         assert_eq!(marker(&store, s2.id), None, "no reply, no marker");
         // Finished replies are left alone; the one still streaming fails.
         assert_eq!(msgs.fail_interrupted().unwrap(), 1);
-        assert_eq!(
-            msgs.get(s1.id, 2).unwrap().unwrap().status,
-            MessageStatus::Complete
-        );
-        assert_eq!(
-            msgs.get(s1.id, 4).unwrap().unwrap().status,
-            MessageStatus::Failed
-        );
+        assert_eq!(status(&msgs, s1.id, 2), MessageStatus::Complete);
+        assert_eq!(status(&msgs, s1.id, 4), MessageStatus::Failed);
         assert_eq!(marker(&store, s1.id), None);
         // The next run marks the session again, at its new reply.
         let third = msgs.append_exchange_nowait(s1.id, "q".into()).unwrap();
@@ -552,12 +533,7 @@ mod tests {
     /// version still fails those replies, and only those.
     #[tokio::test]
     async fn a_marker_of_one_reply_from_an_older_version_is_honoured() {
-        let store = Store::temporary().unwrap();
-        let s = store
-            .sessions()
-            .create(UserId::new(), "t".into(), None)
-            .await
-            .unwrap();
+        let (store, s) = with_session().await;
         let msgs = store.messages();
         let t = store.trees();
         // Two replies left streaming, as an older version stored them: the
@@ -583,25 +559,14 @@ mod tests {
             .insert(keys::message(s.id, 1), &[])
             .unwrap();
         assert_eq!(msgs.fail_interrupted().unwrap(), 1);
-        assert_eq!(
-            msgs.get(s.id, 1).unwrap().unwrap().status,
-            MessageStatus::Failed
-        );
-        assert_eq!(
-            msgs.get(s.id, 2).unwrap().unwrap().status,
-            MessageStatus::Streaming
-        );
+        assert_eq!(status(&msgs, s.id, 1), MessageStatus::Failed);
+        assert_eq!(status(&msgs, s.id, 2), MessageStatus::Streaming);
         assert!(t.messages_streaming.is_empty());
     }
 
     #[tokio::test]
     async fn recent_messages_are_found_by_id_within_the_bound() {
-        let store = Store::temporary().unwrap();
-        let s = store
-            .sessions()
-            .create(UserId::new(), "t".into(), None)
-            .await
-            .unwrap();
+        let (store, s) = with_session().await;
         let msgs = store.messages();
         let first = msgs
             .append(
@@ -638,12 +603,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_message_outlives_its_session() {
-        let store = Store::temporary().unwrap();
-        let s = store
-            .sessions()
-            .create(UserId::new(), "t".into(), None)
-            .await
-            .unwrap();
+        let (store, s) = with_session().await;
         store.sessions().delete(s.id).await.unwrap();
         let late = store
             .messages()
@@ -662,12 +622,7 @@ mod tests {
 
     #[tokio::test]
     async fn deleting_the_session_deletes_its_messages() {
-        let store = Store::temporary().unwrap();
-        let s = store
-            .sessions()
-            .create(UserId::new(), "t".into(), None)
-            .await
-            .unwrap();
+        let (store, s) = with_session().await;
         let m = store
             .messages()
             .append(
