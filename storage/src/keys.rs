@@ -17,7 +17,7 @@
 //! | `sessions_by_user` | user id ‖ created_at (u64 BE, ms) ‖ session id | empty |
 //! | `messages`       | session id ‖ seq (u64 BE)   | `Message` (codec)     |
 //! | `messages_streaming` | session id (16 bytes) | the lowest seq (u64 BE) a reply may have streamed at since the start |
-//! |                  | (before 2026-12-03, one per reply: session id ‖ seq) | (empty) |
+//! |                  | (up to schema 4, one per reply: session id ‖ seq) | (empty) |
 //! | `deletions`      | kind (1 byte) ‖ id (16 bytes) | empty: a deletion under way |
 //! | `tracks`         | track id (16 bytes, UUID v7) | `Track` (codec)      |
 //! | `tracks_by_user` | user id ‖ created_at (u64 BE, ms) ‖ track id | empty |

@@ -9,8 +9,8 @@
 //! history never shows a reply that will not finish; then the markers go.
 //! A session is marked once per run (numbers only grow), not set and
 //! cleared around every reply: two writes per reply fewer
-//! (docs/BENCHMARKS.md). Markers of a version before that (one per reply,
-//! keyed by session and number) are still honoured at start.
+//! (docs/BENCHMARKS.md; schema 5, which turned the markers of one reply
+//! each into their sessions').
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -139,14 +139,11 @@ impl<'a> Messages<'a> {
         if marks.get(&session).is_some_and(|&from| from <= seq) {
             return Ok(());
         }
-        let mut lowest = seq;
-        self.store
-            .trees()
-            .messages_streaming
-            .fetch_and_update(keys::session(session), |old| {
-                lowest = old.and_then(marked_from).map_or(seq, |from| from.min(seq));
-                Some(lowest.to_be_bytes().to_vec())
-            })?;
+        let lowest = lower_marker(
+            &self.store.trees().messages_streaming,
+            *session.as_bytes(),
+            seq,
+        )?;
         if marks.len() >= REMEMBERED_MARKS {
             marks.clear();
         }
@@ -249,22 +246,13 @@ impl<'a> Messages<'a> {
         let mut failed = 0;
         for entry in t.messages_streaming.iter() {
             let (key, value) = entry?;
-            let (start, end) = match <[u8; 16]>::try_from(key.as_ref()) {
-                // A session's marker: from its number (a value that cannot
-                // be read: the whole session) to the session's end.
-                Ok(session) => {
-                    let session = Uuid::from_bytes(session);
-                    let from = marked_from(value.as_ref()).unwrap_or(0);
-                    (
-                        keys::message(session, from).to_vec(),
-                        keys::prefix_end(&keys::session(session)),
-                    )
-                }
-                // A marker of one reply (session ‖ number), as versions
-                // before per-session markers wrote.
-                Err(_) => (key.to_vec(), keys::prefix_end(&key)),
-            };
-            for entry in t.messages.range(start..end) {
+            // From the marker's number (one that cannot be read: the whole
+            // session) to the session's end. (A key that is no session's
+            // scans nothing.)
+            let from = marked_from(value.as_ref()).unwrap_or(0);
+            let mut start = key.to_vec();
+            start.extend_from_slice(&from.to_be_bytes());
+            for entry in t.messages.range(start..keys::prefix_end(&key)) {
                 let (message_key, value) = entry?;
                 let mut message: Message = codec::decode(&value)?;
                 if message.status == MessageStatus::Streaming {
@@ -299,6 +287,17 @@ pub(crate) fn find_recent_in(
         }
     }
     Ok(None)
+}
+
+/// Lowers the session's streaming marker to `seq` (writes it if there is
+/// none); returns what it holds now.
+pub(crate) fn lower_marker(markers: &sled::Tree, session: [u8; 16], seq: u64) -> Result<u64> {
+    let mut lowest = seq;
+    markers.fetch_and_update(session, |old| {
+        lowest = old.and_then(marked_from).map_or(seq, |from| from.min(seq));
+        Some(lowest.to_be_bytes().to_vec())
+    })?;
+    Ok(lowest)
 }
 
 /// The number a session's streaming marker holds.
@@ -526,42 +525,6 @@ mod tests {
         // The next run marks the session again, at its new reply.
         let third = msgs.append_exchange_nowait(s1.id, "q".into()).unwrap();
         assert_eq!(marker(&store, s1.id), Some(third.reply.seq));
-    }
-
-    /// A database written before per-session markers holds one marker per
-    /// streaming reply (session ‖ number, empty): the first start of this
-    /// version still fails those replies, and only those.
-    #[tokio::test]
-    async fn a_marker_of_one_reply_from_an_older_version_is_honoured() {
-        let (store, s) = with_session().await;
-        let msgs = store.messages();
-        let t = store.trees();
-        // Two replies left streaming, as an older version stored them: the
-        // marked one is failed; an unmarked one (which that version would
-        // not have left) is not looked at.
-        for _ in 0..2 {
-            let message = new_message(
-                s.id,
-                Role::Assistant,
-                "half".into(),
-                MessageStatus::Streaming,
-                vec![],
-            );
-            let seq = msgs.store.sessions().message_count(s.id).unwrap() + 1;
-            t.messages
-                .insert(
-                    keys::message(s.id, seq),
-                    codec::encode(&Message { seq, ..message }).unwrap(),
-                )
-                .unwrap();
-        }
-        t.messages_streaming
-            .insert(keys::message(s.id, 1), &[])
-            .unwrap();
-        assert_eq!(msgs.fail_interrupted().unwrap(), 1);
-        assert_eq!(status(&msgs, s.id, 1), MessageStatus::Failed);
-        assert_eq!(status(&msgs, s.id, 2), MessageStatus::Streaming);
-        assert!(t.messages_streaming.is_empty());
     }
 
     #[tokio::test]

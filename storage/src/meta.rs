@@ -17,7 +17,7 @@ use crate::users::{User, UserV1};
 use crate::Replay;
 
 /// The schema this build writes.
-pub const CURRENT_SCHEMA_VERSION: u32 = 4;
+pub const CURRENT_SCHEMA_VERSION: u32 = 5;
 
 type Migration = fn(&sled::Db, &Trees) -> Result<()>;
 
@@ -26,6 +26,7 @@ const MIGRATIONS: &[Migration] = &[
     drop_reply_events_v1,
     users_gain_external,
     replies_keep_their_events,
+    markers_per_session,
 ];
 
 /// 1 → 2: finished replies' logs moved from `reply_events` (keyed by
@@ -148,6 +149,41 @@ fn fold(trees: &Trees, reply: Uuid, value: &[u8]) -> Option<(Vec<u8>, Replay)> {
     let sent = replay.sent_text(&message.text)?;
     let fits = message.id == reply && copy.is_none_or(|c| c == sent);
     fits.then_some((key, replay))
+}
+
+/// 4 → 5: a streaming marker per session (its value the lowest number a
+/// reply of it may have streamed at since the start), not per reply
+/// (session ‖ number, empty): each session's per-reply markers become one
+/// at the lowest number they held, which the start then reads from. The
+/// session's marker is written before the per-reply ones go, so an
+/// interrupted run loses none, and running it twice is harmless. A build
+/// of schema 4 would not read the new markers (it would drop them and leave
+/// an interrupted reply `streaming`): the version is what refuses it.
+fn markers_per_session(_: &sled::Db, trees: &Trees) -> Result<()> {
+    let mut lowest: std::collections::BTreeMap<[u8; 16], u64> = Default::default();
+    let mut per_reply = Vec::new();
+    for key in trees.messages_streaming.iter().keys() {
+        let key = key?;
+        // Session id ‖ number; anything else (a session's marker, from an
+        // interrupted run) stays as it is.
+        let Some((session, seq)) = key.split_first_chunk::<16>() else {
+            continue;
+        };
+        let Ok(seq) = <[u8; 8]>::try_from(seq) else {
+            continue;
+        };
+        let seq = u64::from_be_bytes(seq);
+        let from = lowest.entry(*session).or_insert(seq);
+        *from = (*from).min(seq);
+        per_reply.push(key);
+    }
+    for (session, from) in lowest {
+        crate::messages::lower_marker(&trees.messages_streaming, session, from)?;
+    }
+    for key in per_reply {
+        trees.messages_streaming.remove(key)?;
+    }
+    Ok(())
 }
 
 const _: () = assert!(MIGRATIONS.len() as u32 + 1 == CURRENT_SCHEMA_VERSION);
@@ -383,5 +419,72 @@ mod tests {
             schema_version(store.trees()).unwrap(),
             CURRENT_SCHEMA_VERSION
         );
+    }
+
+    #[tokio::test]
+    async fn markers_of_one_reply_become_their_sessions_at_the_lowest_number() {
+        use crate::{MessageStatus, Role, UserId};
+        let store = Store::temporary().unwrap();
+        let (db, trees) = (store.db(), store.trees());
+        let sessions = store.sessions();
+        let a = sessions
+            .create(UserId::new(), "a".into(), None)
+            .await
+            .unwrap();
+        let b = sessions
+            .create(UserId::new(), "b".into(), None)
+            .await
+            .unwrap();
+        // Replies left streaming by a crash of a schema-4 build, each with
+        // its own marker: two in `a` (numbers 2 and 4), one in `b`.
+        let msgs = store.messages();
+        for (session, streaming) in [(a.id, [false, true, false, true]), (b.id, [true; 4])] {
+            for streaming in streaming {
+                let status = if streaming {
+                    MessageStatus::Streaming
+                } else {
+                    MessageStatus::Complete
+                };
+                msgs.append(session, Role::Assistant, "x".into(), status, vec![])
+                    .await
+                    .unwrap();
+            }
+        }
+        // (Appending marked the sessions the new way: start from the old.)
+        trees.messages_streaming.clear().unwrap();
+        for (session, seq) in [(a.id, 4), (a.id, 2), (b.id, 3)] {
+            trees
+                .messages_streaming
+                .insert(keys::message(session, seq), &[])
+                .unwrap();
+        }
+        set_schema_version(trees, 4).unwrap();
+        migrate(db, trees).unwrap();
+        assert_eq!(schema_version(trees).unwrap(), CURRENT_SCHEMA_VERSION);
+        let markers: Vec<_> = trees
+            .messages_streaming
+            .iter()
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect();
+        let marker =
+            |session: Uuid, from: u64| (session.as_bytes().to_vec(), from.to_be_bytes().to_vec());
+        let mut expected = vec![marker(a.id, 2), marker(b.id, 3)];
+        expected.sort();
+        assert_eq!(markers, expected);
+        // Run again (an interrupted migration): nothing changes.
+        markers_per_session(db, trees).unwrap();
+        assert_eq!(trees.messages_streaming.len(), 2);
+        // The start fails what the old markers covered: a's 2 and 4, b's
+        // 3 and 4 (b's 1 and 2 had no marker: left as they were).
+        assert_eq!(msgs.fail_interrupted().unwrap(), 4);
+        let status = |session, seq| msgs.get(session, seq).unwrap().unwrap().status;
+        assert_eq!(status(a.id, 2), MessageStatus::Failed);
+        assert_eq!(status(a.id, 4), MessageStatus::Failed);
+        assert_eq!(status(b.id, 2), MessageStatus::Streaming);
+        assert_eq!(status(b.id, 3), MessageStatus::Failed);
+        assert!(trees.messages_streaming.is_empty());
     }
 }
