@@ -289,7 +289,7 @@ impl SessionActor {
         }
         let now = Instant::now();
         if now >= self.next_ping {
-            if self.last_heard.elapsed() >= self.deps.limits.idle_timeout {
+            if now.duration_since(self.last_heard) >= self.deps.limits.idle_timeout {
                 tracing::info!(conn = self.conn_id, "idle timeout: closing");
                 return self.close(Close::IdleTimeout, ctx);
             }

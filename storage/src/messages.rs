@@ -247,23 +247,36 @@ impl<'a> Messages<'a> {
         for entry in t.messages_streaming.iter() {
             let (key, value) = entry?;
             // From the marker's number (one that cannot be read: the whole
-            // session) to the session's end. (A key that is no session's
-            // scans nothing.)
-            let from = marked_from(value.as_ref()).unwrap_or(0);
-            let mut start = key.to_vec();
-            start.extend_from_slice(&from.to_be_bytes());
-            for entry in t.messages.range(start..keys::prefix_end(&key)) {
-                let (message_key, value) = entry?;
-                let mut message: Message = codec::decode(&value)?;
-                if message.status == MessageStatus::Streaming {
-                    message.status = MessageStatus::Failed;
-                    t.messages.insert(&message_key, codec::encode(&message)?)?;
-                    failed += 1;
-                }
+            // session) to the session's end; a key that is no session id
+            // marks nothing.
+            if let Ok(session) = Uuid::from_slice(&key) {
+                let from = marked_from(value.as_ref()).unwrap_or(0);
+                failed += self.fail_streaming_from(session, from)?;
             }
             t.messages_streaming.remove(&key)?;
         }
         self.store.streaming_marks().lock().clear();
+        Ok(failed)
+    }
+
+    /// Turns `session`'s messages from `from` on that are still
+    /// `Streaming` into `Failed`; how many.
+    fn fail_streaming_from(&self, session: Uuid, from: u64) -> Result<usize> {
+        let t = self.store.trees();
+        let (start, end) = (
+            keys::message(session, from),
+            keys::prefix_end(&keys::session(session)),
+        );
+        let mut failed = 0;
+        for entry in t.messages.range(start.to_vec()..end) {
+            let (message_key, value) = entry?;
+            let mut message: Message = codec::decode(&value)?;
+            if message.status == MessageStatus::Streaming {
+                message.status = MessageStatus::Failed;
+                t.messages.insert(&message_key, codec::encode(&message)?)?;
+                failed += 1;
+            }
+        }
         Ok(failed)
     }
 }
@@ -339,7 +352,7 @@ fn new_message(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::UserId;
 
@@ -449,7 +462,7 @@ mod tests {
     }
 
     /// A stored message's status.
-    fn status(msgs: &Messages<'_>, session: Uuid, seq: u64) -> MessageStatus {
+    pub(crate) fn status(msgs: &Messages<'_>, session: Uuid, seq: u64) -> MessageStatus {
         msgs.get(session, seq).unwrap().unwrap().status
     }
 

@@ -480,11 +480,11 @@ mod tests {
         // The start fails what the old markers covered: a's 2 and 4, b's
         // 3 and 4 (b's 1 and 2 had no marker: left as they were).
         assert_eq!(msgs.fail_interrupted().unwrap(), 4);
-        let status = |session, seq| msgs.get(session, seq).unwrap().unwrap().status;
-        assert_eq!(status(a.id, 2), MessageStatus::Failed);
-        assert_eq!(status(a.id, 4), MessageStatus::Failed);
-        assert_eq!(status(b.id, 2), MessageStatus::Streaming);
-        assert_eq!(status(b.id, 3), MessageStatus::Failed);
+        use crate::messages::tests::status;
+        assert_eq!(status(&msgs, a.id, 2), MessageStatus::Failed);
+        assert_eq!(status(&msgs, a.id, 4), MessageStatus::Failed);
+        assert_eq!(status(&msgs, b.id, 2), MessageStatus::Streaming);
+        assert_eq!(status(&msgs, b.id, 3), MessageStatus::Failed);
         assert!(trees.messages_streaming.is_empty());
     }
 }
