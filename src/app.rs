@@ -3,7 +3,8 @@
 //! until the shutdown future resolves, then shuts down in order.
 
 use std::future::Future;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -167,76 +168,71 @@ pub async fn run(
     };
     // actix-web's `HttpServer`, assembled by hand: it serves only plain
     // `TcpStream`s, and palaver's connections are `Conn`s (the per-IP bound
-    // and the head deadline of every request; http/connection.rs).
+    // and the head deadline of every request; http/connection.rs), accepted
+    // on the workers themselves (http/server.rs).
     let addr = listener.local_addr()?;
-    let builder = actix_server::Server::build()
-        .disable_signals()
-        .shutdown_timeout(grace.as_secs().max(1));
-    let drain_signal = builder.graceful_shutdown_signal();
-    let server = builder
-        .listen("palaver", listener, move || {
-            let per_ip = per_ip.clone();
-            let worker_drain = connection::WorkerDrain::new(drain_signal.clone());
-            let accept = move |tcp: TcpStream| {
-                let peer = tcp.peer_addr().ok();
-                let slot = per_ip.admit(peer);
-                async move {
-                    let Some(slot) = slot else {
-                        // Over the per-IP bound: reset at once (no request
-                        // read, nothing written, no TIME_WAIT kept here).
-                        let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
-                        return Err(DispatchError::Io(std::io::Error::other(
-                            "server.max_connections_per_ip reached",
-                        )));
-                    };
-                    // Streamed replies are many small writes: without
-                    // TCP_NODELAY each waits on Nagle + delayed ACK.
-                    let _ = tcp.set_nodelay(true);
-                    // A peer that acknowledges nothing we send for this long
-                    // is gone: the kernel drops the connection
-                    // (TCP_USER_TIMEOUT). Else a client that stops reading,
-                    // but still acknowledges zero-window probes, would hold
-                    // its connection and buffers forever after its actor
-                    // closed it.
-                    let _ = socket2::SockRef::from(&tcp)
-                        .set_tcp_user_timeout(Some(unacknowledged_limit));
-                    Ok((Conn::new(tcp, slot, header_timeout), Protocol::Http1, peer))
-                }
-            };
-            let app = app().into_factory().map_err(|err| err.error_response());
-            fn_service(accept).and_then(
-                HttpService::<Conn, _, _>::build()
-                    .keep_alive(KeepAlive::Timeout(Duration::from_secs(5)))
-                    // `Conn` times every request's head (actix-http's own
-                    // timer covers only a connection's first).
-                    .client_request_timeout(Duration::ZERO)
-                    // A closed WebSocket must not wait a second for the
-                    // client to close the TCP connection first
-                    // (spec-following clients never do).
-                    .client_disconnect_timeout(Duration::ZERO)
-                    .local_addr(addr)
-                    .graceful_shutdown_signal(move || worker_drain.drained())
-                    .on_connect_ext(|conn: &Conn, data: &mut Extensions| {
-                        data.insert(conn.state());
-                    })
-                    .finish(map_config(app, |_| AppConfig::default())),
-            )
-        })?
-        .run();
-    let handle = server.handle();
-    let server = actix_rt::spawn(server);
+    // Streamed replies are many small writes: without TCP_NODELAY each waits
+    // on Nagle + delayed ACK. A peer that acknowledges nothing we send for
+    // `ws.idle_timeout` is gone: the kernel drops the connection
+    // (TCP_USER_TIMEOUT); else a client that stops reading, but still
+    // acknowledges zero-window probes, would hold its connection and buffers
+    // forever after its actor closed it. Set on the listening socket, both
+    // are inherited by every accepted connection (Linux), two system calls
+    // fewer per connection.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let listeners = http::server::group(listener, workers)?;
+    for listener in &listeners {
+        connection::configure_listener(listener, unacknowledged_limit)?;
+    }
+    let make = move |drain: Rc<connection::WorkerDrain>| {
+        let per_ip = per_ip.clone();
+        let accept = move |(tcp, peer): (TcpStream, SocketAddr)| {
+            let slot = per_ip.admit(Some(peer));
+            async move {
+                let Some(slot) = slot else {
+                    // Over the per-IP bound: reset at once (no request
+                    // read, nothing written, no TIME_WAIT kept here).
+                    let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+                    return Err(DispatchError::Io(std::io::Error::other(
+                        "server.max_connections_per_ip reached",
+                    )));
+                };
+                Ok((
+                    Conn::new(tcp, slot, header_timeout),
+                    Protocol::Http1,
+                    Some(peer),
+                ))
+            }
+        };
+        let app = app().into_factory().map_err(|err| err.error_response());
+        fn_service(accept).and_then(
+            HttpService::<Conn, _, _>::build()
+                .keep_alive(KeepAlive::Timeout(Duration::from_secs(5)))
+                // `Conn` times every request's head (actix-http's own
+                // timer covers only a connection's first).
+                .client_request_timeout(Duration::ZERO)
+                // A closed WebSocket must not wait a second for the
+                // client to close the TCP connection first
+                // (spec-following clients never do).
+                .client_disconnect_timeout(Duration::ZERO)
+                .local_addr(addr)
+                .graceful_shutdown_signal(move || drain.drained())
+                .on_connect_ext(|conn: &Conn, data: &mut Extensions| {
+                    data.insert(conn.state());
+                })
+                .finish(map_config(app, |_| AppConfig::default())),
+        )
+    };
+    let server = http::server::Server::start(listeners, make).await?;
     shutdown.await;
 
     tracing::info!("shutting down: no new connections");
-    handle.pause().await;
+    server.stop_accepting();
     if let Err(e) = state.supervisor.send(Drain { grace }).await {
         tracing::error!(error = %e, "supervisor unreachable while draining");
     }
-    handle.stop(true).await;
-    match server.await {
-        Ok(result) => result?,
-        Err(e) => tracing::error!(error = %e, "http server task failed"),
-    }
+    // Kept-alive connections get a second at least to finish a response.
+    server.stop(grace.max(Duration::from_secs(1))).await;
 
     tracing::info!("http server stopped; shutting down actors");
     match state.supervisor.send(Shutdown).await {

@@ -200,7 +200,7 @@ async fn serve(config: Config) -> Result<()> {
     // Histogram samples stay in memory until folded into their buckets.
     actix_rt::spawn(metrics.clone().keep_up());
     let store = cli::open_store_observed(&config)?;
-    let listener = TcpListener::bind(config.server.bind)
+    let listener = palaver::http::server::bind(config.server.bind)
         .with_context(|| format!("cannot listen on {}", config.server.bind))?;
     let addr = listener.local_addr()?;
     let users = store.users().count();

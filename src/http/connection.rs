@@ -32,7 +32,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use actix_server::GracefulShutdownSignal;
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
@@ -42,6 +41,19 @@ use palaver_actors::auth::throttle::ClientNet;
 use palaver_actors::telemetry;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
+
+/// Sets what every accepted connection needs on the listening socket, from
+/// which Linux copies it to each connection it accepts: TCP_NODELAY, and
+/// TCP_USER_TIMEOUT at `unacknowledged` (how long data we sent may go
+/// unacknowledged before the kernel drops the connection).
+pub fn configure_listener(
+    listener: &std::net::TcpListener,
+    unacknowledged: Duration,
+) -> io::Result<()> {
+    let socket = socket2::SockRef::from(listener);
+    socket.set_tcp_nodelay(true)?;
+    socket.set_tcp_user_timeout(Some(unacknowledged))
+}
 
 /// Open connections per client network, shared by every worker thread.
 pub struct PerIp {
@@ -299,15 +311,12 @@ impl<B: MessageBody + Unpin> MessageBody for ServedBody<B> {
 /// The server's drain as one worker's connections see it. actix-http asks
 /// each connection for a future that resolves when the server starts a
 /// graceful shutdown (its keep-alive ends then: a connection between
-/// requests closes, one serving closes after its response). The server's
-/// own signal costs a boxed watch receiver and its wait per connection
-/// (about 180 bytes held by every open WebSocket); here one task per worker
-/// waits for it and wakes its connections, each of which holds an `Rc`
-/// and a slot for its waker.
+/// requests closes, one serving closes after its response). A watch
+/// receiver per connection and its wait would cost about 180 bytes held by
+/// every open WebSocket; here the worker (http/server.rs) starts the drain
+/// and wakes its connections, each of which holds an `Rc` and a slot for
+/// its waker.
 pub struct WorkerDrain {
-    /// The server's signal, waited for (by one task) from the first
-    /// connection on.
-    signal: RefCell<Option<GracefulShutdownSignal>>,
     draining: Cell<bool>,
     waiting: RefCell<Wakers>,
 }
@@ -320,9 +329,8 @@ struct Wakers {
 }
 
 impl WorkerDrain {
-    pub fn new(signal: GracefulShutdownSignal) -> Rc<WorkerDrain> {
+    pub fn new() -> Rc<WorkerDrain> {
         Rc::new(WorkerDrain {
-            signal: RefCell::new(Some(signal)),
             draining: Cell::new(false),
             waiting: RefCell::default(),
         })
@@ -330,15 +338,6 @@ impl WorkerDrain {
 
     /// A connection's future: resolves once this worker drains.
     pub fn drained(self: &Rc<Self>) -> Drained {
-        if let Some(signal) = self.signal.borrow_mut().take() {
-            // Spawned here, not in `new`: the factory that makes the worker's
-            // service may run outside its runtime.
-            let drain = self.clone();
-            actix_rt::spawn(async move {
-                signal.notified().await;
-                drain.start();
-            });
-        }
         Drained {
             drain: self.clone(),
             slot: None,
@@ -346,7 +345,7 @@ impl WorkerDrain {
     }
 
     /// The drain began: every connection waiting is woken.
-    fn start(&self) {
+    pub fn start(&self) {
         self.draining.set(true);
         let woken: Vec<Waker> = self
             .waiting
@@ -499,8 +498,29 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn accepted_connections_inherit_the_listeners_socket_options() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        configure_listener(&listener, Duration::from_secs(7)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (accepted, _) = accepted.unwrap();
+        let socket = socket2::SockRef::from(&accepted);
+        assert!(socket.tcp_nodelay().unwrap());
+        assert_eq!(
+            socket.tcp_user_timeout().unwrap(),
+            Some(Duration::from_secs(7))
+        );
+        // The client's side is untouched: the options came from the listener.
+        assert!(!socket2::SockRef::from(&client.unwrap())
+            .tcp_nodelay()
+            .unwrap());
+    }
+
+    #[actix_rt::test]
     async fn a_drain_wakes_each_waiting_connection_and_slots_are_reused() {
-        let drain = WorkerDrain::new(actix_server::Server::build().graceful_shutdown_signal());
+        let drain = WorkerDrain::new();
         let ((a_wakes, a_waker), (b_wakes, b_waker)) = (waker(), waker());
         let (mut a, mut b) = (drain.drained(), drain.drained());
         assert!(poll(&mut a, &a_waker).is_pending());

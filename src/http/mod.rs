@@ -14,6 +14,7 @@ pub mod ops;
 pub mod origin;
 pub mod path;
 pub mod quota;
+pub mod server;
 pub mod sessions;
 pub mod tracks;
 pub mod ws;
